@@ -1,0 +1,1 @@
+"""Server side of siq: data, networks, float training, weight quantizers, integer reference."""
