@@ -1,0 +1,215 @@
+"""Declarative network architectures: one list of layer specs drives the PyTorch module and the C generator.
+
+An architecture is an input shape (channels, height, width) and a sequence of layers:
+  conv(out, k, stride=1, pad=0), relu, maxpool(k), lrn(size, alpha, beta, k), flatten, dense(out), dropout(p).
+It can be given as a preset name or as a TOML/JSON file:
+
+    name = "tiny"
+    input = [1, 28, 28]
+    layers = [
+      {type = "conv", out = 4, k = 5},
+      {type = "relu"}, {type = "maxpool", k = 2}, {type = "flatten"}, {type = "dense", out = 10},
+    ]
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import SiqError
+
+
+@dataclass(frozen=True)
+class Conv:
+    out: int
+    k: int
+    stride: int = 1
+    pad: int = 0
+    type: str = field(default="conv", init=False)
+
+
+@dataclass(frozen=True)
+class ReLU:
+    type: str = field(default="relu", init=False)
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    k: int
+    type: str = field(default="maxpool", init=False)
+
+
+@dataclass(frozen=True)
+class LRN:
+    """Cross-channel local response normalization, PyTorch semantics:
+    b_c = a_c / (k + alpha/size * sum_{c' in window(c)} a_c'^2) ** beta."""
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+    type: str = field(default="lrn", init=False)
+
+
+@dataclass(frozen=True)
+class Flatten:
+    type: str = field(default="flatten", init=False)
+
+
+@dataclass(frozen=True)
+class Dense:
+    out: int
+    type: str = field(default="dense", init=False)
+
+
+@dataclass(frozen=True)
+class Dropout:
+    p: float = 0.5
+    type: str = field(default="dropout", init=False)
+
+
+LAYER_TYPES = {cls.__dataclass_fields__["type"].default: cls
+               for cls in (Conv, ReLU, MaxPool, LRN, Flatten, Dense, Dropout)}
+WEIGHTED = (Conv, Dense)
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    input: tuple[int, int, int]  # (channels, height, width)
+    layers: tuple
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "input": list(self.input), "layers": [asdict(l) for l in self.layers]}
+
+    @staticmethod
+    def from_dict(d: dict) -> "Arch":
+        try:
+            name = str(d.get("name", "custom"))
+            shape = tuple(int(v) for v in d["input"])
+            if len(shape) != 3 or min(shape) < 1:
+                raise SiqError(f"architecture input must be [channels, height, width] > 0, got {list(shape)}")
+            layers = []
+            for i, spec in enumerate(d["layers"]):
+                spec = dict(spec)
+                kind = spec.pop("type", None)
+                if kind not in LAYER_TYPES:
+                    raise SiqError(f"architecture layer {i}: unknown type {kind!r} "
+                                   f"(known: {', '.join(sorted(LAYER_TYPES))})")
+                try:
+                    layers.append(LAYER_TYPES[kind](**spec))
+                except TypeError as exc:
+                    raise SiqError(f"architecture layer {i} ({kind}): {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SiqError(f"malformed architecture: {type(exc).__name__}: {exc}") from None
+        arch = Arch(name, shape, tuple(layers))
+        arch.shapes()  # validates the geometry
+        return arch
+
+    def weighted_layers(self) -> list[int]:
+        """Indices (into layers) of the conv and dense layers, in order."""
+        return [i for i, l in enumerate(self.layers) if isinstance(l, WEIGHTED)]
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Output shape of every layer (C, H, W) or (N,); raises SiqError on impossible geometry."""
+        shape: tuple[int, ...] = self.input
+        out = []
+        for i, layer in enumerate(self.layers):
+            where = f"architecture {self.name!r} layer {i} ({layer.type})"
+            if isinstance(layer, Conv):
+                if len(shape) != 3:
+                    raise SiqError(f"{where}: conv needs a (C, H, W) input, got {shape}")
+                if min(layer.out, layer.k, layer.stride) < 1 or layer.pad < 0:
+                    raise SiqError(f"{where}: out, k, stride must be >= 1 and pad >= 0")
+                c, h, w = shape
+                oh = (h + 2 * layer.pad - layer.k) // layer.stride + 1
+                ow = (w + 2 * layer.pad - layer.k) // layer.stride + 1
+                if oh < 1 or ow < 1:
+                    raise SiqError(f"{where}: kernel {layer.k} does not fit a {h}x{w} input")
+                shape = (layer.out, oh, ow)
+            elif isinstance(layer, MaxPool):
+                if len(shape) != 3 or layer.k < 1:
+                    raise SiqError(f"{where}: maxpool needs a (C, H, W) input and k >= 1")
+                c, h, w = shape
+                if h < layer.k or w < layer.k:
+                    raise SiqError(f"{where}: pool {layer.k} larger than the {h}x{w} map")
+                shape = (c, h // layer.k, w // layer.k)
+            elif isinstance(layer, LRN):
+                if len(shape) != 3 or layer.size < 1 or layer.k <= 0 or layer.beta < 0 or layer.alpha < 0:
+                    raise SiqError(f"{where}: lrn needs a (C, H, W) input, size >= 1, k > 0, alpha, beta >= 0")
+            elif isinstance(layer, Flatten):
+                n = 1
+                for s in shape:
+                    n *= s
+                shape = (n,)
+            elif isinstance(layer, Dense):
+                if len(shape) != 1:
+                    raise SiqError(f"{where}: dense needs a flat input: add a flatten layer before it")
+                if layer.out < 1:
+                    raise SiqError(f"{where}: out must be >= 1")
+                shape = (layer.out,)
+            elif isinstance(layer, Dropout):
+                if not 0.0 <= layer.p < 1.0:
+                    raise SiqError(f"{where}: dropout p must be in [0, 1)")
+            out.append(shape)
+        if not out or len(out[-1]) != 1:
+            raise SiqError(f"architecture {self.name!r} must end with a dense layer giving the class scores")
+        return out
+
+    @property
+    def num_classes(self) -> int:
+        return self.shapes()[-1][0]
+
+    def with_classes(self, num_classes: int) -> "Arch":
+        """The same network with its last dense layer resized to the dataset's class count."""
+        last = max(self.weighted_layers())
+        if not isinstance(self.layers[last], Dense):
+            raise SiqError(f"architecture {self.name!r}: the last weighted layer must be dense")
+        layers = list(self.layers)
+        layers[last] = Dense(num_classes)
+        return Arch(self.name, self.input, tuple(layers))
+
+    def with_input(self, shape: tuple[int, int, int]) -> "Arch":
+        arch = Arch(self.name, tuple(shape), self.layers)
+        arch.shapes()
+        return arch
+
+
+def _paper_block(out: int, pad: int) -> list:
+    return [Conv(out, 5, 1, pad), ReLU(), MaxPool(2), LRN(5, 1e-4, 0.75, 2.0)]
+
+
+PRESETS = {
+    # §4.1: conv 6@5x5 -> pool -> LRN -> conv 12@5x5 -> pool -> LRN -> FC 100 (dropout) -> FC 10.
+    # 28 -> 24 -> 12 -> 8 -> 4: 12*4*4 = 192 features, 22,278 parameters, 221,800 MACs.
+    "paper-mnist": Arch("paper-mnist", (1, 28, 28), tuple(
+        _paper_block(6, 0) + _paper_block(12, 0)
+        + [Flatten(), Dense(100), ReLU(), Dropout(0.5), Dense(10)])),
+    # §4.2: three conv layers 12/24/32 @5x5 each with pool and LRN, FC 300, 32x32 gray input.
+    # 'same' padding keeps 32 -> 16 -> 8 -> 4 so that three 2x2 pools fit: 32*4*4 = 512 features.
+    "paper-office": Arch("paper-office", (1, 32, 32), tuple(
+        _paper_block(12, 2) + _paper_block(24, 2) + _paper_block(32, 2)
+        + [Flatten(), Dense(300), ReLU(), Dropout(0.5), Dense(20)])),
+}
+
+
+def load_arch(spec: str) -> Arch:
+    """A preset name, or the path of a TOML or JSON architecture file."""
+    if spec in PRESETS:
+        return PRESETS[spec]
+    path = Path(spec)
+    if path.suffix.lower() not in (".toml", ".json"):
+        raise SiqError(f"unknown architecture {spec!r}: use one of {', '.join(PRESETS)} "
+                       "or the path of a .toml/.json architecture file")
+    if not path.is_file():
+        raise SiqError(f"architecture file {spec!r} not found")
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise SiqError(f"malformed architecture file {spec!r}: {exc}") from None
+    if not isinstance(data, dict) or "layers" not in data or "input" not in data:
+        raise SiqError(f"malformed architecture file {spec!r}: needs 'input' and 'layers'")
+    data.setdefault("name", path.stem)
+    return Arch.from_dict(data)
