@@ -157,6 +157,14 @@ class Arch:
             raise SiqError(f"architecture {self.name!r} must end with a dense layer giving the class scores")
         return out
 
+    def weight_shape(self, index: int) -> tuple[int, ...]:
+        """PyTorch layout of a weighted layer's weights: conv [C_OUT, C_IN, K, K], dense [OUT, IN]."""
+        layer = self.layers[index]
+        in_shape = ([self.input] + self.shapes())[index]
+        if isinstance(layer, Conv):
+            return (layer.out, in_shape[0], layer.k, layer.k)
+        return (layer.out, in_shape[0])
+
     @property
     def num_classes(self) -> int:
         return self.shapes()[-1][0]

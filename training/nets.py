@@ -1,0 +1,89 @@
+"""The PyTorch network built from an Arch, with hooks where quantization plugs in.
+
+The same module runs three ways:
+  * float training and evaluation (no hooks);
+  * quantization-aware retraining: float32, straight-through fake quantization of weights and activations;
+  * exact evaluation: float64 with power-of-two activation steps and fixed-point codebooks, which computes
+    bit for bit what the integer C computes (see training/quant.py).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .arch import LRN, Arch, Conv, Dense, Dropout, Flatten, MaxPool, ReLU
+
+
+class Hooks:
+    """Where a quantization scheme intervenes; the base class is the float network."""
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def weight(self, index: int, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def bias(self, index: int, b: torch.Tensor) -> torch.Tensor:
+        return b
+
+    def activation(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Output of a relu or lrn layer (the feature maps the client stores)."""
+        return x
+
+    def lrn(self, index: int, module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:
+        return module(x)
+
+
+FLOAT = Hooks()
+
+
+def _module(layer, in_channels: int, in_features: int) -> nn.Module:
+    if isinstance(layer, Conv):
+        return nn.Conv2d(in_channels, layer.out, layer.k, layer.stride, layer.pad)
+    if isinstance(layer, Dense):
+        return nn.Linear(in_features, layer.out)
+    if isinstance(layer, ReLU):
+        return nn.ReLU()
+    if isinstance(layer, MaxPool):
+        return nn.MaxPool2d(layer.k)
+    if isinstance(layer, LRN):
+        return nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
+    if isinstance(layer, Flatten):
+        return nn.Flatten()
+    if isinstance(layer, Dropout):
+        return nn.Dropout(layer.p)
+    raise TypeError(f"no module for {layer!r}")
+
+
+class Net(nn.Module):
+    """Input: images as real values x = pixel / 256 (so that x * 2^8 is the uint8 pixel exactly)."""
+
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.arch = arch
+        shapes = [arch.input] + arch.shapes()
+        self.layers = nn.ModuleList(
+            _module(layer, shapes[i][0], shapes[i][0]) for i, layer in enumerate(arch.layers))
+
+    def forward(self, x: torch.Tensor, hooks: Hooks = FLOAT, collect: list | None = None) -> torch.Tensor:
+        x = hooks.input(x)
+        for i, (layer, module) in enumerate(zip(self.arch.layers, self.layers)):
+            if isinstance(layer, Conv):
+                x = nn.functional.conv2d(x, hooks.weight(i, module.weight), hooks.bias(i, module.bias),
+                                         layer.stride, layer.pad)
+            elif isinstance(layer, Dense):
+                x = nn.functional.linear(x, hooks.weight(i, module.weight), hooks.bias(i, module.bias))
+            elif isinstance(layer, LRN):
+                x = hooks.activation(i, hooks.lrn(i, module, x))
+            elif isinstance(layer, ReLU):
+                x = hooks.activation(i, module(x))
+            else:
+                x = module(x)
+            if collect is not None:
+                collect.append(x)
+        return x
+
+
+def images_to_input(images, dtype=torch.float32) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> real input pixel / 256, exact in any float type."""
+    return torch.as_tensor(images).to(dtype) / 256.0

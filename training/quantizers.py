@@ -1,0 +1,219 @@
+"""Weight quantizers (server side): uniform, k-means (adaptive) and supervised iterative quantization (SIQ).
+
+Every method returns, per weighted layer, float centroids and an assignment; snap_codebook then puts the
+centroids on the firmware's fixed-point grid. Methods live in a registry so new ones plug in without touching
+the callers:
+
+    @register("name")
+    def my_method(net, bits, context) -> dict[layer_index, (centroids, assignment)]
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+
+from .arch import Conv, Dense
+from .errors import SiqError
+from .nets import Net
+from .quant import (QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, quantizable, quantize_biases,
+                    round_half_up, snap_codebook)
+from .train import TrainConfig, fit, seed_everything
+
+METHODS: dict = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        METHODS[name] = fn
+        return fn
+    return wrap
+
+
+@dataclass
+class SIQConfig:
+    """The paper's alternation, Split-Bregman style: retraining carries a penalty alpha_r * ||w - Q(w)||^2 / ||w||^2
+    whose weight grows by `growth` each round (continuation), so the weights settle onto the codebook.
+    Converged when fewer than `tolerance` of the weights change codebook entry between two rounds, or after
+    `rounds` rounds."""
+    rounds: int = 4
+    epochs_per_round: int = 2
+    lr: float = 3e-4
+    alpha: float = 0.1
+    growth: float = 4.0
+    tolerance: float = 0.005
+    quantize_fc: bool = False  # the paper retrains conv kernels only; FC layers get k-means at their bits after
+
+
+@dataclass
+class QuantizeConfig:
+    method: str = "siq"
+    conv_bits: int = 4
+    fc_bits: int = 8
+    layer_bits: dict = field(default_factory=dict)  # weighted layer index -> bits, overrides conv/fc bits
+    act_bits: int = 4
+    codebook_bits: int = 8
+    seed: int = 0
+    calibration_images: int = 2000
+    batch_size: int = 64
+    siq: SIQConfig = field(default_factory=SIQConfig)
+
+    def bits_per_layer(self, net: Net) -> dict[int, int]:
+        bits = {}
+        for i in net.arch.weighted_layers():
+            default = self.conv_bits if isinstance(net.arch.layers[i], Conv) else self.fc_bits
+            bits[i] = check_bits(self.layer_bits.get(i, default), f"weight bits of layer {i}")
+        return bits
+
+
+# ---------------------------------------------------------------- per-layer codebooks
+
+def uniform_codebook(w: np.ndarray, bits: int):
+    """Eq. 5 with a per-layer step: q = floor(w / step + 1/2), symmetric levels -L..L, L = 2^(b-1) - 1, and
+    step = max|w| / L (the whole range is covered, so outliers stretch the step). One bit has no zero level:
+    the levels are +-mean|w| chosen by sign."""
+    w = w.reshape(-1).astype(np.float64)
+    if bits == 1:
+        step = float(np.mean(np.abs(w)))
+        return np.array([-step, step]), (w >= 0).astype(np.int64)
+    levels = 2 ** (bits - 1) - 1
+    largest = float(np.max(np.abs(w)))
+    if largest == 0.0:
+        return np.array([0.0]), np.zeros(w.size, np.int64)
+    step = largest / levels
+    q = np.clip(round_half_up(w / step), -levels, levels).astype(np.int64)
+    return np.arange(-levels, levels + 1) * step, q + levels
+
+
+def kmeans_codebook(w: np.ndarray, bits: int, seed: int, init: np.ndarray | None = None):
+    """1-D k-means with 2^b centroids (scikit-learn, fixed seed; warm-started from `init` when given).
+    A layer with no more distinct values than centroids keeps its values exactly; empty clusters are dropped."""
+    w = w.reshape(-1).astype(np.float64)
+    distinct = np.unique(w)
+    k = 2 ** bits
+    if len(distinct) <= k:
+        return distinct, np.searchsorted(distinct, w)
+    if init is not None and len(init) == k and len(np.unique(init)) == k:
+        km = KMeans(n_clusters=k, init=np.sort(init).reshape(-1, 1), n_init=1, random_state=seed)
+    else:
+        km = KMeans(n_clusters=k, n_init=3, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = km.fit_predict(w.reshape(-1, 1))
+    centers = km.cluster_centers_.reshape(-1)
+    used = np.unique(labels)
+    centers = centers[used]
+    labels = np.searchsorted(used, labels)
+    order = np.argsort(centers, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return centers[order], rank[labels]
+
+
+def nearest(centroids: np.ndarray):
+    """w -> the nearest centroid of each weight (torch, differentiable only through the STE around it)."""
+    c = torch.as_tensor(np.sort(centroids), dtype=torch.float32)
+    mids = (c[1:] + c[:-1]) / 2
+
+    def quantize(w: torch.Tensor) -> torch.Tensor:
+        return c.to(w.dtype)[torch.bucketize(w.detach(), mids.to(w.dtype))]
+    return quantize
+
+
+def _weights(net: Net, i: int) -> np.ndarray:
+    return net.layers[i].weight.detach().double().numpy()
+
+
+# ---------------------------------------------------------------- methods
+
+@register("uniform")
+def uniform(net: Net, bits: dict[int, int], context: dict):
+    return {i: uniform_codebook(_weights(net, i), b) for i, b in bits.items()}
+
+
+@register("kmeans")
+def kmeans(net: Net, bits: dict[int, int], context: dict):
+    return {i: kmeans_codebook(_weights(net, i), b, context["seed"]) for i, b in bits.items()}
+
+
+@register("siq")
+def siq(net: Net, bits: dict[int, int], context: dict):
+    """Supervised iterative quantization (§3.2): alternate (1) fix w, solve Q by k-means and (2) fix Q, solve w by
+    backprop started from the quantized weights, with fake-quantized activations and weights in the forward pass
+    (straight-through) and a growing pull of w toward Q(w). `net` is retrained in place."""
+    cfg: QuantizeConfig = context["config"]
+    scfg = cfg.siq
+    x, y = context["train"]
+    arch = net.arch
+    retrained = [i for i in bits if isinstance(arch.layers[i], Conv) or scfg.quantize_fc]
+    books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed) for i in retrained}
+    history = []
+    alpha = scfg.alpha
+    for round_index in range(scfg.rounds):
+        with torch.no_grad():  # retraining starts from the quantized weights
+            for i in retrained:
+                centroids, assignment = books[i]
+                net.layers[i].weight.copy_(torch.from_numpy(centroids[assignment].reshape(net.layers[i].weight.shape)))
+        quantizers = {i: nearest(books[i][0]) for i in retrained}
+        hooks = TrainingHooks(cfg.act_bits, context["shifts"], quantizers)
+        norms = {i: float(torch.mean(net.layers[i].weight.detach() ** 2)) + 1e-12 for i in retrained}
+
+        def penalty(model, alpha=alpha, quantizers=quantizers, norms=norms):
+            total = 0.0
+            for i in retrained:
+                w = model.layers[i].weight
+                total = total + torch.mean((w - quantizers[i](w)) ** 2) / norms[i]
+            return alpha * total
+
+        train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
+                                seed=cfg.seed + 1000 * (round_index + 1))
+        log = fit(net, x, y, train_cfg, hooks, penalty, desc=f"siq round {round_index + 1}")
+        previous = {i: books[i][1] for i in retrained}
+        books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed, init=books[i][0]) for i in retrained}
+        changed = sum(int(np.sum(books[i][1] != previous[i])) for i in retrained)
+        total = sum(books[i][1].size for i in retrained)
+        history.append({"round": round_index + 1, "alpha": alpha, "loss": log[-1]["loss"],
+                        "assignment_change": changed / total})
+        alpha *= scfg.growth
+        if changed / total < scfg.tolerance:
+            break
+    context["history"] = history
+    rest = {i: kmeans_codebook(_weights(net, i), b, cfg.seed) for i, b in bits.items() if i not in retrained}
+    return {**books, **rest}
+
+
+def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig,
+                   class_names: list[str], meta: dict | None = None) -> tuple[QuantizedModel, Net]:
+    """Quantize a trained float network; returns the quantized model and the (possibly retrained) float net."""
+    if cfg.method not in METHODS:
+        raise SiqError(f"unknown quantization method {cfg.method!r} (known: {', '.join(sorted(METHODS))})")
+    act_bits = check_bits(cfg.act_bits, "activation bits")
+    check_bits(cfg.codebook_bits, "codebook bits")
+    if cfg.codebook_bits < 2:
+        raise SiqError("codebook bits must be at least 2 (signed fixed-point codebook values)")
+    quantizable(float_net.arch)
+    bits = cfg.bits_per_layer(float_net)
+    seed_everything(cfg.seed)
+    net = copy.deepcopy(float_net).float()
+    rng = np.random.default_rng(cfg.seed)
+    calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
+    shifts = calibrate_shifts(net, calib, act_bits)
+    context = {"config": cfg, "seed": cfg.seed, "train": (train_x, train_y), "shifts": shifts}
+    books = METHODS[cfg.method](net, bits, context)
+    layers = {i: snap_codebook(c, a.reshape(net.layers[i].weight.shape), bits[i], cfg.codebook_bits)
+              for i, (c, a) in books.items()}
+    biases = quantize_biases(net.arch, net, shifts, layers)
+    info = {"method": cfg.method, "config": _jsonable(asdict(cfg)), "history": context.get("history", []),
+            **(meta or {})}
+    return QuantizedModel(net.arch, act_bits, shifts, layers, biases, list(class_names), info), net
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {str(k): _jsonable(v) for k, v in d.items()}
+    return d

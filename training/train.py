@@ -1,0 +1,147 @@
+"""Float training, prediction, and checkpoint files.
+
+Deterministic on CPU: seeded initialisation, seeded shuffling, torch deterministic algorithms.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .arch import Arch
+from .errors import SiqError
+from .fileio import load_torch, save_torch
+from .nets import FLOAT, Hooks, Net, images_to_input
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    lr_schedule: str = "cosine"  # "cosine" or "constant"
+    augment_shift: int = 0       # random translation of each training image by up to this many pixels
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.use_deterministic_algorithms(True)
+
+
+def predict_scores(net: Net, images: np.ndarray, hooks: Hooks = FLOAT, batch: int = 1000) -> np.ndarray:
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            out.append(net(images_to_input(images[start:start + batch]), hooks).numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.arch.num_classes), np.float32)
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Top-1 accuracy; with groups (crops of one image), the class of the summed scores of the group."""
+    if groups is None:
+        return float(np.mean(np.argmax(scores, axis=1) == labels))
+    ids, first = np.unique(groups, return_index=True)
+    summed = np.zeros((len(ids), scores.shape[1]), dtype=np.float64)
+    np.add.at(summed, np.searchsorted(ids, groups), scores.astype(np.float64))
+    return float(np.mean(np.argmax(summed, axis=1) == labels[first]))
+
+
+def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by (dy, dx) in [-max_shift, max_shift], filling with zeros (background)."""
+    n, c, h, w = batch.shape
+    padded = torch.nn.functional.pad(batch, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]
+    return padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+
+def fit(net: Net, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, hooks: Hooks = FLOAT,
+        penalty=None, validation: tuple | None = None, desc: str = "train", on_epoch=None) -> list[dict]:
+    """Minibatch Adam on cross-entropy (+ an optional penalty(net) term); returns per-epoch metrics."""
+    if len(x) == 0:
+        raise SiqError("no training images")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.lr_schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    else:
+        schedule = None
+    inputs = images_to_input(x)
+    labels = torch.as_tensor(y, dtype=torch.long)
+    history = []
+    for epoch in range(cfg.epochs):
+        net.train()
+        order = torch.randperm(len(x), generator=generator)
+        total, count = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                   unit="batch", disable=None)
+        for step in bar:
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batch = inputs[idx]
+            if cfg.augment_shift:
+                batch = random_shift(batch, cfg.augment_shift, generator)
+            loss = torch.nn.functional.cross_entropy(net(batch, hooks), labels[idx])
+            if penalty is not None:
+                loss = loss + penalty(net)
+            if not torch.isfinite(loss):
+                raise SiqError(f"{desc}: the loss became {loss.item()} (diverged) at epoch {epoch + 1}; "
+                               "lower the learning rate")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        record = {"epoch": epoch + 1, "loss": total / count}
+        if validation is not None:
+            record["val_accuracy"] = accuracy(predict_scores(net, validation[0], hooks), validation[1])
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    net.eval()
+    return history
+
+
+def train_float(arch: Arch, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, validation=None, on_epoch=None):
+    seed_everything(cfg.seed)
+    net = Net(arch)
+    history = fit(net, x, y, cfg, validation=validation, desc="float", on_epoch=on_epoch)
+    return net, history
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, net: Net, dataset: dict, config: TrainConfig, metrics: dict) -> None:
+    meta = {"arch": net.arch.to_dict(), "dataset": dataset, "train_config": asdict(config), "metrics": metrics}
+    save_torch(path, "checkpoint", meta, {k: v.detach().clone() for k, v in net.state_dict().items()})
+
+
+def load_checkpoint(path) -> tuple[Net, dict]:
+    meta, tensors = load_torch(path, "checkpoint")
+    try:
+        arch = Arch.from_dict(meta["arch"])
+    except KeyError:
+        raise SiqError(f"{path}: checkpoint has no architecture") from None
+    net = Net(arch)
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise SiqError(f"{path}: weights do not match the architecture {arch.name!r} "
+                       f"({str(exc).splitlines()[0][:100]})") from None
+    for name, t in tensors.items():
+        if not torch.all(torch.isfinite(t)):
+            raise SiqError(f"{path}: tensor {name} holds NaN/Inf: retrain the model")
+    net.eval()
+    return net, meta
