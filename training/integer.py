@@ -221,6 +221,12 @@ def maxpool2d(codes: np.ndarray, op: MaxPool2d) -> np.ndarray:
     return codes.reshape(n, c, h // k, k, w // k, k).max(axis=(3, 5))
 
 
+def conv2d_requant_maxpool(codes: np.ndarray, conv: Conv2dRequant, pool: MaxPool2d) -> np.ndarray:
+    """The fused C kernel computes each pooled output from its k x k conv outputs; max-pool commutes with the
+    monotone requantization, so this equals the two ops in sequence."""
+    return maxpool2d(conv2d_requant(codes, conv), pool)
+
+
 def lrn_requant(codes: np.ndarray, op: LRNRequant) -> np.ndarray:
     squares = np.pad(codes * codes, ((0, 0), (op.window_before, op.window_after), (0, 0), (0, 0)))
     channels = codes.shape[1]

@@ -1,0 +1,199 @@
+"""Lowering: integer ops (training/integer.py) -> C-ready ops with packed weights, fused kernels and an arena plan.
+
+Everything the C needs is computed here (prepare), so the generated code only runs integer loops (eval):
+  * conv -> relu -> max-pool becomes one conv2d_requant_maxpool call (the pre-pool map never exists);
+  * weight indices are packed into one bitstream per layer (codegen/pack.py);
+  * every buffer gets an offset in one static arena, planned by liveness (codegen/plan.py);
+  * accumulator bounds proven by build_integer_model are carried into the C as comments and static asserts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from training.errors import SiqError
+from training.integer import (Conv2dRequant, DenseRequant, DenseScores, IntegerModel, LRNRequant, MaxPool2d,
+                              QuantizeInput, build_integer_model)
+from training.quant import QuantizedModel
+
+from . import __version__
+from .pack import pack_indices, packed_size
+from .plan import GreedyPlanner
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass
+class WeightTable:
+    """One weighted layer's flash: a codebook of int8 values and the packed index bitstream."""
+    name: str
+    codebook: list[int]
+    packed: bytes
+    bits: int
+    count: int
+    bias: list[int]
+
+
+@dataclass
+class LoweredOp:
+    kernel: str            # the C function (and its numpy twin in training/integer.py)
+    source_ops: list[int]  # integer-model ops it computes; its output equals the last one's
+    params: dict           # C struct fields (ints, or names of const arrays)
+    input: str             # buffer names ("image" is the caller's input, "scores" the caller's output)
+    output: str
+    macs: int
+    comment: str
+    weights: WeightTable | None = None
+    table: list[int] | None = None
+
+
+@dataclass
+class LoweredModel:
+    prefix: str
+    integer: IntegerModel
+    ops: list[LoweredOp]
+    buffers: dict          # name -> (offset, size)
+    arena_bytes: int
+    config_hash: str
+    version: str = __version__
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int:
+        return sum(op.macs for op in self.ops)
+
+    def weights_bytes(self) -> int:
+        return sum(len(op.weights.packed) + len(op.weights.codebook) for op in self.ops if op.weights)
+
+    def weights_report(self) -> list[dict]:
+        out = []
+        for op in self.ops:
+            if op.weights:
+                w = op.weights
+                out.append({"layer": w.name, "bits": w.bits, "count": w.count, "packed_bytes": len(w.packed),
+                            "codebook_bytes": len(w.codebook), "codebook": w.codebook,
+                            "bias_bytes": 4 * len(w.bias)})
+        return out
+
+
+def _weights(name: str, op) -> WeightTable:
+    count = int(op.indices.size)
+    packed = pack_indices(op.indices, op.bits)
+    assert len(packed) == packed_size(count, op.bits)
+    codebook = [int(v) for v in op.codebook]
+    if min(codebook) < -128 or max(codebook) > 127:
+        raise SiqError(f"{name}: codebook values {min(codebook)}..{max(codebook)} do not fit int8: "
+                       "use --codebook-bits 8 or fewer")
+    return WeightTable(name, codebook, packed, op.bits, count, [int(b) for b in op.bias])
+
+
+def lower(qm: QuantizedModel, prefix: str = "siq_model") -> LoweredModel:
+    if not IDENTIFIER.match(prefix):
+        raise SiqError(f"prefix {prefix!r} is not a lower-case C identifier (letters, digits, underscores)")
+    model = build_integer_model(qm)
+    ops: list[LoweredOp] = []
+    src = model.ops
+    k = 0
+    while k < len(src):
+        op = src[k]
+        if isinstance(op, QuantizeInput):
+            size = int(np.prod(op.shape))
+            ops.append(LoweredOp("quantize_input", [k], {"size": size, "shift": op.shift, "max_code": op.max_code},
+                                 "image", f"buffer{k}", 0,
+                                 f"input {list(op.shape)}: code = clamp(floor(pixel * 2^{op.shift} + 1/2), 0, "
+                                 f"{op.max_code})"))
+        elif isinstance(op, Conv2dRequant):
+            pool = src[k + 1] if k + 1 < len(src) and isinstance(src[k + 1], MaxPool2d) else None
+            name = f"layer{op.layer_index - 1}"
+            c, h, w = op.in_shape
+            o, oh, ow = op.out_shape
+            params = {"in_channels": c, "in_height": h, "in_width": w, "out_channels": o,
+                      "conv_height": oh, "conv_width": ow, "kernel": op.k, "stride": op.stride, "pad": op.pad,
+                      "pool": pool.k if pool else 1, "index_bits": op.bits, "shift": op.shift,
+                      "max_code": op.max_code}
+            sources = [k, k + 1] if pool else [k]
+            out_shape = pool.out_shape if pool else op.out_shape
+            ops.append(LoweredOp("conv2d_requant_maxpool" if pool else "conv2d_requant", sources, params,
+                                 ops[-1].output, f"buffer{sources[-1]}", o * oh * ow * c * op.k * op.k,
+                                 f"conv {o}@{op.k}x{op.k}/{op.stride} pad {op.pad} on {list(op.in_shape)} -> relu"
+                                 + (f" -> maxpool {pool.k}" if pool else "") + f" -> {list(out_shape)}; "
+                                 f"|acc| <= {op.acc_bound} < 2^31", _weights(name, op)))
+            ops[-1].params["acc_bound"] = op.acc_bound
+            k = sources[-1]
+        elif isinstance(op, MaxPool2d):
+            c, h, w = op.in_shape
+            ops.append(LoweredOp("maxpool2d", [k], {"channels": c, "in_height": h, "in_width": w, "pool": op.k},
+                                 ops[-1].output, f"buffer{k}", 0,
+                                 f"maxpool {op.k} on {list(op.in_shape)} -> {list(op.out_shape)}"))
+        elif isinstance(op, LRNRequant):
+            c, h, w = op.shape
+            ops.append(LoweredOp("lrn_requant", [k],
+                                 {"channels": c, "plane": h * w, "window_before": op.window_before,
+                                  "window_after": op.window_after, "index_shift": op.index_shift,
+                                  "frac_bits": op.frac_bits, "max_code": op.max_code},
+                                 ops[-1].output, f"buffer{k}", 0,
+                                 f"lrn over {op.window_before + op.window_after + 1} channels on {list(op.shape)}: "
+                                 f"table of {len(op.table)} reciprocals, index S >> {op.index_shift}, "
+                                 f"{op.frac_bits} fraction bits",
+                                 table=[int(v) for v in op.table]))
+        elif isinstance(op, (DenseRequant, DenseScores)):
+            final = isinstance(op, DenseScores)
+            name = f"layer{op.layer_index if final else op.layer_index - 1}"
+            params = {"in_features": op.in_features, "out_features": op.out_features, "index_bits": op.bits,
+                      "shift": 0 if final else op.shift, "max_code": 0 if final else op.max_code,
+                      "acc_bound": op.acc_bound}
+            ops.append(LoweredOp("dense_scores" if final else "dense_requant", [k], params, ops[-1].output,
+                                 "scores" if final else f"buffer{k}", op.in_features * op.out_features,
+                                 f"dense {op.in_features} -> {op.out_features}"
+                                 + (" (class scores, int32)" if final else " -> relu")
+                                 + f"; |acc| <= {op.acc_bound} < 2^31", _weights(name, op)))
+        else:
+            raise SiqError(f"no C kernel for integer op {op.name}")
+        k += 1
+
+    planner = GreedyPlanner()
+    sizes = {}
+    for index, op in enumerate(ops):
+        if op.output not in ("scores",):
+            shape_op = src[op.source_ops[-1]]
+            sizes[op.output] = _output_size(shape_op)
+    buffers = {}
+    for index, op in enumerate(ops):
+        if op.output in sizes:
+            readers = [j for j, other in enumerate(ops) if other.input == op.output]
+            buffers[op.output] = planner.add_buffer(op.output, sizes[op.output], index, max(readers, default=index))
+    arena = planner.plan()
+    placed = {name: (b.offset, b.size) for name, b in buffers.items()}
+    lowered = LoweredModel(prefix, model, ops, placed, arena, "", meta=dict(qm.meta))
+    lowered.config_hash = _hash(lowered, qm)
+    return lowered
+
+
+def _output_size(op) -> int:
+    if isinstance(op, QuantizeInput):
+        return int(np.prod(op.shape))
+    if isinstance(op, (Conv2dRequant, MaxPool2d)):
+        return int(np.prod(op.out_shape))
+    if isinstance(op, LRNRequant):
+        return int(np.prod(op.shape))
+    if isinstance(op, DenseRequant):
+        return op.out_features
+    raise TypeError(op)
+
+
+def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
+    """A digest of everything that decides the generated code's behaviour (not of timestamps or paths)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"arch": qm.arch.to_dict(), "act_bits": qm.act_bits,
+                         "shifts": sorted(qm.shifts.items()), "classes": qm.class_names,
+                         "prefix": lowered.prefix}, sort_keys=True).encode())
+    for op in lowered.ops:
+        h.update(json.dumps([op.kernel, op.params, op.table], sort_keys=True).encode())
+        if op.weights:
+            h.update(bytes(op.weights.packed))
+            h.update(json.dumps([op.weights.codebook, op.weights.bias]).encode())
+    return h.hexdigest()[:16]
