@@ -1,0 +1,50 @@
+# siq: two commands on a fresh machine: `make firmware` (the main job) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SIQ := $(VENV)/bin/siq
+STAMP := $(VENV)/.installed
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
+OUT ?= out
+
+.PHONY: setup firmware test bench sweep clean toolchain
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory toolchain
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU wheel on this disk; the project itself only asks for torch>=2.2
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages: the Cortex-M cross compiler, QEMU and Fashion-MNIST (as root, only what is missing).
+toolchain:
+	@missing=""; \
+	command -v arm-none-eabi-gcc >/dev/null || missing="$$missing gcc-arm-none-eabi libnewlib-arm-none-eabi"; \
+	command -v qemu-system-arm >/dev/null || missing="$$missing qemu-system-arm"; \
+	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (run as root: apt-get install --no-install-recommends$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+firmware: setup
+	$(SIQ) pipeline --out $(OUT) --force
+
+test: setup
+	$(PY) -m pytest -q host_tests
+
+bench: setup
+	$(PY) -m codegen.bench --out $(OUT)/bench.json
+
+sweep: setup
+	$(SIQ) sweep --dataset mnist5k --methods uniform,kmeans,siq --weight-bits 1-8,float --act-bits 1-4,float --jobs 2 --out docs/results/mnist5k.jsonl
+
+clean:
+	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache

@@ -1,0 +1,182 @@
+"""The steps behind the CLI: train -> quantize -> export -> verify (-> target), each usable on its own."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from training.arch import Arch, load_arch
+from training.data import Dataset, load_dataset
+from training.errors import SiqError
+from training.fileio import atomic_directory
+from training.integer import integer_scores
+from training.nets import Net
+from training.quant import QuantizedModel, save_quantized
+from training.quantizers import QuantizeConfig, quantize_model
+from training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
+                            train_float)
+
+from .export import json_default, model_report, report_markdown, write_sources
+from .lower import LoweredModel, lower
+from .verify import describe_mismatch, verify
+
+# Documented short schedules (chosen on the validation split carved from training data, see README).
+SCHEDULES = {
+    "mnist5k": TrainConfig(epochs=30, batch_size=64, lr=3e-3, augment_shift=2),
+    "fashion": TrainConfig(epochs=15, batch_size=64, lr=2e-3, augment_shift=1),
+    "mnist": TrainConfig(epochs=15, batch_size=64, lr=2e-3, augment_shift=1),
+    "digits": TrainConfig(epochs=40, batch_size=32, lr=3e-3, augment_shift=0),
+    "folder": TrainConfig(epochs=20, batch_size=64, lr=2e-3, augment_shift=0),
+}
+OUTPUT_MARKER = ".siq-output"
+
+
+def default_schedule(dataset_spec: str) -> TrainConfig:
+    return SCHEDULES.get(dataset_spec.split(":")[0], TrainConfig())
+
+
+def fit_arch_to_data(arch: Arch, data: Dataset) -> tuple[Arch, Dataset]:
+    """Resize the class layer to the dataset and zero-pad smaller images to the architecture's input."""
+    c, h, w = arch.input
+    dc, dh, dw = data.image_shape
+    if dc != c:
+        raise SiqError(f"architecture {arch.name!r} expects {c} channel(s), dataset {data.name!r} has {dc}")
+    if (dh, dw) != (h, w):
+        if dh > h or dw > w:
+            raise SiqError(f"dataset images are {dh}x{dw}, larger than the architecture's {h}x{w} input")
+        data = data.padded(h, w)
+    return arch.with_classes(data.num_classes), data
+
+
+def dataset_meta(data: Dataset, spec: str, data_dir, seed: int) -> dict:
+    return {"spec": spec, "data_dir": data_dir, "seed": seed, "class_names": list(data.class_names),
+            "image_shape": list(data.image_shape), "n_train": int(len(data.train_x)),
+            "n_test": int(len(data.test_x))}
+
+
+def load_for_model(meta: dict, arch: Arch) -> Dataset:
+    """The dataset a checkpoint was trained on, prepared the same way."""
+    ds = meta.get("dataset", meta)
+    data = load_dataset(ds["spec"], ds.get("data_dir"), ds.get("seed", 0))
+    return fit_arch_to_data(arch, data)[1]
+
+
+def step_train(dataset: str, arch_spec: str, cfg: TrainConfig, out: Path, data_dir=None, split_seed: int = 0,
+               log=print) -> tuple[Net, Dataset, dict]:
+    data = load_dataset(dataset, data_dir, split_seed)
+    arch, data = fit_arch_to_data(load_arch(arch_spec), data)
+    log(f"training {arch.name} on {data.name}: {len(data.train_x)} train / {len(data.test_x)} test images, "
+        f"{cfg.epochs} epochs")
+    start = time.time()
+    net, history = train_float(arch, data.train_x, data.train_y, cfg)
+    seconds = time.time() - start
+    acc = accuracy(predict_scores(net, data.test_x), data.test_y, data.test_groups)
+    metrics = {"float_accuracy": acc, "seconds": seconds, "seconds_per_epoch": seconds / max(1, cfg.epochs),
+               "history": history}
+    save_checkpoint(out, net, dataset_meta(data, dataset, data_dir, split_seed), cfg, metrics)
+    log(f"float test accuracy {acc:.4f} ({seconds:.1f} s); checkpoint {out.name}")
+    return net, data, metrics
+
+
+def step_quantize(net: Net, meta: dict, data: Dataset, cfg: QuantizeConfig, out: Path | None, log=print
+                  ) -> QuantizedModel:
+    start = time.time()
+    info = {"arch": net.arch.name, "dataset": meta.get("dataset", {}),
+            "float_accuracy": meta.get("metrics", {}).get("float_accuracy")}
+    qm, _ = quantize_model(net, data.train_x, data.train_y, cfg, data.class_names, info)
+    qm.meta["seconds"] = time.time() - start
+    scores = integer_scores(lower(qm).integer, data.test_x)
+    qm.meta["int_accuracy"] = accuracy(scores, data.test_y, data.test_groups)
+    if out is not None:
+        save_quantized(out, qm)
+    log(f"{cfg.method} W{cfg.conv_bits}A{cfg.act_bits} (FC {cfg.fc_bits} bits): integer test accuracy "
+        f"{qm.meta['int_accuracy']:.4f}, weights {qm.weights_bytes()} bytes ({qm.meta['seconds']:.1f} s)"
+        + (f"; model {out.name}" if out else ""))
+    return qm
+
+
+def write_export(qm: QuantizedModel, directory: Path, prefix: str, vectors: tuple | None) -> LoweredModel:
+    """Sources, test vectors, quantized model copy and report into `directory` (already a temp dir)."""
+    from .vectors import write_test_vectors
+
+    lm = lower(qm, prefix)
+    write_sources(lm, directory)
+    if vectors is not None:
+        images, classes, scores = vectors
+        write_test_vectors(directory / f"{prefix}_test_vectors.h", prefix, images, classes, scores)
+    save_quantized(directory / "quantized.pt", qm)
+    return lm
+
+
+def step_export(qm: QuantizedModel, out: Path, prefix: str, data: Dataset | None, n_vectors: int, force: bool,
+                log=print) -> LoweredModel:
+    with atomic_directory(out, force=force, marker=OUTPUT_MARKER) as tmp:
+        vectors = None
+        lm = lower(qm, prefix)
+        if data is not None and n_vectors > 0:
+            images = data.test_x[:n_vectors]
+            scores = integer_scores(lm.integer, images)
+            vectors = (images, np.argmax(scores, axis=1), scores)
+        lm = write_export(qm, tmp, prefix, vectors)
+        report = {"title": f"{qm.arch.name} {qm.meta.get('method', '')}", "model": model_report(lm),
+                  "config": qm.meta.get("config", {})}
+        _write_reports(tmp, report)
+        (tmp / OUTPUT_MARKER).write_text("siq export\n")
+    log(f"exported {prefix}.c/.h to {out}: weights {lm.weights_bytes()} bytes, arena {lm.arena_bytes} bytes, "
+        f"{lm.macs} MACs")
+    return lm
+
+
+def _write_reports(directory: Path, report: dict) -> None:
+    (directory / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=json_default) + "\n")
+    (directory / "report.md").write_text(report_markdown(report))
+
+
+def step_verify(qm: QuantizedModel, lm: LoweredModel, model_dir: Path, data: Dataset, log=print) -> dict:
+    start = time.time()
+    result = verify(qm, lm, model_dir, data.test_x, data.test_y, data.test_groups)
+    result["seconds"] = time.time() - start
+    acc, mism = result["accuracy"], result["mismatches"]
+    log(f"verify on {result['n_test']} test images: torch fake-quant {acc['torch_quant']:.4f}, "
+        f"integer reference {acc['int_reference']:.4f}, host C {acc['host_c']:.4f}; mismatches torch "
+        f"{mism['torch_quant']}, host C {mism['host_c']}")
+    for leg, detail in result["first_mismatch"].items():
+        log(describe_mismatch(leg, detail))
+    return result
+
+
+def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg: TrainConfig, prefix: str,
+                 data_dir=None, split_seed: int = 0, force: bool = False, cpu: str | None = None,
+                 board: str | None = None, target_images: int = 1000, log=print) -> dict:
+    """The main job: train -> quantize -> export -> verify (-> Cortex-M), all into `out` at once."""
+    with atomic_directory(out, force=force, marker=OUTPUT_MARKER) as tmp:
+        net, data, metrics = step_train(dataset, arch, tcfg, tmp / "float.pt", data_dir, split_seed, log)
+        _, meta = load_checkpoint(tmp / "float.pt")
+        qm = step_quantize(net, meta, data, qcfg, tmp / "quantized.pt", log)
+        firmware = tmp / "firmware"
+        firmware.mkdir()
+        lm = lower(qm, prefix)
+        images = data.test_x[:min(len(data.test_x), 100)]
+        scores = integer_scores(lm.integer, images)
+        lm = write_export(qm, firmware, prefix, (images, np.argmax(scores, axis=1), scores))
+        result = step_verify(qm, lm, firmware, data, log)
+        report = {
+            "title": f"{qm.arch.name} on {dataset}, {qcfg.method} W{qcfg.conv_bits}A{qcfg.act_bits} FC{qcfg.fc_bits}",
+            "dataset": dataset, "arch": qm.arch.name, "method": qcfg.method,
+            "accuracy": {"float": metrics["float_accuracy"], **result["accuracy"]},
+            "mismatches": result["mismatches"], "first_mismatch": result["first_mismatch"],
+            "n_test": result["n_test"], "footprint": model_report(lm)["footprint"], "macs": lm.macs,
+            "model": model_report(lm), "config": {"train": asdict(tcfg), "quantize": qm.meta.get("config", {})},
+            "seconds": {"train": metrics["seconds"], "quantize": qm.meta["seconds"], "verify": result["seconds"]},
+        }
+        if cpu is not None:
+            from .target import run_target_step
+            report["target"] = run_target_step(firmware, prefix, lm, data, cpu, board, target_images, log)
+        _write_reports(tmp, report)
+        (firmware / "report.json").write_text(
+            json.dumps({"model": report["model"]}, indent=2, sort_keys=True, default=json_default) + "\n")
+        (tmp / OUTPUT_MARKER).write_text("siq pipeline\n")
+    return report

@@ -1,0 +1,49 @@
+"""Shared fixtures: small real data and small networks, built once per session."""
+import numpy as np
+import pytest
+
+from training.arch import Arch, load_arch
+from training.data import load_dataset
+from training.train import TrainConfig, train_float
+
+
+def tiny_arch(lrn: bool = True, input_shape=(1, 8, 8), classes: int = 10) -> Arch:
+    """conv 4@3x3 pad 1 -> relu -> pool 2 [-> lrn] -> conv 6@3x3 -> relu -> flatten -> dense 12 -> relu -> dense."""
+    layers = [{"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"}, {"type": "maxpool", "k": 2}]
+    if lrn:
+        layers.append({"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0})
+    layers += [{"type": "conv", "out": 6, "k": 3}, {"type": "relu"}, {"type": "flatten"},
+               {"type": "dense", "out": 12}, {"type": "relu"}, {"type": "dropout", "p": 0.2},
+               {"type": "dense", "out": classes}]
+    return Arch.from_dict({"name": "tiny" + ("-lrn" if lrn else ""), "input": list(input_shape), "layers": layers})
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    return load_dataset("mnist5k", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_nets(digits):
+    """Briefly trained tiny nets on sklearn digits, with and without LRN."""
+    cfg = TrainConfig(epochs=10, batch_size=32, lr=1e-2)
+    return {lrn: train_float(tiny_arch(lrn), digits.train_x, digits.train_y, cfg)[0] for lrn in (True, False)}
+
+
+@pytest.fixture(scope="session")
+def preset_nets():
+    """Untrained (seeded) paper presets: bit-exactness does not depend on training."""
+    import torch
+    from training.nets import Net
+    torch.manual_seed(0)
+    return {name: Net(load_arch(name)) for name in ("paper-mnist", "paper-office")}
+
+
+@pytest.fixture(scope="session")
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,103 @@
+"""Server-side quantization: Eq. 5 rounding, codebook sizes, SIQ's codebook property, activation ranges."""
+import numpy as np
+import pytest
+import torch
+
+from training.errors import SiqError
+from training.integer import build_integer_model, run_integer
+from training.quant import quantize_activation, round_half_up, snap_codebook
+from training.quantizers import METHODS, QuantizeConfig, SIQConfig, kmeans_codebook, quantize_model, uniform_codebook
+
+
+def test_round_half_up_on_exact_halves_and_negatives():
+    x = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, -0.49, 0.49])
+    assert round_half_up(x).tolist() == [-2, -1, 0, 1, 2, 3, 0, 0]
+    t = torch.tensor(x)
+    assert round_half_up(t).tolist() == [-2, -1, 0, 1, 2, 3, 0, 0]
+    # np.round would give half-to-even here; the quantizers must not
+    assert np.round(x).tolist() != round_half_up(x).tolist()
+
+
+def test_activation_quantization_rounds_half_up_and_clamps():
+    step_shift, bits = 2, 3  # step 1/4, codes 0..7
+    x = torch.tensor([0.125, 0.375, 0.625, -0.3, 1.875, 5.0], dtype=torch.float64)  # 0.5, 1.5, 2.5 steps ...
+    codes = quantize_activation(x, step_shift, bits) * 4
+    assert codes.tolist() == [1, 2, 3, 0, 7, 7]
+
+
+def test_uniform_quantizer_eq5_halves():
+    # max |w| = 3 with 3 bits: levels -3..3, step 1, so w/step sits exactly on halves
+    w = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.0, -3.0])
+    centroids, assignment = uniform_codebook(w, 3)
+    assert centroids[assignment].tolist() == [-2, -1, 0, 1, 2, 3, 3, -3]
+
+
+def test_snap_codebook_rounds_half_up_onto_the_int8_grid():
+    # largest |c| = 1 -> exponent 6 (127 / 1 -> 2^6), so c * 64 lands on halves for these values
+    centroids = np.array([-1.0, -0.5 / 64, 0.5 / 64, 1.5 / 64, 1.0])
+    lc = snap_codebook(centroids, np.arange(5), 3, 8)
+    assert lc.exponent == 6
+    assert lc.codebook.tolist() == [-64, 0, 1, 2, 64]  # -0.5 -> 0, 0.5 -> 1, 1.5 -> 2
+    assert lc.codebook[lc.indices].tolist() == [-64, 0, 1, 2, 64]
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("method", ["uniform", "kmeans"])
+def test_codebook_size_at_most_two_to_the_bits(method, bits, rng):
+    w = rng.normal(size=(6, 3, 5, 5)) * 0.2
+    centroids, assignment = (uniform_codebook(w, bits) if method == "uniform" else kmeans_codebook(w, bits, 0))
+    lc = snap_codebook(centroids, assignment.reshape(w.shape), bits, 8)
+    assert len(lc.codebook) <= 2**bits
+    assert lc.indices.shape == w.shape and int(lc.indices.max()) < len(lc.codebook)
+    assert np.all(np.diff(lc.codebook) > 0)  # sorted, unique
+
+
+def test_kmeans_edge_cases():
+    constant = np.full(50, 0.3)
+    c, a = kmeans_codebook(constant, 4, 0)
+    assert c.tolist() == [0.3] and set(a.tolist()) == {0}
+    few = np.array([0.1, -0.2, 0.1, 0.5])  # 3 distinct values, 8 centroids allowed: kept exactly
+    c, a = kmeans_codebook(few, 3, 0)
+    assert np.array_equal(c[a], few)
+    one_bit = np.linspace(-1, 1, 101)
+    c, a = kmeans_codebook(one_bit, 1, 0)
+    assert len(c) == 2 and c[0] < 0 < c[1]
+    lc = snap_codebook(np.zeros(1), np.zeros(4, np.int64), 2, 8)  # all-zero layer
+    assert lc.codebook.tolist() == [0]
+
+
+def test_non_finite_centroids_refused():
+    with pytest.raises(SiqError, match="non-finite"):
+        snap_codebook(np.array([0.1, np.nan]), np.array([0, 1]), 1, 8)
+
+
+def test_methods_registered():
+    assert {"uniform", "kmeans", "siq"} <= set(METHODS)
+    with pytest.raises(SiqError, match="unknown quantization method"):
+        quantize_model(None, None, None, QuantizeConfig(method="nope"), [])
+
+
+@pytest.mark.parametrize("method", ["uniform", "kmeans", "siq"])
+def test_quantized_codes_and_codebooks(method, tiny_nets, digits):
+    net = tiny_nets[True]
+    cfg = QuantizeConfig(method=method, conv_bits=2, fc_bits=3, act_bits=3,
+                         siq=SIQConfig(rounds=2, epochs_per_round=1))
+    qm, retrained = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names)
+    for i, lc in qm.layers.items():
+        bits = 2 if net.arch.layers[i].type == "conv" else 3
+        assert lc.bits == bits and len(lc.codebook) <= 2**bits
+        # every quantized weight is a codebook value on the fixed-point grid
+        values = lc.values() * 2.0**lc.exponent
+        assert set(np.unique(values)) <= set(lc.codebook.tolist())
+    outputs = run_integer(build_integer_model(qm), digits.test_x[:200])
+    for out in outputs[:-1]:  # every feature map's codes stay in [0, 2^a - 1]
+        assert out.min() >= 0 and out.max() <= 2**3 - 1
+    if method == "siq":
+        history = qm.meta["history"]
+        assert 1 <= len(history) <= 2 and all(0 <= h["assignment_change"] <= 1 for h in history)
+        # the retrained conv weights sit near their codebook (the continuation penalty pulled them there)
+        for i in net.arch.weighted_layers()[:2]:
+            w = retrained.layers[i].weight.detach().double().numpy().ravel()
+            centroids = np.unique(qm.layers[i].codebook) * 2.0 ** -qm.layers[i].exponent
+            distance = np.min(np.abs(w[:, None] - centroids[None]), axis=1)
+            assert np.mean(distance) < 0.25 * np.mean(np.abs(w))
