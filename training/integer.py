@@ -275,15 +275,17 @@ def integer_scores(model: IntegerModel, images: np.ndarray) -> np.ndarray:
     return run_integer(model, images)[-1]
 
 
-def first_mismatch(expected: list[np.ndarray], got: list[np.ndarray], model: IntegerModel) -> dict | None:
-    """The first op (in execution order) whose outputs differ, with the first differing index and values."""
+def first_mismatch(expected: list[np.ndarray], got: list[np.ndarray], ops: list,
+                   op_indices: list[int] | None = None) -> dict | None:
+    """The first op (in execution order) whose outputs differ, with the first differing image, index, values.
+    expected/got/ops are parallel lists; op_indices gives each entry's position in the model (default 0..)."""
     for k, (a, b) in enumerate(zip(expected, got)):
         a = np.asarray(a).reshape(len(a), -1)
         b = np.asarray(b).reshape(len(b), -1)
         diff = np.argwhere(a != b)
         if len(diff):
             image, index = (int(v) for v in diff[0])
-            return {"op": k, "name": model.ops[k].name, "layer": model.ops[k].layer_index, "image": image,
-                    "index": index, "expected": int(a[image, index]), "got": int(b[image, index]),
+            return {"op": op_indices[k] if op_indices else k, "name": ops[k].name, "layer": ops[k].layer_index,
+                    "image": image, "index": index, "expected": int(a[image, index]), "got": int(b[image, index]),
                     "count": int(len(np.unique(diff[:, 0])))}
     return None
