@@ -174,7 +174,13 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
         }
         if cpu is not None:
             from .target import run_target_step
-            report["target"] = run_target_step(firmware, prefix, lm, data, cpu, board, target_images, log)
+            target = run_target_step(firmware, prefix, lm, data, cpu, board, target_images, log)
+            fp = target["footprint"]
+            target.update({"instructions_per_inference": target["instructions"]["total"],
+                           "code_bytes": fp["code_bytes"], "weights_bytes": fp["weights_bytes"],
+                           "ram_bytes": fp["ram_bytes"],
+                           "firmware": str(Path(target["firmware"]).relative_to(tmp))})
+            report["target"] = target
         _write_reports(tmp, report)
         (firmware / "report.json").write_text(
             json.dumps({"model": report["model"]}, indent=2, sort_keys=True, default=json_default) + "\n")

@@ -157,6 +157,10 @@ def _first_error(log: str) -> str:
     return lines[0] if lines else "no output"
 
 
+# The generated model must also pass these on the cross compiler (the host build uses the same set).
+MODEL_STRICT_FLAGS = ["-Wconversion", "-Wsign-conversion", "-Wshadow", "-Wcast-align"]
+
+
 def _compile_flags(cpu: str, opt: str) -> list[str]:
     return [f"-mcpu={CPUS[cpu]['mcpu']}", "-mthumb", "-mfloat-abi=soft", opt, "-g",
             "-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
@@ -201,7 +205,8 @@ def build_elf(model_dir: str | Path, prefix: str, out_dir: str | Path, cpu: str 
     gcc = tools["arm-none-eabi-gcc"]
     jobs = [(boards_dir / name, out_dir / name.replace(".c", ".o"), []) for name in _BOARD_SOURCES]
     jobs.append((model_dir / f"{prefix}.c", out_dir / f"{prefix}.o",
-                 [f"-I{model_dir}", "-fcallgraph-info=su"] + (["-DSIQ_PROFILE"] if profile else [])))
+                 [f"-I{model_dir}", "-fcallgraph-info=su", *MODEL_STRICT_FLAGS]
+                 + (["-DSIQ_PROFILE"] if profile else [])))
     jobs.append((out_dir / "target_main.c", out_dir / "target_main.o",
                  [f"-I{model_dir}", f"-I{out_dir}", f"-I{boards_dir}"]))
     # Stale outputs of an earlier build must not be mistaken for this one's.
@@ -680,6 +685,8 @@ def run_target_command(args) -> int:
     from .lower import lower
     from .pipeline import load_for_model
 
+    resolve_target(args.cpu, args.board)  # a wrong core or board is named before anything is read
+    _check_opt(args.opt)
     directory = Path(args.dir)
     model_macros(directory, args.prefix)
     quantized = directory / "quantized.pt"

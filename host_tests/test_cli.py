@@ -1,0 +1,128 @@
+"""The command line: the main job end to end, and bad input refused with one line, a non-zero exit, no files."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def siq(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "codegen.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+
+
+def assert_refused(result, message):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("siq: error:") and message in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def pipeline_out(tmp_path_factory):
+    """The main job on a short schedule, with the Cortex-M4 step."""
+    out = tmp_path_factory.mktemp("pipeline") / "out"
+    result = siq("pipeline", "--out", out, "--epochs", 2, "--siq-rounds", 1, "--siq-epochs", 1,
+                 "--target-images", 200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_pipeline_report(pipeline_out):
+    report = json.loads((pipeline_out / "report.json").read_text())
+    for key in ("float", "torch_quant", "int_reference", "host_c"):
+        assert 0.5 < report["accuracy"][key] <= 1.0
+    assert report["mismatches"]["torch_quant"] == 0 and report["mismatches"]["host_c"] == 0
+    assert report["n_test"] == 1000 and report["macs"] == 221_800
+    assert report["footprint"]["weights_bytes"] > 0 and report["footprint"]["arena_bytes"] > 0
+    target = report["target"]
+    assert (target["cpu"], target["board"], target["n_images"], target["mismatches"]) == \
+        ("cortex-m4", "mps2-an386", 200, 0)
+    for key in ("instructions_per_inference", "code_bytes", "weights_bytes", "ram_bytes"):
+        assert target[key] > 0
+    firmware = pipeline_out / "firmware"
+    for name in ("siq_model.c", "siq_model.h", "siq_model_test_vectors.h", "quantized.pt"):
+        assert (firmware / name).is_file()
+    assert (pipeline_out / target["firmware"] / "firmware.elf").is_file()
+    assert "host_c" in (pipeline_out / "report.md").read_text()
+
+
+def test_verify_export_and_eval_commands(pipeline_out, tmp_path):
+    result = siq("verify", pipeline_out / "firmware")
+    assert result.returncode == 0 and "host C" in result.stdout, result.stderr
+    result = siq("eval", pipeline_out / "quantized.pt")
+    assert result.returncode == 0 and "integer reference test accuracy" in result.stdout
+    export = tmp_path / "export"
+    result = siq("export", pipeline_out / "quantized.pt", "--out", export, "--vectors", 5)
+    assert result.returncode == 0, result.stderr
+    first = (export / "siq_model.c").read_bytes()
+    # same model -> byte-identical C; an existing export of ours may be replaced
+    assert siq("export", pipeline_out / "quantized.pt", "--out", export, "--vectors", 5).returncode == 0
+    assert (export / "siq_model.c").read_bytes() == first
+    assert first == (pipeline_out / "firmware" / "siq_model.c").read_bytes()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["train", "--arch", "nope"], "unknown architecture 'nope'"),
+    (["quantize", "x.pt", "--method", "nope"], "invalid choice: 'nope'"),
+    (["quantize", "x.pt", "--weight-bits", "0"], "from 1 to 8"),
+    (["quantize", "x.pt", "--weight-bits", "9"], "from 1 to 8"),
+    (["quantize", "x.pt", "--act-bits", "4.5"], "whole number"),
+    (["train", "--dataset", "fashion", "--data-dir", "{empty}"], "apt-get install dataset-fashion-mnist"),
+    (["train", "--dataset", "mnist"], "--data-dir"),
+    (["target", "{empty}", "--cpu", "cortex-a53"], "cortex-a53"),
+])
+def test_bad_input_refused(args, message, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "result.pt"
+    args = [a.replace("{empty}", str(empty)) for a in args]
+    result = siq(*args, "--out", out) if args[0] in ("train", "quantize") else siq(*args)
+    assert_refused(result, message)
+    assert not out.exists()
+
+
+def test_corrupt_and_truncated_checkpoints_refused(pipeline_out, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((pipeline_out / "float.pt").read_bytes()[:5000])
+    for path in (garbage, truncated, tmp_path / "missing.pt"):
+        out = tmp_path / "q.pt"
+        result = siq("quantize", path, "--out", out)
+        assert_refused(result, str(path.name))
+        assert not out.exists()
+    # a quantized model is not a checkpoint
+    assert_refused(siq("quantize", pipeline_out / "quantized.pt", "--out", tmp_path / "q.pt"), "not a siq checkpoint")
+
+
+def test_malformed_architecture_files_refused(tmp_path):
+    cases = {
+        "broken.toml": "input = [1, 28, 28\n",
+        "nolayers.json": json.dumps({"input": [1, 28, 28]}),
+        "badtype.json": json.dumps({"input": [1, 28, 28], "layers": [{"type": "transformer"}]}),
+        "toolarge.json": json.dumps({"input": [1, 4, 4], "layers": [{"type": "conv", "out": 2, "k": 5},
+                                                                   {"type": "flatten"}, {"type": "dense", "out": 2}]}),
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        out = tmp_path / "float.pt"
+        assert_refused(siq("train", "--arch", path, "--epochs", 1, "--out", out), "")
+        assert not out.exists()
+
+
+def test_export_refuses_a_foreign_folder(pipeline_out, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "main.c").write_text("int main(void) { return 0; }\n")
+    assert_refused(siq("export", pipeline_out / "quantized.pt", "--out", foreign), "--force")
+    assert sorted(p.name for p in foreign.iterdir()) == ["main.c"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".foreign")]  # no temp left behind
