@@ -21,6 +21,7 @@ from training.train import (TrainConfig, accuracy, load_checkpoint, predict_scor
 
 from .export import json_default, model_report, report_markdown, write_sources
 from .lower import LoweredModel, lower
+from .render import render
 from .verify import describe_mismatch, verify
 
 # Documented short schedules (chosen on the validation split carved from training data, see README).
@@ -104,6 +105,9 @@ def write_export(qm: QuantizedModel, directory: Path, prefix: str, vectors: tupl
 
     lm = lower(qm, prefix)
     write_sources(lm, directory)
+    context = {"prefix": prefix, "upper": prefix.upper(), "version": lm.version, "config_hash": lm.config_hash}
+    (directory / f"{prefix}.mk").write_text(render("bundle/model.mk.j2", **context))
+    (directory / f"{prefix}.cmake").write_text(render("bundle/model.cmake.j2", **context))
     if vectors is not None:
         images, classes, scores = vectors
         write_test_vectors(directory / f"{prefix}_test_vectors.h", prefix, images, classes, scores)

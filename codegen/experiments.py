@@ -1,0 +1,42 @@
+"""`siq sweep` and `siq report`: thin command wrappers over training/sweep.py and training/report.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.errors import SiqError
+from training.quantizers import SIQConfig
+
+
+def sweep_command(args) -> int:
+    from training.sweep import parse_bits, run_sweep
+
+    from .cli import train_config
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SiqError(f"--seeds wants whole numbers separated by commas, got {args.seeds!r}") from None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    records = run_sweep(args.dataset, args.arch, methods, parse_bits(args.weight_bits), parse_bits(args.act_bits),
+                        out=Path(args.out), fc_bits=args.fc_bits, seed=seeds, train_cfg=train_config(args),
+                        siq_cfg=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs),
+                        jobs=args.jobs, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                        data_seed=args.split_seed)
+    print(f"{len(records)} cells -> {args.out}")
+    return 0
+
+
+def report_command(args) -> int:
+    from training.report import paper_reference_for, render_report
+    from training.sweep import read_results
+    records = read_results(args.results)
+    if not records:
+        raise SiqError("no results in " + ", ".join(args.results))
+    reference = paper_reference_for(records[0]["dataset"])
+    summary = render_report(args.results, Path(args.out), title=args.title, paper_reference=reference,
+                            act_bits=args.act_bits)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    for name, group in summary["groups"].items():
+        means = {m: (None if v is None else round(100 * v, 2)) for m, v in group["mean_error_1to4"].items()}
+        print(f"{name}: 16-cell mean error % {means}; fewest weight bits reaching float error "
+              f"{group['fewest_weight_bits']}")
+    return 0
