@@ -80,6 +80,17 @@ class ModelContext:
     uses_requantize: bool
     uses_conv: bool
     uses_dense: bool
+    reference_kernels: list[str] = field(default_factory=list)   # every reference kernel of the model's ops
+    reference_in_fast: set[str] = field(default_factory=set)     # those the default (optimised) build still runs
+    fast_kernels: set[str] = field(default_factory=set)
+    fast_convs: list[dict] = field(default_factory=list)         # one per kernel size K
+    filter_size: int = 0        # int16 taps of the largest decoded filter
+    filter_size_dsp: int = 0    # int32 words of it in the dual-16-bit layout
+    uses_dsp: bool = False
+    uses_stream: bool = False
+    dense_u8: bool = False
+    dense_stream: bool = False
+    lrn_max_channels: int = 0
     weights: list[dict] = field(default_factory=list)
     tables: list[dict] = field(default_factory=list)
     ops: list[dict] = field(default_factory=list)
@@ -103,6 +114,7 @@ def model_context(lm: LoweredModel) -> ModelContext:
         uses_requantize=bool(kernels & {"conv2d_requant", "conv2d_requant_maxpool", "dense_requant"}),
         uses_conv=bool(kernels & {"conv2d_requant", "conv2d_requant_maxpool"}),
         uses_dense=bool(kernels & {"dense_requant", "dense_scores"}))
+    _fast_context(ctx, lm)
     for index, op in enumerate(lm.ops):
         name = f"op{index}_{op.kernel}"
         arrays = {}
@@ -128,11 +140,41 @@ def model_context(lm: LoweredModel) -> ModelContext:
                 value = op.params[f]
                 fields.append((f, f"{value}u" if f in UNSIGNED else str(value)))
         ctx.ops.append({"index": index, "name": name, "kernel": op.kernel, "comment": op.comment,
-                        "params_type": params_type, "fields": fields,
+                        "params_type": params_type, "fields": fields, "fast_kernel": op.fast_kernel,
                         "input_expr": _buffer_expr(lm, op.input), "output_expr": _buffer_expr(lm, op.output)})
     ctx.buffers = [{"name": n, "offset": o, "size": s} for n, (o, s) in sorted(lm.buffers.items(),
                                                                                 key=lambda kv: kv[1][0])]
     return ctx
+
+
+# Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv bodies in kernels.c.j2; a tap
+# >= K is a zero lane. K = 5: in[0..5] as (0,2) (1,3) (2,4) (3,5) lanes; K = 3: in[0..3] as (0,2) (1,3).
+DSP_PAIRS = {3: [(0, 2), (1, 3)], 5: [(0, 2), (1, 3), (4, 5)]}
+
+
+def _fast_context(ctx: ModelContext, lm: LoweredModel) -> None:
+    ctx.reference_kernels = sorted({op.kernel for op in lm.ops})
+    ctx.reference_in_fast = {op.kernel for op in lm.ops if not op.fast_kernel}
+    ctx.fast_kernels = {op.fast_kernel for op in lm.ops if op.fast_kernel}
+    convs = {}
+    for op in lm.ops:
+        if op.fast_kernel and op.fast_kernel.startswith("conv2d_requant_maxpool_k"):
+            k, c = op.params["kernel"], op.params["in_channels"]
+            conv = convs.setdefault(k, {"k": k, "dsp": k in DSP_PAIRS, "pairs": DSP_PAIRS.get(k, []),
+                                        "words": len(DSP_PAIRS.get(k, [])), "channels": 0})
+            conv["channels"] = max(conv["channels"], c)
+            conv["pairs_text"] = " ".join(f"(w{lo}, {f'w{hi}' if hi < k else 0})" for lo, hi in conv["pairs"])
+    ctx.fast_convs = [convs[k] for k in sorted(convs)]
+    ctx.filter_size = max((c["channels"] * c["k"] * c["k"] for c in ctx.fast_convs), default=0)
+    ctx.filter_size_dsp = max((c["channels"] * c["k"] * (c["words"] if c["dsp"] else c["k"])
+                               for c in ctx.fast_convs), default=0)
+    ctx.uses_dsp = any(c["dsp"] for c in ctx.fast_convs)
+    dense = [op for op in lm.ops if op.fast_kernel in ("dense_requant_fast", "dense_scores_fast")]
+    ctx.dense_u8 = any(op.params["index_bits"] == 8 for op in dense)
+    ctx.dense_stream = any(op.params["index_bits"] != 8 for op in dense)
+    ctx.uses_stream = bool(ctx.fast_convs or dense)
+    ctx.lrn_max_channels = max((op.params["channels"] for op in lm.ops if op.fast_kernel == "lrn_requant_window"),
+                               default=0)
 
 
 def _buffer_expr(lm: LoweredModel, name: str) -> str:

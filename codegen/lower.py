@@ -49,6 +49,7 @@ class LoweredOp:
     comment: str
     weights: WeightTable | None = None
     table: list[int] | None = None
+    fast_kernel: str | None = None  # the optimised C kernel with the same results, when one applies
 
 
 @dataclass
@@ -91,7 +92,24 @@ def _weights(name: str, op) -> WeightTable:
     return WeightTable(name, codebook, packed, op.bits, count, [int(b) for b in op.bias])
 
 
-def lower(qm: QuantizedModel, prefix: str = "siq_model") -> LoweredModel:
+def fast_kernel(op: LoweredOp) -> str | None:
+    """The optimised kernel computing exactly what op.kernel computes, or None where only the reference applies.
+
+    conv2d_requant_maxpool_k<K>: stride 1, no padding, 2x2 pool (2x2 blocks of accumulators, K taps unrolled);
+    lrn_requant_window: any LRN; dense_*_fast: any index width (bytes for 8 bits, a sequential bit reader else).
+    """
+    p = op.params
+    if op.kernel == "conv2d_requant_maxpool" and p["stride"] == 1 and p["pad"] == 0 and p["pool"] == 2:
+        return f"conv2d_requant_maxpool_k{p['kernel']}"
+    if op.kernel == "lrn_requant":
+        return "lrn_requant_window"
+    if op.kernel in ("dense_requant", "dense_scores"):
+        return f"{op.kernel}_fast"
+    return None
+
+
+def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> LoweredModel:
+    """fast=False emits only the reference kernels (the default build then equals -DSIQ_REFERENCE_KERNELS)."""
     if not IDENTIFIER.match(prefix):
         raise SiqError(f"prefix {prefix!r} is not a lower-case C identifier (letters, digits, underscores)")
     model = build_integer_model(qm)
@@ -155,6 +173,9 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model") -> LoweredModel:
             raise SiqError(f"no C kernel for integer op {op.name}")
         k += 1
 
+    if fast:
+        for op in ops:
+            op.fast_kernel = fast_kernel(op)
     planner = GreedyPlanner()
     sizes = {}
     for index, op in enumerate(ops):
@@ -192,7 +213,7 @@ def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
                          "shifts": sorted(qm.shifts.items()), "classes": qm.class_names,
                          "prefix": lowered.prefix}, sort_keys=True).encode())
     for op in lowered.ops:
-        h.update(json.dumps([op.kernel, op.params, op.table], sort_keys=True).encode())
+        h.update(json.dumps([op.kernel, op.fast_kernel, op.params, op.table], sort_keys=True).encode())
         if op.weights:
             h.update(bytes(op.weights.packed))
             h.update(json.dumps([op.weights.codebook, op.weights.bias]).encode())
