@@ -1,6 +1,7 @@
 """The steps behind the CLI: train -> quantize -> export -> verify (-> target), each usable on its own."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -61,6 +62,9 @@ def dataset_meta(data: Dataset, spec: str, data_dir, seed: int) -> dict:
 def load_for_model(meta: dict, arch: Arch) -> Dataset:
     """The dataset a checkpoint was trained on, prepared the same way."""
     ds = meta.get("dataset", meta)
+    if not isinstance(ds, dict) or not isinstance(ds.get("spec"), str):
+        raise SiqError("the model file does not record its dataset (corrupt or foreign file): "
+                       "re-run siq train / siq quantize to write a complete one")
     data = load_dataset(ds["spec"], ds.get("data_dir"), ds.get("seed", 0))
     return fit_arch_to_data(arch, data)[1]
 
@@ -117,9 +121,9 @@ def write_export(qm: QuantizedModel, directory: Path, prefix: str, vectors: tupl
 
 def step_export(qm: QuantizedModel, out: Path, prefix: str, data: Dataset | None, n_vectors: int, force: bool,
                 log=print) -> LoweredModel:
-    with atomic_directory(out, force=force, marker=OUTPUT_MARKER) as tmp:
+    lm = lower(qm, prefix)
+    with atomic_directory(out, force=force, marker=OUTPUT_MARKER, identity=f"siq export {lm.config_hash}") as tmp:
         vectors = None
-        lm = lower(qm, prefix)
         if data is not None and n_vectors > 0:
             images = data.test_x[:n_vectors]
             scores = integer_scores(lm.integer, images)
@@ -128,7 +132,6 @@ def step_export(qm: QuantizedModel, out: Path, prefix: str, data: Dataset | None
         report = {"title": f"{qm.arch.name} {qm.meta.get('method', '')}", "model": model_report(lm),
                   "config": qm.meta.get("config", {})}
         _write_reports(tmp, report)
-        (tmp / OUTPUT_MARKER).write_text("siq export\n")
     log(f"exported {prefix}.c/.h to {out}: weights {lm.weights_bytes()} bytes, arena {lm.arena_bytes} bytes, "
         f"{lm.macs} MACs")
     return lm
@@ -156,7 +159,9 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
                  data_dir=None, split_seed: int = 0, force: bool = False, cpu: str | None = None,
                  board: str | None = None, target_images: int = 1000, log=print) -> dict:
     """The main job: train -> quantize -> export -> verify (-> Cortex-M), all into `out` at once."""
-    with atomic_directory(out, force=force, marker=OUTPUT_MARKER) as tmp:
+    identity = "siq pipeline " + _config_hash(dataset, arch, qcfg, tcfg, prefix, data_dir, split_seed, cpu, board,
+                                              target_images)
+    with atomic_directory(out, force=force, marker=OUTPUT_MARKER, identity=identity) as tmp:
         net, data, metrics = step_train(dataset, arch, tcfg, tmp / "float.pt", data_dir, split_seed, log)
         _, meta = load_checkpoint(tmp / "float.pt")
         qm = step_quantize(net, meta, data, qcfg, tmp / "quantized.pt", log)
@@ -172,7 +177,7 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
             "dataset": dataset, "arch": qm.arch.name, "method": qcfg.method,
             "accuracy": {"float": metrics["float_accuracy"], **result["accuracy"]},
             "mismatches": result["mismatches"], "first_mismatch": result["first_mismatch"],
-            "n_test": result["n_test"], "footprint": model_report(lm)["footprint"], "macs": lm.macs,
+            "n_test": result["n_test"], "n_test_images": result["n_test_images"], "footprint": model_report(lm)["footprint"], "macs": lm.macs,
             "model": model_report(lm), "config": {"train": asdict(tcfg), "quantize": qm.meta.get("config", {})},
             "seconds": {"train": metrics["seconds"], "quantize": qm.meta["seconds"], "verify": result["seconds"]},
         }
@@ -188,5 +193,11 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
         _write_reports(tmp, report)
         (firmware / "report.json").write_text(
             json.dumps({"model": report["model"]}, indent=2, sort_keys=True, default=json_default) + "\n")
-        (tmp / OUTPUT_MARKER).write_text("siq pipeline\n")
     return report
+
+
+def _config_hash(*config) -> str:
+    """What a pipeline output folder holds: re-running the same configuration may replace it without --force."""
+    text = json.dumps([asdict(c) if hasattr(c, "__dataclass_fields__") else c for c in config], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

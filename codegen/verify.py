@@ -76,6 +76,7 @@ def verify(qm: QuantizedModel, lm: LoweredModel, model_dir: Path, images: np.nda
     host_scores, host_classes = host.infer(images)
     result = {
         "n_test": int(len(images)),
+        "n_test_images": int(len(np.unique(groups))) if groups is not None else int(len(images)),
         "accuracy": {
             "torch_quant": accuracy(torch_scores, labels, groups),
             "int_reference": accuracy(reference, labels, groups),
