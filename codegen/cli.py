@@ -97,12 +97,18 @@ def quant_config(args):
 # ---------------------------------------------------------------- commands
 
 def cmd_train(args):
+    from training.fileio import check_output_file
+
     from .pipeline import step_train
+    check_output_file(args.out)  # before training, not after
     step_train(args.dataset, args.arch, train_config(args), Path(args.out), args.data_dir, args.split_seed)
 
 
 def cmd_quantize(args):
+    from training.fileio import check_output_file
     from training.train import load_checkpoint
+
+    check_output_file(args.out)
 
     from .pipeline import load_for_model, step_quantize
     net, meta = load_checkpoint(args.checkpoint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ SCHEDULES = {
     "folder": TrainConfig(epochs=20, batch_size=64, lr=2e-3, augment_shift=0),
 }
 OUTPUT_MARKER = ".siq-output"
+TIMING_KEYS = ("seconds", "seconds_per_epoch")  # reported, never saved in model files (they would differ per run)
 
 
 def default_schedule(dataset_spec: str) -> TrainConfig:
@@ -81,7 +82,9 @@ def step_train(dataset: str, arch_spec: str, cfg: TrainConfig, out: Path, data_d
     acc = accuracy(predict_scores(net, data.test_x), data.test_y, data.test_groups)
     metrics = {"float_accuracy": acc, "seconds": seconds, "seconds_per_epoch": seconds / max(1, cfg.epochs),
                "history": history}
-    save_checkpoint(out, net, dataset_meta(data, dataset, data_dir, split_seed), cfg, metrics)
+    # timings stay out of the file: the same seed and configuration give a byte-identical checkpoint
+    saved = {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+    save_checkpoint(out, net, dataset_meta(data, dataset, data_dir, split_seed), cfg, saved)
     log(f"float test accuracy {acc:.4f} ({seconds:.1f} s); checkpoint {out.name}")
     return net, data, metrics
 
@@ -96,7 +99,7 @@ def step_quantize(net: Net, meta: dict, data: Dataset, cfg: QuantizeConfig, out:
     scores = integer_scores(lower(qm).integer, data.test_x)
     qm.meta["int_accuracy"] = accuracy(scores, data.test_y, data.test_groups)
     if out is not None:
-        save_quantized(out, qm)
+        save_quantized(out, without_timings(qm))
     log(f"{cfg.method} W{cfg.conv_bits}A{cfg.act_bits} (FC {cfg.fc_bits} bits): integer test accuracy "
         f"{qm.meta['int_accuracy']:.4f}, weights {qm.weights_bytes()} bytes ({qm.meta['seconds']:.1f} s)"
         + (f"; model {out.name}" if out else ""))
@@ -115,8 +118,13 @@ def write_export(qm: QuantizedModel, directory: Path, prefix: str, vectors: tupl
     if vectors is not None:
         images, classes, scores = vectors
         write_test_vectors(directory / f"{prefix}_test_vectors.h", prefix, images, classes, scores)
-    save_quantized(directory / "quantized.pt", qm)
+    save_quantized(directory / "quantized.pt", without_timings(qm))
     return lm
+
+
+def without_timings(qm: QuantizedModel) -> QuantizedModel:
+    """The model as saved: its meta without wall-clock times, so equal runs write byte-identical files."""
+    return replace(qm, meta={k: v for k, v in qm.meta.items() if k not in TIMING_KEYS})
 
 
 def step_export(qm: QuantizedModel, out: Path, prefix: str, data: Dataset | None, n_vectors: int, force: bool,

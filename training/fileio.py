@@ -22,53 +22,110 @@ from .errors import SiqError
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     _ensure_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise SiqError(f"{path} is a folder: give the output a file name (e.g. {path / 'model.pt'})")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path.parent, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
 
 
+def _unwritable(path: Path, exc: OSError) -> SiqError:
+    return SiqError(f"cannot write {path} ({exc.strerror or exc}): choose a writable output path")
+
+
+def check_output_file(path: str | Path) -> None:
+    """Refuse an output file path that cannot be written, before any work is done (creates nothing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SiqError(f"{path} is a folder: give the output a file name (e.g. {path / 'model.pt'})")
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise SiqError(f"{ancestor} is a file, not a folder: choose another output path for {path.name}")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise SiqError(f"output folder {ancestor} is not writable: choose another output path")
+            return
+
+
 def _ensure_parent(path: Path) -> None:
+    for ancestor in path.parents:  # a regular file where a folder should be: name it (mkdir only says "exists")
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise SiqError(f"{ancestor} is a file, not a folder: choose another output path for {path.name}")
+            break
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SiqError(f"cannot create output folder {path.parent}: {exc.strerror}") from None
+        raise SiqError(f"cannot create output folder {path.parent} ({exc.strerror}): choose another output path"
+                       ) from None
     if not os.access(path.parent, os.W_OK):
         raise SiqError(f"output folder {path.parent} is not writable: choose another output path")
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path, force: bool = False, marker: str | None = None):
+def atomic_directory(path: str | Path, force: bool = False, marker: str | None = None, identity: str | None = None):
     """Yield a temporary directory that replaces `path` when the block succeeds, and vanishes when it fails.
 
-    An existing non-empty `path` is replaced only if `force` or if it holds `marker` (a file this tool writes,
-    so re-running into its own previous output is allowed)."""
+    With `marker` (a file name), the finished folder gets that file holding `identity` (what this output is,
+    e.g. "siq export <config hash>"). An existing non-empty `path` is replaced only if `force`, or if its
+    marker holds the same identity (re-running the same job into its own previous output); a folder of other
+    files, or of another siq output (a different model, or an export where a pipeline wrote), is refused."""
     path = Path(path)
     _ensure_parent(path)
     if path.exists():
         if not path.is_dir():
             raise SiqError(f"{path} exists and is not a folder: choose another output path")
-        owned = marker is not None and (path / marker).exists()
-        if any(path.iterdir()) and not (force or owned):
-            raise SiqError(f"{path} already holds other files: choose an empty folder or pass --force")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        if any(path.iterdir()) and not force:
+            found = _read_marker(path / marker) if marker else None
+            if found is None:
+                raise SiqError(f"{path} already holds other files: choose an empty folder or pass --force")
+            if found != identity:
+                raise SiqError(f"{path} holds a different siq output ({found or 'unmarked'}, not {identity}): "
+                               "choose another folder or pass --force to replace it")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise _unwritable(path.parent, exc) from None
     try:
         yield tmp
+        if marker:
+            (tmp / marker).write_text(f"{identity}\n")
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old / "x", path)  # put the previous output back
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, SiqError):
+            raise _unwritable(path, exc) from None
         raise
+
+
+def _read_marker(marker: Path) -> str | None:
+    """The identity recorded in an output folder's marker file, or None when there is no marker."""
+    try:
+        return marker.read_text(errors="replace").strip()
+    except OSError:
+        return None
 
 
 def save_torch(path: str | Path, kind: str, meta: dict, tensors: dict) -> None:

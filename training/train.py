@@ -104,6 +104,10 @@ def fit(net: Net, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, hooks: Hooks =
                 schedule.step()
             total += loss.item() * len(idx)
             count += len(idx)
+        if not all(bool(torch.all(torch.isfinite(p))) for p in net.parameters()):
+            # the last step of an epoch can blow the weights up after a finite loss: never hand NaN onwards
+            raise SiqError(f"{desc}: the weights became NaN/Inf (diverged) at epoch {epoch + 1}; "
+                           "lower the learning rate")
         record = {"epoch": epoch + 1, "loss": total / count}
         if validation is not None:
             record["val_accuracy"] = accuracy(predict_scores(net, validation[0], hooks), validation[1])
