@@ -6,7 +6,8 @@ import torch
 from training.errors import SiqError
 from training.integer import build_integer_model, run_integer
 from training.quant import quantize_activation, round_half_up, snap_codebook
-from training.quantizers import METHODS, QuantizeConfig, SIQConfig, kmeans_codebook, quantize_model, uniform_codebook
+from training.quantizers import (METHODS, QuantizeConfig, SIQConfig, kmeans_codebook, quantize_model, uniform_codebook,
+                                 uniform_codes)
 
 
 def test_round_half_up_on_exact_halves_and_negatives():
@@ -26,10 +27,13 @@ def test_activation_quantization_rounds_half_up_and_clamps():
 
 
 def test_uniform_quantizer_eq5_halves():
-    # max |w| = 3 with 3 bits: levels -3..3, step 1, so w/step sits exactly on halves
-    w = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.0, -3.0])
+    # step 1: w/step sits exactly on halves; levels -3..3 clamp the ends
+    w = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.7, -4.0])
+    assert uniform_codes(w, 1.0, 3).tolist() == [-2, -1, 0, 1, 2, 3, 3, -3]
+    # the chosen step keeps the levels symmetric and the codebook within 2^b - 1 values
     centroids, assignment = uniform_codebook(w, 3)
-    assert centroids[assignment].tolist() == [-2, -1, 0, 1, 2, 3, 3, -3]
+    assert len(centroids) == 7 and np.allclose(centroids, -centroids[::-1])
+    assert set(assignment.tolist()) <= set(range(7))
 
 
 def test_snap_codebook_rounds_half_up_onto_the_int8_grid():
