@@ -53,7 +53,17 @@ def _check_four_way(qm, images, labels, tmp_path, prefix="siq_model"):
 
 @pytest.mark.parametrize("act_bits", [1, 2, 4, 8])
 @pytest.mark.parametrize("weight_bits", range(1, 9))
-def test_every_width_bit_exact(weight_bits, act_bits, tiny_nets, digits, tmp_path):
+def test_every_width_torch_equals_integer_reference(weight_bits, act_bits, tiny_nets, digits):
+    """PyTorch fake-quant = numpy reference for every width pair; the host C builds of the same pairs are
+    checked against the numpy reference in test_kernels.py (optimised, DSP-emulated and reference kernels)."""
+    qm = _quantized(tiny_nets[True], digits, weight_bits, act_bits)
+    reference = integer_scores(build_integer_model(qm), digits.test_x)
+    torch_scores = evaluate_exact(qm, Net(qm.arch), digits.test_x)
+    assert np.array_equal(torch_scores, reference)
+
+
+@pytest.mark.parametrize("weight_bits, act_bits", [(1, 8), (3, 3), (8, 1)])
+def test_four_way_bit_exact(weight_bits, act_bits, tiny_nets, digits, tmp_path):
     qm = _quantized(tiny_nets[True], digits, weight_bits, act_bits)
     _check_four_way(qm, digits.test_x, digits.test_y, tmp_path)
 
