@@ -128,3 +128,35 @@ def test_sanitized_build_matches_the_reference(conv_bits, fc_bits, act_bits, def
     assert np.array_equal(classes, np.argmax(expected, axis=1))  # first maximum on ties, as the C documents
     if act_bits > 1:  # a model that answers one class for everything would prove little
         assert len(np.unique(classes)) > 1
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.xfail(strict=True, reason="codegen/lower.py accepts a requantization shift <= -32 and the C's "
+                                        "requantize() then computes max_code >> 52: undefined behaviour")
+def test_requantization_shift_beyond_31_is_refused_or_safe(tmp_path):
+    """A fine output step after a coarse accumulator (shift = s_in + e - s_out = 8 + 0 - 60 = -52): lowering must
+    refuse it with a SiqError, or the C must compute it without a shift of 32 or more."""
+    from training.arch import Arch
+    from training.errors import SiqError
+    from training.quant import LayerCodebook, QuantizedModel
+    arch = Arch.from_dict({"name": "shift", "input": [1, 2, 2], "layers": [
+        {"type": "conv", "out": 1, "k": 1}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "out": 2}]})
+    layers = {0: LayerCodebook(1, np.array([1]), 0, np.zeros((1, 1, 1, 1), np.uint8)),
+              3: LayerCodebook(1, np.array([1]), 0, np.zeros((2, 4), np.uint8))}
+    qm = QuantizedModel(arch, 4, {-1: 8, 1: 60}, layers, {0: np.zeros(1, np.int64), 3: np.zeros(2, np.int64)},
+                        ["a", "b"])
+    try:
+        lm = lower(qm)
+    except SiqError:
+        return
+    write_sources(lm, tmp_path)
+    (tmp_path / "driver.c").write_text(DRIVER)
+    subprocess.run(["gcc", *SANITIZE, "-I", str(tmp_path), str(tmp_path / "siq_model.c"), str(tmp_path / "driver.c"),
+                    "-o", str(tmp_path / "driver")], check=True)
+    images = np.arange(0, 256, 16, dtype=np.uint8).reshape(4, 1, 2, 2)
+    (tmp_path / "images.bin").write_bytes(images.tobytes())
+    result = subprocess.run([str(tmp_path / "driver"), str(tmp_path / "images.bin"), str(tmp_path / "scores.bin"),
+                             str(len(images))], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-1000:]
+    scores = np.fromfile(tmp_path / "scores.bin", dtype=np.int32)[:len(images) * 2].reshape(len(images), 2)
+    assert np.array_equal(scores, integer_scores(lm.integer, images))
