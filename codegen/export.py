@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lower import LoweredModel
+from .lower import DSP_WORDS, LoweredModel
 from .render import render
 
 PARAMS_TYPE = {
@@ -21,17 +21,17 @@ PARAMS_TYPE = {
 }
 # Struct field order as declared in kernels.c.j2; pointers are filled from the layer's arrays.
 FIELDS = {
-    "quantize_input_params": ["size", "shift", "max_code"],
+    "quantize_input_params": ["size", "shift", "max_code", "out_bits"],
     "conv2d_params": ["in_channels", "in_height", "in_width", "out_channels", "conv_height", "conv_width",
-                      "kernel", "stride", "pad", "pool", "index_bits", "shift", "max_code",
-                      "*codebook", "*weights", "*bias"],
+                      "kernel", "stride", "pad", "pool", "index_bits", "shift", "max_code", "in_bits", "out_bits",
+                      "*codebook", "*weights", "*bias", "*scratch"],
     "maxpool2d_params": ["channels", "in_height", "in_width", "pool"],
     "lrn_params": ["channels", "plane", "window_before", "window_after", "index_shift", "frac_bits", "max_code",
-                   "*table"],
+                   "bits", "*table"],
     "dense_params": ["in_features", "out_features", "index_bits", "shift", "max_code",
                      "*codebook", "*weights", "*bias"],
 }
-UNSIGNED = {"index_bits", "index_shift", "frac_bits"}
+UNSIGNED = {"index_bits", "index_shift", "frac_bits", "in_bits", "out_bits", "bits"}
 
 
 def c_string(text: str) -> str:
@@ -80,12 +80,13 @@ class ModelContext:
     uses_requantize: bool
     uses_conv: bool
     uses_dense: bool
+    uses_codes: bool
     reference_kernels: list[str] = field(default_factory=list)   # every reference kernel of the model's ops
     reference_in_fast: set[str] = field(default_factory=set)     # those the default (optimised) build still runs
     fast_kernels: set[str] = field(default_factory=set)
-    fast_convs: list[dict] = field(default_factory=list)         # one per kernel size K
-    filter_size: int = 0        # int16 taps of the largest decoded filter
-    filter_size_dsp: int = 0    # int32 words of it in the dual-16-bit layout
+    fast_convs: list[dict] = field(default_factory=list)         # one per (K, input layout): filter + row bodies
+    conv_kernels: list[dict] = field(default_factory=list)       # one per fast conv function (K, in, out layout)
+    filter_size: int = 0        # int16 taps of the largest decoded filter (portable builds; SIQ_DSP uses the arena)
     uses_dsp: bool = False
     uses_stream: bool = False
     dense_u8: bool = False
@@ -113,7 +114,8 @@ def model_context(lm: LoweredModel) -> ModelContext:
         uses_weights=any(op.weights for op in lm.ops),
         uses_requantize=bool(kernels & {"conv2d_requant", "conv2d_requant_maxpool", "dense_requant"}),
         uses_conv=bool(kernels & {"conv2d_requant", "conv2d_requant_maxpool"}),
-        uses_dense=bool(kernels & {"dense_requant", "dense_scores"}))
+        uses_dense=bool(kernels & {"dense_requant", "dense_scores"}),
+        uses_codes=bool(kernels & {"quantize_input", "conv2d_requant", "conv2d_requant_maxpool", "lrn_requant"}))
     _fast_context(ctx, lm)
     for index, op in enumerate(lm.ops):
         name = f"op{index}_{op.kernel}"
@@ -125,7 +127,11 @@ def model_context(lm: LoweredModel) -> ModelContext:
                                 "packed_lines": number_lines(wt.packed, 16, lambda v: f"0x{v:02x}"),
                                 "bias_lines": number_lines(wt.bias, 8, int32_literal)})
             arrays = {"*codebook": f"{wt.name}_codebook", "*weights": f"{wt.name}_weights",
-                      "*bias": f"{wt.name}_bias"}
+                      "*bias": f"{wt.name}_bias", "*scratch": "NULL"}
+            if op.scratch:
+                offset = lm.buffers[op.scratch][0]
+                assert offset % 4 == 0
+                arrays["*scratch"] = f"(int32_t *)(arena_words + {offset // 4})"
         if op.table is not None:
             table_name = f"op{index}_lrn_table"
             ctx.tables.append({"name": table_name, "entries": op.table,
@@ -147,34 +153,41 @@ def model_context(lm: LoweredModel) -> ModelContext:
     return ctx
 
 
-# Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv bodies in kernels.c.j2; a tap
-# >= K is a zero lane. K = 5: in[0..5] as (0,2) (1,3) (2,4) (3,5) lanes; K = 3: in[0..3] as (0,2) (1,3).
-DSP_PAIRS = {3: [(0, 2), (1, 3)], 5: [(0, 2), (1, 3), (4, 5)]}
+# Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv bodies in kernels.c.j2, by
+# (K, bits per stored input code); a tap >= K is a zero lane. Bytes, K = 5: in[0..5] as (0,2) (1,3) (2,4) (3,5)
+# lanes; K = 3: in[0..3] as (0,2) (1,3). Nibbles, K = 5: one word holds codes 0..7 and (w >> 4j) & 0x000F000F
+# is the lane pair (code j, code j + 4), j = 0..3.
+DSP_PAIRS = {(3, 8): [(0, 2), (1, 3)], (5, 8): [(0, 2), (1, 3), (4, 5)], (5, 4): [(0, 4), (1, 3), (2, 5)]}
 
 
 def _fast_context(ctx: ModelContext, lm: LoweredModel) -> None:
     ctx.reference_kernels = sorted({op.kernel for op in lm.ops})
     ctx.reference_in_fast = {op.kernel for op in lm.ops if not op.fast_kernel}
     ctx.fast_kernels = {op.fast_kernel for op in lm.ops if op.fast_kernel}
-    convs = {}
+    convs, mains = {}, {}
     for op in lm.ops:
         if op.fast_kernel and op.fast_kernel.startswith("conv2d_requant_maxpool_k"):
             k, c = op.params["kernel"], op.params["in_channels"]
-            conv = convs.setdefault(k, {"k": k, "dsp": k in DSP_PAIRS, "pairs": DSP_PAIRS.get(k, []),
-                                        "words": len(DSP_PAIRS.get(k, [])), "channels": 0})
+            in4, out4 = op.params["in_bits"] == 4, op.params["out_bits"] == 4
+            key = (k, op.params["in_bits"])
+            name = f"k{k}" + ("_i4" if in4 else "")
+            conv = convs.setdefault(key, {"k": k, "in4": in4, "name": name, "dsp": key in DSP_PAIRS,
+                                          "pairs": DSP_PAIRS.get(key, []), "words": len(DSP_PAIRS.get(key, [])),
+                                          "channels": 0})
+            assert not conv["dsp"] or conv["words"] == DSP_WORDS[k]
             conv["channels"] = max(conv["channels"], c)
             conv["pairs_text"] = " ".join(f"(w{lo}, {f'w{hi}' if hi < k else 0})" for lo, hi in conv["pairs"])
-    ctx.fast_convs = [convs[k] for k in sorted(convs)]
+            mains[op.fast_kernel] = {"name": op.fast_kernel, "k": k, "in4": in4, "out4": out4, "row": name}
+    ctx.fast_convs = [convs[key] for key in sorted(convs)]
+    ctx.conv_kernels = [mains[name] for name in sorted(mains)]
     ctx.filter_size = max((c["channels"] * c["k"] * c["k"] for c in ctx.fast_convs), default=0)
-    ctx.filter_size_dsp = max((c["channels"] * c["k"] * (c["words"] if c["dsp"] else c["k"])
-                               for c in ctx.fast_convs), default=0)
     ctx.uses_dsp = any(c["dsp"] for c in ctx.fast_convs)
     dense = [op for op in lm.ops if op.fast_kernel in ("dense_requant_fast", "dense_scores_fast")]
     ctx.dense_u8 = any(op.params["index_bits"] == 8 for op in dense)
     ctx.dense_stream = any(op.params["index_bits"] != 8 for op in dense)
     ctx.uses_stream = bool(ctx.fast_convs or dense)
-    ctx.lrn_max_channels = max((op.params["channels"] for op in lm.ops if op.fast_kernel == "lrn_requant_window"),
-                               default=0)
+    ctx.lrn_max_channels = max((op.params["channels"] for op in lm.ops
+                                if op.fast_kernel and op.fast_kernel.startswith("lrn_requant_window")), default=0)
 
 
 def _buffer_expr(lm: LoweredModel, name: str) -> str:

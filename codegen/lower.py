@@ -50,6 +50,9 @@ class LoweredOp:
     weights: WeightTable | None = None
     table: list[int] | None = None
     fast_kernel: str | None = None  # the optimised C kernel with the same results, when one applies
+    out_bits: int = 8      # bits per stored code of the output buffer: 8 (bytes) or 4 (two codes a byte, LSB first)
+    out_count: int = 0     # codes in the output (its buffer may hold slack bytes past them)
+    scratch: str | None = None  # arena buffer of the fast kernel's decoded filter (SIQ_DSP builds), if any
 
 
 @dataclass
@@ -100,9 +103,10 @@ def fast_kernel(op: LoweredOp) -> str | None:
     """
     p = op.params
     if op.kernel == "conv2d_requant_maxpool" and p["stride"] == 1 and p["pad"] == 0 and p["pool"] == 2:
-        return f"conv2d_requant_maxpool_k{p['kernel']}"
+        return (f"conv2d_requant_maxpool_k{p['kernel']}" + ("_i4" if p.get("in_bits") == 4 else "")
+                + ("_o4" if p.get("out_bits") == 4 else ""))
     if op.kernel == "lrn_requant":
-        return "lrn_requant_window"
+        return "lrn_requant_window" + ("_i4" if p.get("bits") == 4 else "")
     if op.kernel in ("dense_requant", "dense_scores"):
         return f"{op.kernel}_fast"
     return None
@@ -173,25 +177,87 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             raise SiqError(f"no C kernel for integer op {op.name}")
         k += 1
 
+    for op in ops:
+        if op.output != "scores":
+            op.out_count = _output_size(src[op.source_ops[-1]])
+    packed = _packed_buffers(ops, model.act_bits)
+    for op in ops:
+        if op.kernel in PACKABLE:
+            op.out_bits = 4 if op.output in packed else 8
+            in_bits = 4 if op.input in packed else 8
+            if op.kernel == "lrn_requant":
+                op.params["bits"] = op.out_bits  # in place of the pair: _packed_buffers keeps in == out
+            else:
+                op.params["out_bits"] = op.out_bits
+                if op.kernel != "quantize_input":
+                    op.params["in_bits"] = in_bits
     if fast:
         for op in ops:
             op.fast_kernel = fast_kernel(op)
     planner = GreedyPlanner()
-    sizes = {}
-    for index, op in enumerate(ops):
-        if op.output not in ("scores",):
-            shape_op = src[op.source_ops[-1]]
-            sizes[op.output] = _output_size(shape_op)
     buffers = {}
     for index, op in enumerate(ops):
-        if op.output in sizes:
+        if op.output != "scores":
             readers = [j for j, other in enumerate(ops) if other.input == op.output]
-            buffers[op.output] = planner.add_buffer(op.output, sizes[op.output], index, max(readers, default=index))
+            size = op.out_count if op.out_bits == 8 else (op.out_count + 1) // 2 + NIBBLE_SLACK
+            buffers[op.output] = planner.add_buffer(op.output, size, index, max(readers, default=index))
+        if op.fast_kernel and op.fast_kernel.startswith("conv2d_requant_maxpool_k"):
+            # one output channel's decoded filter, C_IN * K rows of DSP_WORDS[K] int32 lane pairs, alive for this op
+            op.scratch = f"scratch{index}"
+            size = 4 * op.params["in_channels"] * op.params["kernel"] * DSP_WORDS[op.params["kernel"]]
+            buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
     lowered = LoweredModel(prefix, model, ops, placed, arena, "", meta=dict(qm.meta))
     lowered.config_hash = _hash(lowered, qm)
     return lowered
+
+
+# Kernels whose buffers may hold 4-bit codes (reference kernels through load_code/store_code in kernels.c.j2).
+PACKABLE = ("quantize_input", "conv2d_requant", "conv2d_requant_maxpool", "lrn_requant")
+# A packed buffer read by a fast conv gets one byte past its last code: the SIQ_DSP nibble row body loads a word
+# whose fourth byte only feeds zero-weighted lanes, and at the buffer's last row that byte lies past the codes.
+NIBBLE_SLACK = 1
+# int32 words of one kernel row of a decoded filter in the SIQ_DSP layout (codegen/export.py DSP_PAIRS)
+DSP_WORDS = {3: 2, 5: 3}
+
+
+def _packed_buffers(ops: list[LoweredOp], act_bits: int) -> set[str]:
+    """Buffers stored as two 4-bit codes a byte: activations of at most 4 bits whose writer and every reader can
+    use that layout (reference kernels all can; the fast conv reads nibbles for K = 5 on even widths and writes
+    them for even pooled widths; LRN keeps in and out in one layout, with an even plane)."""
+    if act_bits > 4:
+        return set()
+
+    def writes(op: LoweredOp) -> bool:
+        p = op.params
+        if op.kernel == "quantize_input":
+            return True
+        if op.kernel.startswith("conv2d_requant"):
+            return (p["conv_width"] // p["pool"]) % 2 == 0
+        return op.kernel == "lrn_requant" and p["plane"] % 2 == 0
+
+    def reads(op: LoweredOp) -> bool:
+        p = op.params
+        if op.kernel.startswith("conv2d_requant"):
+            fast = op.kernel == "conv2d_requant_maxpool" and p["stride"] == 1 and p["pad"] == 0 and p["pool"] == 2
+            return not fast or (p["kernel"] == 5 and p["in_width"] % 2 == 0)
+        return op.kernel == "lrn_requant" and p["plane"] % 2 == 0
+
+    packed = {op.output for op in ops if op.output != "scores" and writes(op)}
+    changed = True
+    while changed:
+        changed = False
+        for op in ops:
+            keep = op.input not in packed or reads(op)
+            if op.kernel == "lrn_requant":
+                keep = keep and ((op.input in packed) == (op.output in packed))
+            if not keep:
+                changed = changed or op.input in packed or op.output in packed
+                packed.discard(op.input)
+                if op.kernel == "lrn_requant":
+                    packed.discard(op.output)
+    return packed
 
 
 def _output_size(op) -> int:

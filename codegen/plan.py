@@ -1,6 +1,8 @@
 """Static arena planning by liveness (the tflite-micro greedy planner's interface, in small).
 
-Buffers are placed largest first at the lowest offset that does not overlap a buffer alive at the same time.
+Buffers are placed one by one at the lowest offset that does not overlap a buffer alive at the same time; the
+placement is tried in a few orders (largest first as tflite-micro does, ties by first or by last write; first
+written first) and the smallest arena is kept.
 """
 from __future__ import annotations
 
@@ -29,8 +31,14 @@ class GreedyPlanner:
 
     def plan(self) -> int:
         """Assign offsets; returns the arena size in bytes."""
+        orders = [lambda b: (-b.size, b.first_use, b.name), lambda b: (-b.size, -b.first_use, b.name),
+                  lambda b: (b.first_use, -b.size, b.name)]
+        best = min(orders, key=lambda order: self._place(order))
+        return self._place(best)
+
+    def _place(self, order) -> int:
         placed: list[Buffer] = []
-        for buffer in sorted(self.buffers, key=lambda b: (-b.size, b.first_use, b.name)):
+        for buffer in sorted(self.buffers, key=order):
             live = sorted((b for b in placed if b.first_use <= buffer.last_use and buffer.first_use <= b.last_use),
                           key=lambda b: b.offset)
             offset = 0

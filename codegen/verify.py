@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.integer import first_mismatch, run_integer
+from training.integer import first_mismatch, run_integer, unpack_codes
 from training.nets import Net, images_to_input
 from training.quant import ExactHooks, QuantizedModel, evaluate_exact, input_point_of
 from training.train import accuracy
@@ -52,8 +52,9 @@ def host_op_outputs(host: HostModel, lm: LoweredModel, image: np.ndarray) -> dic
         if op.output == "scores":
             out[op.source_ops[-1]] = scores.astype(np.int64)
         else:
-            offset, size = lm.buffers[op.output]
-            out[op.source_ops[-1]] = snaps[k, offset:offset + size].astype(np.int64)
+            offset, size = lm.buffers[op.output]  # op.out_bits per stored code (training/integer.py pack_codes)
+            stored = unpack_codes(snaps[k, offset:offset + size], op.out_bits, op.out_count)
+            out[op.source_ops[-1]] = stored.astype(np.int64)
     return out
 
 

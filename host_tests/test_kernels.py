@@ -19,21 +19,26 @@ from training.quantizers import QuantizeConfig, quantize_model
 
 BUILDS = {"fast": [], "dsp": ["-DSIQ_EMULATE_DSP"], "reference": ["-DSIQ_REFERENCE_KERNELS"]}
 
-# conv 5x5 (fast k5, one input channel) -> pool -> lrn -> conv 3x3 (fast k3, 4 input channels) -> pool ->
-# dense -> relu -> dense: every optimised kernel and both DSP bodies on a 12x12 input.
-FAST_ARCH = {"name": "fast-kernels", "input": [1, 12, 12], "layers": [
-    {"type": "conv", "out": 4, "k": 5}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+# conv 3x3 (fast k3, one input channel) -> pool -> lrn -> conv 5x5 (fast k5, 4 input channels) -> pool ->
+# dense -> relu -> dense on an 18x18 input: every optimised kernel and DSP body. Activations of at most 4 bits
+# are stored two a byte (the input codes stay bytes: k3 reads bytes only), so the same net also runs the
+# nibble-writing conv, the nibble LRN and the nibble-reading conv.
+FAST_ARCH = {"name": "fast-kernels", "input": [1, 18, 18], "layers": [
+    {"type": "conv", "out": 4, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
     {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
-    {"type": "conv", "out": 6, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+    {"type": "conv", "out": 6, "k": 5}, {"type": "relu"}, {"type": "maxpool", "k": 2},
     {"type": "flatten"}, {"type": "dense", "out": 12}, {"type": "relu"}, {"type": "dense", "out": 10}]}
-
+FAST_KERNELS = {8: [None, "conv2d_requant_maxpool_k3", "lrn_requant_window", "conv2d_requant_maxpool_k5",
+                    "dense_requant_fast", "dense_scores_fast"],
+                4: [None, "conv2d_requant_maxpool_k3_o4", "lrn_requant_window_i4", "conv2d_requant_maxpool_k5_i4",
+                    "dense_requant_fast", "dense_scores_fast"]}
 
 @pytest.fixture(scope="module")
 def fast_setup():
     import torch
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
-    images = (rng.random((120, 1, 12, 12)) ** 2 * 255).astype(np.uint8)
+    images = (rng.random((120, 1, 18, 18)) ** 2 * 255).astype(np.uint8)
     images[0] = 0
     images[1] = 255
     return Net(Arch.from_dict(FAST_ARCH)), images
@@ -65,9 +70,7 @@ def _check_builds(qm, images, tmp_path, builds=tuple(BUILDS)):
 def test_fast_kernels_every_width(weight_bits, act_bits, fast_setup, tmp_path):
     net, images = fast_setup
     lm = _check_builds(_quantize(net, images, weight_bits, act_bits), images, tmp_path)
-    assert [op.fast_kernel for op in lm.ops] == [None, "conv2d_requant_maxpool_k5", "lrn_requant_window",
-                                                 "conv2d_requant_maxpool_k3", "dense_requant_fast",
-                                                 "dense_scores_fast"]
+    assert [op.fast_kernel for op in lm.ops] == FAST_KERNELS[8 if act_bits > 4 else 4]
 
 
 @pytest.mark.parametrize("preset", ["paper-mnist", "paper-office"])
@@ -78,15 +81,18 @@ def test_presets_fast_and_reference(preset, preset_nets, rng, tmp_path):
     lm = _check_builds(_quantize(net, images, 4, 4, fc_bits=8), images, tmp_path)
     fast = [op.fast_kernel for op in lm.ops if op.kernel == "conv2d_requant_maxpool"]
     # paper-office pads its convs: those keep the reference kernel (the fast conv needs pad 0)
-    assert fast == (["conv2d_requant_maxpool_k5"] * 2 if preset == "paper-mnist" else [None] * 3)
+    assert fast == (["conv2d_requant_maxpool_k5_i4_o4", "conv2d_requant_maxpool_k5_i4"] if preset == "paper-mnist"
+                    else [None] * 3)
+    if preset == "paper-mnist":  # W4A4: input codes, conv1 and LRN1 outputs two a byte; the 1 KB arena goal
+        assert [op.out_bits for op in lm.ops] == [4, 4, 4, 8, 8, 8, 8] and lm.arena_bytes <= 1024
 
 
 def test_reference_only_lowering_emits_no_fast_code(fast_setup):
     net, images = fast_setup
     qm = _quantize(net, images, 4, 4)
     plain = render_sources(lower(qm, fast=False))["siq_model.c"]
-    assert "conv2d_requant_maxpool_k5" not in plain and "SIQ_DSP" not in plain
-    assert "conv2d_requant_maxpool_k5(" in render_sources(lower(qm))["siq_model.c"]
+    assert "conv2d_requant_maxpool_k3" not in plain and "SIQ_DSP" not in plain
+    assert "conv2d_requant_maxpool_k3_o4(" in render_sources(lower(qm))["siq_model.c"]
 
 
 def test_fast_kernels_bit_exact_on_cortex_m4(preset_nets, rng, tmp_path):

@@ -150,7 +150,9 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
                 ops.append(DenseScores(in_shape[0], out_shape[0], lc.codebook, lc.indices, lc.bits, bias,
                                        _prove(bound, where), i))
                 continue
-            shift = acc_exp - qm.shifts[i + 1]
+            # A left shift of 8 or more saturates every positive accumulator (max_code <= 255 < 2^8), so
+            # shifts below -8 are clamped there: the same result, and the C never shifts by 32 or more.
+            shift = max(acc_exp - qm.shifts[i + 1], -8)
             half = 2 ** (shift - 1) if shift > 0 else 0
             bound = _prove(bound + half, where)
             common = dict(codebook=lc.codebook, indices=lc.indices, bits=lc.bits, bias=bias + half, shift=shift,
@@ -273,6 +275,26 @@ def run_integer(model: IntegerModel, images: np.ndarray, batch: int = 500) -> li
 
 def integer_scores(model: IntegerModel, images: np.ndarray) -> np.ndarray:
     return run_integer(model, images)[-1]
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Activation codes as the generated C stores them (kernels.c.j2 store_code): bits = 8 is a byte a code;
+    bits = 4 puts code i in bits [4 (i mod 2), 4 (i mod 2) + 4) of byte i // 2 (LSB first)."""
+    flat = np.asarray(codes).reshape(-1).astype(np.uint8)
+    if bits == 8:
+        return flat
+    if bits != 4 or flat.size and int(flat.max()) > 15:
+        raise ValueError(f"cannot pack codes into {bits} bits")
+    padded = np.concatenate([flat, np.zeros(flat.size % 2, np.uint8)])
+    return (padded[0::2] | padded[1::2] << 4).astype(np.uint8)
+
+
+def unpack_codes(stored: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The first `count` codes of a buffer written by pack_codes (kernels.c.j2 load_code); bytes past them ignored."""
+    stored = np.asarray(stored, dtype=np.uint8).reshape(-1)
+    if bits == 8:
+        return stored[:count]
+    return np.stack([stored & 15, stored >> 4], axis=1).reshape(-1)[:count]
 
 
 def first_mismatch(expected: list[np.ndarray], got: list[np.ndarray], ops: list,
