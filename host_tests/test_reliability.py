@@ -160,15 +160,11 @@ def test_bad_quantized_models_refused(case, command, files, export_dir, tmp_path
         assert sorted(p.name for p in folder.iterdir()) == ["quantized.pt", "siq_model.c", "siq_model.h"]
 
 
-@pytest.mark.xfail(strict=True, reason="training/quant.py load_quantized does not check that the file has a shift "
-                                        "for every quantization point: KeyError from lowering (traceback)")
 def test_quantized_model_missing_a_shift_refused(files, tmp_path, capsys):
     bad = rewrite(files / "quantized.pt", tmp_path / "bad.pt", lambda m, t: m["shifts"].pop("1"))
     refused(capsys, "export", bad, "--out", tmp_path / "fw", "--vectors", 0, message="shift")
 
 
-@pytest.mark.xfail(strict=True, reason="training/quant.py load_quantized accepts fewer class names than classes "
-                                        "(the C then holds NULL class-name pointers)")
 def test_quantized_model_with_too_few_class_names_refused(files, tmp_path, capsys):
     bad = rewrite(files / "quantized.pt", tmp_path / "bad.pt", lambda m, t: _set(m, "class_names", ["zero"]))
     refused(capsys, "export", bad, "--out", tmp_path / "fw", "--vectors", 0, message="class")

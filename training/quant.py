@@ -331,7 +331,20 @@ def load_quantized(path) -> QuantizedModel:
         raise SiqError(f"{path}: corrupt quantized model ({type(exc).__name__}: {exc})") from None
     if sorted(layers) != arch.weighted_layers():
         raise SiqError(f"{path}: quantized layers {sorted(layers)} do not match the architecture")
+    points = [-1] + quantization_points(arch)
+    missing = [p for p in points if p not in qm.shifts]
+    if missing:
+        raise SiqError(f"{path}: no activation shift for quantization point(s) {missing} (corrupt file)")
+    outside = {p: s for p, s in qm.shifts.items() if s not in SHIFT_RANGE}
+    if outside:
+        raise SiqError(f"{path}: activation shifts {outside} outside {SHIFT_RANGE.start}..{SHIFT_RANGE.stop - 1} "
+                       "(corrupt file)")
+    if len(qm.class_names) != arch.num_classes:
+        raise SiqError(f"{path}: {len(qm.class_names)} class names for {arch.num_classes} classes (corrupt file)")
     for i, lc in layers.items():
+        raw = (tensors[f"codebook.{i}"], tensors[f"bias.{i}"])
+        if any(t.is_floating_point() for t in raw):
+            raise SiqError(f"{path}: layer {i} codebook/bias must be integers (corrupt file)")
         if lc.indices.shape != arch.weight_shape(i) or biases[i].shape != (arch.weight_shape(i)[0],):
             raise SiqError(f"{path}: layer {i} weights {lc.indices.shape} do not match the architecture "
                            f"{arch.weight_shape(i)} (corrupt file)")
