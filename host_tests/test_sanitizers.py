@@ -5,7 +5,6 @@ overflow, too-wide or negative shift or misaligned access aborts the run (-fno-s
 
 Each image sits in its own malloc'd block of exactly INPUT_BYTES and the scores in one of exactly NUM_CLASSES
 int32, so reading a byte past the image or writing a score past the end is caught too."""
-import shutil
 import subprocess
 
 import numpy as np
