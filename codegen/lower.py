@@ -98,10 +98,14 @@ def _weights(name: str, op) -> WeightTable:
 def fast_kernel(op: LoweredOp) -> str | None:
     """The optimised kernel computing exactly what op.kernel computes, or None where only the reference applies.
 
-    conv2d_requant_maxpool_k<K>: stride 1, no padding, 2x2 pool (2x2 blocks of accumulators, K taps unrolled);
+    quantize_input_o4: 4-bit codes stored two a byte, an even number of pixels;
+    conv2d_requant_maxpool_k<K>[_i4][_o4]: stride 1, no padding, 2x2 pool (2x2 blocks of accumulators, K taps and
+    rows unrolled), _i4/_o4 reading/writing 4-bit codes two a byte;
     lrn_requant_window: any LRN; dense_*_fast: any index width (bytes for 8 bits, a sequential bit reader else).
     """
     p = op.params
+    if op.kernel == "quantize_input" and p["out_bits"] == 4 and p["size"] % 2 == 0:
+        return "quantize_input_o4"
     if op.kernel == "conv2d_requant_maxpool" and p["stride"] == 1 and p["pad"] == 0 and p["pool"] == 2:
         return (f"conv2d_requant_maxpool_k{p['kernel']}" + ("_i4" if p.get("in_bits") == 4 else "")
                 + ("_o4" if p.get("out_bits") == 4 else ""))
@@ -123,6 +127,8 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
     while k < len(src):
         op = src[k]
         if isinstance(op, QuantizeInput):
+            if not -16 <= op.shift <= 16:  # the C shifts a pixel (<= 255) by it: both directions stay in range
+                raise SiqError(f"input scale 2^{op.shift} per pixel is outside 2^-16 .. 2^16")
             size = int(np.prod(op.shape))
             ops.append(LoweredOp("quantize_input", [k], {"size": size, "shift": op.shift, "max_code": op.max_code},
                                  "image", f"buffer{k}", 0,
