@@ -69,6 +69,8 @@ def _add_quant(p):
     p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
     p.add_argument("--quant-seed", type=int, default=0)
+    p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
+                   "fc,centroids,distill,progressive")
 
 
 def train_config(args):
@@ -84,10 +86,16 @@ def train_config(args):
 
 
 def quant_config(args):
-    from training.quantizers import QuantizeConfig, SIQConfig
+    from training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
     if not 2 <= args.codebook_bits <= 8:
         raise SiqError(f"--codebook-bits must be from 2 to 8, got {args.codebook_bits}")
-    return QuantizeConfig(method=args.method, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
+    off = {x.strip() for x in args.plus_off.split(",") if x.strip()}
+    unknown = off - {"fc", "centroids", "distill", "progressive"}
+    if unknown:
+        raise SiqError(f"--plus-off: unknown ingredient(s) {sorted(unknown)} (fc, centroids, distill, progressive)")
+    plus = SIQPlusConfig(quantize_fc="fc" not in off, finetune_centroids="centroids" not in off,
+                         distill=0.0 if "distill" in off else 0.5, progressive="progressive" not in off)
+    return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
                           seed=args.quant_seed,
                           siq=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs,

@@ -76,12 +76,12 @@ def test_non_finite_centroids_refused():
 
 
 def test_methods_registered():
-    assert {"uniform", "kmeans", "siq"} <= set(METHODS)
+    assert {"uniform", "kmeans", "siq", "siq+"} <= set(METHODS)
     with pytest.raises(SiqError, match="unknown quantization method"):
         quantize_model(None, None, None, QuantizeConfig(method="nope"), [])
 
 
-@pytest.mark.parametrize("method", ["uniform", "kmeans", "siq"])
+@pytest.mark.parametrize("method", ["uniform", "kmeans", "siq", "siq+"])
 def test_quantized_codes_and_codebooks(method, tiny_nets, digits):
     net = tiny_nets[True]
     cfg = QuantizeConfig(method=method, conv_bits=2, fc_bits=3, act_bits=3,
@@ -96,7 +96,7 @@ def test_quantized_codes_and_codebooks(method, tiny_nets, digits):
     outputs = run_integer(build_integer_model(qm), digits.test_x[:200])
     for out in outputs[:-1]:  # every feature map's codes stay in [0, 2^a - 1]
         assert out.min() >= 0 and out.max() <= 2**3 - 1
-    if method == "siq":
+    if method.startswith("siq"):
         history = qm.meta["history"]
         assert 1 <= len(history) <= 2 and all(0 <= h["assignment_change"] <= 1 for h in history)
         # the retrained conv weights sit near their codebook (the continuation penalty pulled them there)
@@ -105,3 +105,11 @@ def test_quantized_codes_and_codebooks(method, tiny_nets, digits):
             centroids = np.unique(qm.layers[i].codebook) * 2.0 ** -qm.layers[i].exponent
             distance = np.min(np.abs(w[:, None] - centroids[None]), axis=1)
             assert np.mean(distance) < 0.25 * np.mean(np.abs(w))
+
+
+def test_siq_plus_progressive_bits_end_at_the_target(tiny_nets, digits):
+    cfg = QuantizeConfig(method="siq+", conv_bits=2, fc_bits=4, act_bits=4, siq=SIQConfig(rounds=3, epochs_per_round=1))
+    qm, _ = quantize_model(tiny_nets[False], digits.train_x, digits.train_y, cfg, digits.class_names)
+    conv = str(qm.arch.weighted_layers()[0])
+    assert [h["bits"][conv] for h in qm.meta["history"]] == [4, 3, 2]
+    assert all(len(lc.codebook) <= 2 ** lc.bits for lc in qm.layers.values())

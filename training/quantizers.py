@@ -51,6 +51,23 @@ class SIQConfig:
 
 
 @dataclass
+class SIQPlusConfig:
+    """Beyond the paper (issue 7): what `siq+` adds to SIQ, each switchable for ablation.
+    quantize_fc: SIQ on the FC layers too (the paper leaves them at post-training 8 bits).
+    finetune_centroids: the codebook values are trained too, each by the summed gradient of its weights
+        (Deep Compression's shared-weight fine-tuning), and re-assignment warm-starts from them.
+    distill: weight of the distillation term (KL divergence to the float model's softened outputs at
+        `temperature`); 0 turns it off.
+    progressive: the first rounds run at more bits (target + rounds - 1 - round, at most 8), lowering one bit
+        a round, so the network adapts gradually to the final width."""
+    quantize_fc: bool = True
+    finetune_centroids: bool = True
+    distill: float = 0.5
+    temperature: float = 4.0
+    progressive: bool = True
+
+
+@dataclass
 class QuantizeConfig:
     method: str = "siq"
     conv_bits: int = 4
@@ -62,6 +79,7 @@ class QuantizeConfig:
     calibration_images: int = 2000
     batch_size: int = 64
     siq: SIQConfig = field(default_factory=SIQConfig)
+    plus: SIQPlusConfig = field(default_factory=SIQPlusConfig)
 
     def bits_per_layer(self, net: Net) -> dict[int, int]:
         bits = {}
@@ -189,6 +207,111 @@ def siq(net: Net, bits: dict[int, int], context: dict):
                         "assignment_change": changed / total})
         alpha *= scfg.growth
         if changed / total < scfg.tolerance:
+            break
+    context["history"] = history
+    rest = {i: kmeans_codebook(_weights(net, i), b, cfg.seed) for i, b in bits.items() if i not in retrained}
+    return {**books, **rest}
+
+
+class TrainableCodebook(torch.nn.Module):
+    """A layer's codebook as parameters: forward value of a weight = the (sorted) centroid nearest to it.
+    Gradients reach each centroid summed over the weights assigned to it, and the weights through the
+    straight-through estimator."""
+
+    def __init__(self, centroids: np.ndarray):
+        super().__init__()
+        self.centroids = torch.nn.Parameter(torch.as_tensor(np.sort(centroids), dtype=torch.float32))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        values, _ = torch.sort(self.centroids)
+        mids = (values[1:] + values[:-1]).detach() / 2
+        chosen = values[torch.bucketize(w.detach(), mids)]
+        return w + (chosen - w).detach() + (chosen - chosen.detach())
+
+    def assignment(self, w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        values, _ = torch.sort(self.centroids.detach())
+        index = torch.bucketize(w.detach(), (values[1:] + values[:-1]) / 2)
+        return values.double().numpy(), index.reshape(-1).numpy()
+
+
+class _Hooks(TrainingHooks):
+    """TrainingHooks whose weight quantizers already carry their own straight-through estimator."""
+
+    def weight(self, index, w):
+        quantizer = self.weight_quantizers.get(index)
+        return w if quantizer is None else quantizer(w)
+
+
+@register("siq+")
+def siq_plus(net: Net, bits: dict[int, int], context: dict):
+    """SIQ plus centroid fine-tuning, distillation from the float model, progressive bit lowering and FC layers
+    (SIQPlusConfig). Same alternation and convergence rule as `siq`; `net` is retrained in place."""
+    cfg: QuantizeConfig = context["config"]
+    scfg, pcfg = cfg.siq, cfg.plus
+    x, y = context["train"]
+    arch = net.arch
+    teacher = copy.deepcopy(net).eval()
+    retrained = [i for i in bits if isinstance(arch.layers[i], Conv) or pcfg.quantize_fc]
+    rounds = max(1, scfg.rounds)
+
+    def round_bits(round_index: int) -> dict[int, int]:
+        extra = rounds - 1 - round_index if pcfg.progressive else 0
+        return {i: min(8, bits[i] + extra) for i in retrained}
+
+    width = round_bits(0)
+    books = {i: kmeans_codebook(_weights(net, i), width[i], cfg.seed) for i in retrained}
+    temperature = pcfg.temperature
+
+    def loss_fn(batch, logits, labels):
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        if pcfg.distill <= 0:
+            return loss
+        with torch.no_grad():
+            target = torch.softmax(teacher(batch) / temperature, dim=1)
+        soft = torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1), target,
+                                          reduction="batchmean") * temperature**2
+        return (1 - pcfg.distill) * loss + pcfg.distill * soft
+
+    history, alpha = [], scfg.alpha
+    for round_index in range(rounds):
+        with torch.no_grad():
+            for i in retrained:
+                centroids, assignment = books[i]
+                net.layers[i].weight.copy_(torch.from_numpy(centroids[assignment].reshape(net.layers[i].weight.shape)))
+        codebooks = {i: TrainableCodebook(books[i][0]) for i in retrained}
+        if not pcfg.finetune_centroids:
+            for book in codebooks.values():
+                book.centroids.requires_grad_(False)
+        hooks = _Hooks(cfg.act_bits, context["shifts"], codebooks)
+        norms = {i: float(torch.mean(net.layers[i].weight.detach() ** 2)) + 1e-12 for i in retrained}
+
+        def penalty(model, alpha=alpha, codebooks=codebooks, norms=norms):
+            total = 0.0
+            for i in retrained:
+                w = model.layers[i].weight
+                total = total + torch.mean((w - codebooks[i](w).detach()) ** 2) / norms[i]
+            return alpha * total
+
+        train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
+                                seed=cfg.seed + 1000 * (round_index + 1))
+        params = [b.centroids for b in codebooks.values() if b.centroids.requires_grad]
+        log = fit(net, x, y, train_cfg, hooks, penalty, desc=f"siq+ round {round_index + 1}",
+                  extra_params=params, loss_fn=loss_fn)
+        previous = {i: books[i][1] for i in retrained}
+        tuned = {i: codebooks[i].assignment(net.layers[i].weight) for i in retrained}
+        final_round = round_index == rounds - 1
+        width = round_bits(min(round_index + 1, rounds - 1))
+        if final_round:
+            books = tuned
+        else:  # re-cluster at the next round's width, warm-started from the tuned centroids when sizes allow
+            books = {i: kmeans_codebook(_weights(net, i), width[i], cfg.seed, init=tuned[i][0]) for i in retrained}
+        changed = sum(int(np.sum(tuned[i][1] != previous[i])) for i in retrained)
+        total = sum(tuned[i][1].size for i in retrained)
+        history.append({"round": round_index + 1, "alpha": alpha, "loss": log[-1]["loss"],
+                        "bits": {str(i): b for i, b in round_bits(round_index).items()},
+                        "assignment_change": changed / total})
+        alpha *= scfg.growth
+        if final_round:
             break
     context["history"] = history
     rest = {i: kmeans_codebook(_weights(net, i), b, cfg.seed) for i, b in bits.items() if i not in retrained}

@@ -64,12 +64,15 @@ def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator
 
 
 def fit(net: Net, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, hooks: Hooks = FLOAT,
-        penalty=None, validation: tuple | None = None, desc: str = "train", on_epoch=None) -> list[dict]:
-    """Minibatch Adam on cross-entropy (+ an optional penalty(net) term); returns per-epoch metrics."""
+        penalty=None, validation: tuple | None = None, desc: str = "train", on_epoch=None,
+        extra_params: list | None = None, loss_fn=None) -> list[dict]:
+    """Minibatch Adam on cross-entropy (or loss_fn(batch, logits, labels)) + an optional penalty(net) term,
+    over the net's parameters and `extra_params` (e.g. codebooks being fine-tuned); returns per-epoch metrics."""
     if len(x) == 0:
         raise SiqError("no training images")
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(list(net.parameters()) + list(extra_params or []), lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     if cfg.lr_schedule == "cosine":
@@ -91,7 +94,11 @@ def fit(net: Net, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, hooks: Hooks =
             batch = inputs[idx]
             if cfg.augment_shift:
                 batch = random_shift(batch, cfg.augment_shift, generator)
-            loss = torch.nn.functional.cross_entropy(net(batch, hooks), labels[idx])
+            logits = net(batch, hooks)
+            if loss_fn is None:
+                loss = torch.nn.functional.cross_entropy(logits, labels[idx])
+            else:
+                loss = loss_fn(batch, logits, labels[idx])
             if penalty is not None:
                 loss = loss + penalty(net)
             if not torch.isfinite(loss):
