@@ -117,11 +117,12 @@ def cmd_quantize(args):
     from training.train import load_checkpoint
 
     check_output_file(args.out)
+    config = quant_config(args)  # every option is checked before the checkpoint and data are loaded
 
     from .pipeline import load_for_model, step_quantize
     net, meta = load_checkpoint(args.checkpoint)
     data = load_for_model(meta, net.arch)
-    step_quantize(net, meta, data, quant_config(args), Path(args.out))
+    step_quantize(net, meta, data, config, Path(args.out))
 
 
 def cmd_eval(args):
