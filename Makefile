@@ -43,8 +43,16 @@ test: setup
 bench: setup
 	$(PY) -m codegen.bench --out $(OUT)/bench.json
 
+# The committed experiments (docs/): the 1-4 x 1-4 grid, then weight bits 1-8 and float at 4-bit and float
+# activations, for uniform, k-means and SIQ. Cells are cached in .siq_cache, so an interrupted sweep resumes.
+SWEEP := $(SIQ) sweep --methods uniform,kmeans,siq --cache-dir .siq_cache
 sweep: setup
-	$(SIQ) sweep --dataset mnist5k --methods uniform,kmeans,siq --weight-bits 1-8,float --act-bits 1-4,float --jobs 2 --out docs/results/mnist5k.jsonl
+	$(SWEEP) --dataset mnist5k --weight-bits 1-4 --act-bits 1-4 --out docs/results/mnist5k-grid.jsonl
+	$(SWEEP) --dataset mnist5k --weight-bits 1-8,float --act-bits 4,float --out docs/results/mnist5k-widths.jsonl
+	$(SIQ) report docs/results/mnist5k-*.jsonl --out docs/mnist5k --title "mnist5k, paper-mnist"
+	$(SWEEP) --dataset fashion --siq-rounds 2 --siq-epochs 1 --weight-bits 1-4 --act-bits 1-4 --out docs/results/fashion-grid.jsonl
+	$(SWEEP) --dataset fashion --siq-rounds 2 --siq-epochs 1 --weight-bits 1-8,float --act-bits 4,float --out docs/results/fashion-widths.jsonl
+	$(SIQ) report docs/results/fashion-*.jsonl --out docs/fashion --title "Fashion-MNIST, paper-mnist"
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
