@@ -155,6 +155,26 @@ def _weights(net: Net, i: int) -> np.ndarray:
     return net.layers[i].weight.detach().double().numpy()
 
 
+def _load_quantized_weights(net: Net, books: dict) -> None:
+    with torch.no_grad():
+        for i, (centroids, assignment) in books.items():
+            weight = net.layers[i].weight
+            weight.copy_(torch.from_numpy(centroids[assignment].reshape(weight.shape)))
+
+
+def _continuation_penalty(net: Net, quantizers: dict, alpha: float):
+    """alpha * sum over layers of ||w - Q(w)||^2 / ||w||^2 (norms taken at the start of the round)."""
+    norms = {i: float(torch.mean(net.layers[i].weight.detach() ** 2)) + 1e-12 for i in quantizers}
+
+    def penalty(model):
+        total = 0.0
+        for i, quantize in quantizers.items():
+            w = model.layers[i].weight
+            total = total + torch.mean((w - quantize(w).detach()) ** 2) / norms[i]
+        return alpha * total
+    return penalty
+
+
 # ---------------------------------------------------------------- methods
 
 @register("uniform")
@@ -181,21 +201,10 @@ def siq(net: Net, bits: dict[int, int], context: dict):
     history = []
     alpha = scfg.alpha
     for round_index in range(scfg.rounds):
-        with torch.no_grad():  # retraining starts from the quantized weights
-            for i in retrained:
-                centroids, assignment = books[i]
-                net.layers[i].weight.copy_(torch.from_numpy(centroids[assignment].reshape(net.layers[i].weight.shape)))
+        _load_quantized_weights(net, books)  # retraining starts from the quantized weights
         quantizers = {i: nearest(books[i][0]) for i in retrained}
         hooks = TrainingHooks(cfg.act_bits, context["shifts"], quantizers)
-        norms = {i: float(torch.mean(net.layers[i].weight.detach() ** 2)) + 1e-12 for i in retrained}
-
-        def penalty(model, alpha=alpha, quantizers=quantizers, norms=norms):
-            total = 0.0
-            for i in retrained:
-                w = model.layers[i].weight
-                total = total + torch.mean((w - quantizers[i](w)) ** 2) / norms[i]
-            return alpha * total
-
+        penalty = _continuation_penalty(net, quantizers, alpha)
         train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
                                 seed=cfg.seed + 1000 * (round_index + 1))
         log = fit(net, x, y, train_cfg, hooks, penalty, desc=f"siq round {round_index + 1}")
@@ -274,24 +283,13 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
 
     history, alpha = [], scfg.alpha
     for round_index in range(rounds):
-        with torch.no_grad():
-            for i in retrained:
-                centroids, assignment = books[i]
-                net.layers[i].weight.copy_(torch.from_numpy(centroids[assignment].reshape(net.layers[i].weight.shape)))
+        _load_quantized_weights(net, books)
         codebooks = {i: TrainableCodebook(books[i][0]) for i in retrained}
         if not pcfg.finetune_centroids:
             for book in codebooks.values():
                 book.centroids.requires_grad_(False)
         hooks = _Hooks(cfg.act_bits, context["shifts"], codebooks)
-        norms = {i: float(torch.mean(net.layers[i].weight.detach() ** 2)) + 1e-12 for i in retrained}
-
-        def penalty(model, alpha=alpha, codebooks=codebooks, norms=norms):
-            total = 0.0
-            for i in retrained:
-                w = model.layers[i].weight
-                total = total + torch.mean((w - codebooks[i](w).detach()) ** 2) / norms[i]
-            return alpha * total
-
+        penalty = _continuation_penalty(net, codebooks, alpha)
         train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
                                 seed=cfg.seed + 1000 * (round_index + 1))
         params = [b.centroids for b in codebooks.values() if b.centroids.requires_grad]
