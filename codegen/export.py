@@ -92,6 +92,7 @@ class ModelContext:
     dense_u8: bool = False
     dense_stream: bool = False
     lrn_max_channels: int = 0
+    lrn_max_squares: int = 0
     weights: list[dict] = field(default_factory=list)
     tables: list[dict] = field(default_factory=list)
     ops: list[dict] = field(default_factory=list)
@@ -188,6 +189,9 @@ def _fast_context(ctx: ModelContext, lm: LoweredModel) -> None:
     ctx.uses_stream = bool(ctx.fast_convs or dense)
     ctx.lrn_max_channels = max((op.params["channels"] for op in lm.ops
                                 if op.fast_kernel and op.fast_kernel.startswith("lrn_requant_window")), default=0)
+    ctx.lrn_max_squares = max((op.params["window_before"] + op.params["channels"] + op.params["window_after"] + 1
+                               for op in lm.ops if op.fast_kernel and op.fast_kernel.startswith("lrn_requant_window")),
+                              default=0)
 
 
 def _buffer_expr(lm: LoweredModel, name: str) -> str:
