@@ -215,8 +215,9 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
     else:
         what = {"method": cell.method, "weight_bits": cell.weight_bits, "act_bits": cell.act_bits,
                 "fc_bits": fc_bits, "quantize": qcfg}
-        if cell.method != "siq":
-            what["quantize"] = {k: v for k, v in qcfg.items() if k != "siq"}
+        # SIQ settings count only for the methods that use them (siq, siq+), siq+'s own only for siq+
+        unused = ({"siq"} if cell.method not in ("siq", "siq+") else set()) | ({"plus"} if cell.method != "siq+" else set())
+        what["quantize"] = {k: v for k, v in qcfg.items() if k not in unused}
     return _digest("cell", CACHE_VERSION, model_key, what)[:24]
 
 
