@@ -32,6 +32,7 @@ from codegen import __version__
 from codegen.render import render, template_path
 from codegen.vectors import check_vectors, write_test_vectors
 from training.errors import SiqError
+from training.fileio import atomic_directory, atomic_write_bytes
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -655,11 +656,9 @@ def run_target_step(model_dir: str | Path, prefix: str, lm, data, cpu: str | Non
         insn = instructions_per_inference(model_dir, prefix, cpu, board, images[0], opt, work_dir=work / "insn")
         first = work / "test" / "chunk000"
         size = footprint(first / f"{FIRMWARE}.elf", prefix)
-        if keep.exists():
-            shutil.rmtree(keep)
-        keep.mkdir(parents=True)
-        for name in [f"{FIRMWARE}.{ext}" for ext in ("elf", "bin", "hex", "map")] + ["build.log"]:
-            shutil.copy2(first / name, keep / name)
+        with atomic_directory(keep, force=True) as staging:  # the old firmware stays until the new one is whole
+            for name in [f"{FIRMWARE}.{ext}" for ext in ("elf", "bin", "hex", "map")] + ["build.log"]:
+                shutil.copy2(first / name, staging / name)
     result = {
         "cpu": cpu, "board": board, "opt": opt, "n_images": test["n_images"], "mismatches": test["mismatches"],
         "first_mismatch": test["first_mismatch"], "chunks": test["chunks"],
@@ -697,5 +696,6 @@ def run_target_command(args) -> int:
     n_images = args.images if args.images is not None else len(data.test_x)
     result = run_target_step(directory, args.prefix, lower(qm, args.prefix), data, args.cpu, args.board,
                              n_images, print, args.opt)
-    (directory / f"target-{result['board']}" / "target.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_bytes(directory / f"target-{result['board']}" / "target.json",
+                       (json.dumps(result, indent=2) + "\n").encode())
     return 1 if result["mismatches"] else 0
