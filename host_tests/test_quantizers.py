@@ -6,8 +6,8 @@ import torch
 from training.errors import SiqError
 from training.integer import build_integer_model, run_integer
 from training.quant import quantize_activation, round_half_up, snap_codebook
-from training.quantizers import (METHODS, QuantizeConfig, SIQConfig, kmeans_codebook, quantize_model, uniform_codebook,
-                                 uniform_codes)
+from training.quantizers import (METHODS, LearnedSteps, QuantizeConfig, SIQConfig, SIQPlusConfig, kmeans_codebook,
+                                 method_variant, quantize_model, uniform_codebook, uniform_codes)
 
 
 def test_round_half_up_on_exact_halves_and_negatives():
@@ -113,3 +113,71 @@ def test_siq_plus_progressive_bits_end_at_the_target(tiny_nets, digits):
     conv = str(qm.arch.weighted_layers()[0])
     assert [h["bits"][conv] for h in qm.meta["history"]] == [4, 3, 2]
     assert all(len(lc.codebook) <= 2 ** lc.bits for lc in qm.layers.values())
+
+
+def test_learned_step_forward_is_the_firmware_quantizer_and_its_gradient_is_lsq():
+    """Forward: the shift-only quantizer at the rounded log2 step. Backward: LSQ's step gradient
+    (round(v) - v inside the range, 2^a - 1 above it, 0 below) times d(2^-s)/dt = -ln2 2^-s."""
+    steps = LearnedSteps({-1: 2}, bits=3)  # step 1/4, codes 0..7
+    with torch.no_grad():
+        steps.log2_scale["-1"].fill_(2.4)  # rounds to shift 2
+    x = torch.tensor([0.125, 0.375, 0.3, -0.3, 5.0], dtype=torch.float32, requires_grad=True)
+    y = steps.quantize(-1, x)
+    assert torch.equal(y.detach().double(), quantize_activation(x.detach().double(), 2, 3))
+    y.sum().backward()
+    v = torch.clamp(x.detach() * 4, 0, 7)
+    lsq = torch.where(x.detach() * 4 > 7, torch.tensor(7.0),
+                      torch.where(x.detach() < 0, torch.tensor(0.0), torch.floor(v + 0.5) - v))
+    expected = float(torch.sum(lsq) * -np.log(2) * 0.25)
+    assert steps.log2_scale["-1"].grad.item() == pytest.approx(expected, rel=1e-5)
+    assert x.grad.tolist() == [1, 1, 1, 0, 0]  # straight through inside the range
+    with torch.no_grad():
+        steps.log2_scale["-1"].fill_(2.5)  # round half up
+    assert steps.shifts() == {-1: 3}
+
+
+def test_siq_plus_trains_activation_steps_into_the_model(tiny_nets, digits):
+    """With learned steps, the model's shifts are the trained ones and the integer model still runs them exactly
+    (every code in range); without, they stay the calibrated ones."""
+    base = dict(method="siq+", conv_bits=2, fc_bits=4, act_bits=2, siq=SIQConfig(rounds=2, epochs_per_round=2))
+    learned, _ = quantize_model(tiny_nets[True], digits.train_x, digits.train_y,
+                                QuantizeConfig(**base, plus=SIQPlusConfig(step_lr=0.2)), digits.class_names)
+    fixed, _ = quantize_model(tiny_nets[True], digits.train_x, digits.train_y,
+                              QuantizeConfig(**base, plus=SIQPlusConfig().without(["steps"])), digits.class_names)
+    assert learned.shifts == {int(p): s for p, s in learned.meta["history"][-1]["shifts"].items()}
+    assert learned.shifts != fixed.shifts  # a large step learning rate moves at least one of them
+    outputs = run_integer(build_integer_model(learned), digits.test_x[:100])
+    assert all(0 <= out.min() and out.max() <= 3 for out in outputs[:-1])
+
+
+def test_siq_plus_variants_parse_and_refuse_unknown_ingredients():
+    assert method_variant("siq+-distill-steps") == ("siq+", ["distill", "steps"])
+    assert method_variant("kmeans") == ("kmeans", [])
+    off = SIQPlusConfig().without(["distill", "steps", "fc"])
+    assert off.distill == 0.0 and not off.learn_act_steps and not off.quantize_fc and off.finetune_centroids
+    for bad in ("siq+-nonsense", "siq-distill", "nope"):
+        with pytest.raises(SiqError):
+            method_variant(bad)
+
+
+def test_training_augmentations_and_dropout_override():
+    from training.arch import load_arch
+    from training.nets import Net
+    from training.train import dropout_rate, random_flip, random_shift
+    g = torch.Generator().manual_seed(0)
+    batch = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
+    flipped = random_flip(batch.repeat(50, 1, 1, 1), g)
+    mirrored = [bool(torch.equal(f, b.flip(2))) for f, b in zip(flipped, batch.repeat(50, 1, 1, 1))]
+    kept = [bool(torch.equal(f, b)) for f, b in zip(flipped, batch.repeat(50, 1, 1, 1))]
+    assert all(m != k for m, k in zip(mirrored, kept)) and 20 < sum(mirrored) < 80
+    shifted = random_shift(batch, 1, g)
+    assert shifted.shape == batch.shape and set(shifted.unique().tolist()) <= set(batch.unique().tolist()) | {0.0}
+    net = Net(load_arch("paper-mnist"))
+    rates = lambda: [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]  # noqa: E731
+    assert rates() == [0.5]
+    with dropout_rate(net, 0.2):
+        assert rates() == [0.2]
+    assert rates() == [0.5]
+    with pytest.raises(SiqError, match="dropout"):
+        with dropout_rate(net, 1.0):
+            pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from .arch import Conv, Dense
 from .errors import SiqError
 from .nets import Net
-from .quant import (QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, quantizable, quantize_biases,
-                    round_half_up, snap_codebook)
+from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, quantizable,
+                    quantize_biases, round_half_up, snap_codebook)
 from .train import TrainConfig, fit, seed_everything
 
 METHODS: dict = {}
@@ -59,12 +59,41 @@ class SIQPlusConfig:
     distill: weight of the distillation term (KL divergence to the float model's softened outputs at
         `temperature`); 0 turns it off.
     progressive: the first rounds run at more bits (target + rounds - 1 - round, at most 8), lowering one bit
-        a round, so the network adapts gradually to the final width."""
+        a round, so the network adapts gradually to the final width.
+    learn_act_steps: the power-of-two step of the input and of every feature map is trained (LSQ with a
+        rounded log2 step and straight-through estimators), starting from the calibrated shifts; `step_lr` is
+        the Adam learning rate of the log2 steps (units: bits of shift)."""
     quantize_fc: bool = True
     finetune_centroids: bool = True
     distill: float = 0.5
     temperature: float = 4.0
     progressive: bool = True
+    learn_act_steps: bool = True
+    step_lr: float = 0.01
+
+    def without(self, ingredients) -> "SIQPlusConfig":
+        """This config with the named ingredients (PLUS_INGREDIENTS keys) turned off, for ablations."""
+        unknown = sorted(set(ingredients) - set(PLUS_INGREDIENTS))
+        if unknown:
+            raise SiqError(f"unknown siq+ ingredient(s) {', '.join(unknown)} (known: {', '.join(PLUS_INGREDIENTS)})")
+        off = {PLUS_INGREDIENTS[name]: (0.0 if name == "distill" else False) for name in ingredients}
+        return replace(self, **off)
+
+
+# siq+ ingredients by their short name (CLI --plus-off, sweep method variants like "siq+-distill")
+PLUS_INGREDIENTS = {"fc": "quantize_fc", "centroids": "finetune_centroids", "distill": "distill",
+                    "progressive": "progressive", "steps": "learn_act_steps"}
+
+
+def method_variant(name: str) -> tuple[str, list[str]]:
+    """"siq+-distill-steps" -> ("siq+", ["distill", "steps"]): a method with siq+ ingredients turned off."""
+    base, *off = name.split("-")
+    if base not in METHODS:
+        raise SiqError(f"unknown quantization method {base!r} (known: {', '.join(sorted(METHODS))})")
+    if off and base != "siq+":
+        raise SiqError(f"{name!r}: only siq+ has ingredients to turn off")
+    SIQPlusConfig().without(off)  # refuses unknown ingredient names
+    return base, off
 
 
 @dataclass
@@ -243,12 +272,48 @@ class TrainableCodebook(torch.nn.Module):
         return values.double().numpy(), index.reshape(-1).numpy()
 
 
+class LearnedSteps(torch.nn.Module):
+    """Trainable power-of-two activation steps: per quantization point a real log2 scale t; the forward pass uses
+    the shift s = floor(t + 1/2) (clamped to SHIFT_RANGE), so the firmware stays shift-only.
+
+    quantize(x) = clamp(floor(x 2^s + 1/2), 0, 2^a - 1) 2^-s, with straight-through estimators for both roundings
+    (of x 2^s and of t): the gradient reaching t is LSQ's step gradient (round(v) - v inside the range,
+    2^a - 1 above it) times d(2^-s)/dt."""
+
+    def __init__(self, shifts: dict[int, int], bits: int):
+        super().__init__()
+        self.bits = bits
+        self.log2_scale = torch.nn.ParameterDict(
+            {str(p): torch.nn.Parameter(torch.tensor(float(s))) for p, s in shifts.items()})
+
+    def _shift(self, point: int) -> torch.Tensor:
+        t = self.log2_scale[str(point)]
+        rounded = torch.clamp(torch.floor(t.detach() + 0.5), SHIFT_RANGE.start, SHIFT_RANGE.stop - 1)
+        return t + (rounded - t).detach()
+
+    def quantize(self, point: int, x: torch.Tensor) -> torch.Tensor:
+        scale = 2.0 ** self._shift(point)
+        v = torch.clamp(x * scale, 0.0, float(2**self.bits - 1))
+        return (v + (torch.floor(v + 0.5) - v).detach()) / scale
+
+    def shifts(self) -> dict[int, int]:
+        return {int(p): int(self._shift(int(p)).detach()) for p in self.log2_scale}
+
+
 class _Hooks(TrainingHooks):
-    """TrainingHooks whose weight quantizers already carry their own straight-through estimator."""
+    """TrainingHooks whose weight quantizers already carry their own straight-through estimator, and whose
+    activation steps may be trained (LearnedSteps)."""
+
+    def __init__(self, act_bits, shifts, weight_quantizers, steps: LearnedSteps | None = None):
+        super().__init__(act_bits, shifts, weight_quantizers)
+        self.steps = steps
 
     def weight(self, index, w):
         quantizer = self.weight_quantizers.get(index)
         return w if quantizer is None else quantizer(w)
+
+    def _act(self, point, x):
+        return super()._act(point, x) if self.steps is None else self.steps.quantize(point, x)
 
 
 @register("siq+")
@@ -281,6 +346,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
                                           reduction="batchmean") * temperature**2
         return (1 - pcfg.distill) * loss + pcfg.distill * soft
 
+    steps = LearnedSteps(context["shifts"], cfg.act_bits) if pcfg.learn_act_steps else None
     history, alpha = [], scfg.alpha
     for round_index in range(rounds):
         _load_quantized_weights(net, books)
@@ -288,13 +354,17 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         if not pcfg.finetune_centroids:
             for book in codebooks.values():
                 book.centroids.requires_grad_(False)
-        hooks = _Hooks(cfg.act_bits, context["shifts"], codebooks)
+        hooks = _Hooks(cfg.act_bits, context["shifts"], codebooks, steps)
         penalty = _continuation_penalty(net, codebooks, alpha)
         train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
                                 seed=cfg.seed + 1000 * (round_index + 1))
         params = [b.centroids for b in codebooks.values() if b.centroids.requires_grad]
+        if steps is not None:
+            params.append({"params": list(steps.parameters()), "lr": pcfg.step_lr})
         log = fit(net, x, y, train_cfg, hooks, penalty, desc=f"siq+ round {round_index + 1}",
                   extra_params=params, loss_fn=loss_fn)
+        if steps is not None:
+            context["shifts"] = steps.shifts()
         previous = {i: books[i][1] for i in retrained}
         tuned = {i: codebooks[i].assignment(net.layers[i].weight) for i in retrained}
         final_round = round_index == rounds - 1
@@ -307,6 +377,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         total = sum(tuned[i][1].size for i in retrained)
         history.append({"round": round_index + 1, "alpha": alpha, "loss": log[-1]["loss"],
                         "bits": {str(i): b for i, b in round_bits(round_index).items()},
+                        "shifts": {str(p): s for p, s in context["shifts"].items()},
                         "assignment_change": changed / total})
         alpha *= scfg.growth
         if final_round:
@@ -334,6 +405,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     shifts = calibrate_shifts(net, calib, act_bits)
     context = {"config": cfg, "seed": cfg.seed, "train": (train_x, train_y), "shifts": shifts}
     books = METHODS[cfg.method](net, bits, context)
+    shifts = context["shifts"]  # a method may have trained them (siq+)
     layers = {i: snap_codebook(c, a.reshape(net.layers[i].weight.shape), bits[i], cfg.codebook_bits)
               for i, (c, a) in books.items()}
     biases = quantize_biases(net.arch, net, shifts, layers)

@@ -4,6 +4,7 @@ Deterministic on CPU: seeded initialisation, seeded shuffling, torch determinist
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -26,6 +27,15 @@ class TrainConfig:
     seed: int = 0
     lr_schedule: str = "cosine"  # "cosine" or "constant"
     augment_shift: int = 0       # random translation of each training image by up to this many pixels
+    # Added after the first experiments; at these defaults a config means what it meant before (same cache keys,
+    # same weights): see RECIPE_FIELDS.
+    augment_flip: bool = False   # mirror each training image left-right with probability 1/2
+    dropout: float | None = None  # training-time dropout rate replacing the architecture's (None = keep it)
+    label_smoothing: float = 0.0
+
+
+# Recipe fields with the default at which they change nothing; model cache keys leave them out at these values.
+RECIPE_DEFAULTS = {"augment_flip": False, "dropout": None, "label_smoothing": 0.0}
 
 
 def seed_everything(seed: int) -> None:
@@ -63,16 +73,42 @@ def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator
     return padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
 
 
+def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], batch.flip(3), batch)
+
+
+@contextlib.contextmanager
+def dropout_rate(net: Net, p: float | None):
+    """Train with dropout rate p in every dropout layer (None = the architecture's), restored afterwards."""
+    modules = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    saved = [m.p for m in modules]
+    if p is not None:
+        if not 0.0 <= p < 1.0:
+            raise SiqError(f"dropout must be in [0, 1), got {p}")
+        for m in modules:
+            m.p = p
+    try:
+        yield
+    finally:
+        for m, q in zip(modules, saved):
+            m.p = q
+
+
 def fit(net: Net, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, hooks: Hooks = FLOAT,
         penalty=None, validation: tuple | None = None, desc: str = "train", on_epoch=None,
         extra_params: list | None = None, loss_fn=None) -> list[dict]:
-    """Minibatch Adam on cross-entropy (or loss_fn(batch, logits, labels)) + an optional penalty(net) term,
-    over the net's parameters and `extra_params` (e.g. codebooks being fine-tuned); returns per-epoch metrics."""
+    """Minibatch Adam(W) on cross-entropy (or loss_fn(batch, logits, labels)) + an optional penalty(net) term,
+    over the net's parameters and `extra_params` (tensors, e.g. codebooks being fine-tuned, or torch param-group
+    dicts with their own "lr"); returns per-epoch metrics. Weight decay is decoupled (AdamW; none by default)."""
     if len(x) == 0:
         raise SiqError("no training images")
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.Adam(list(net.parameters()) + list(extra_params or []), lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay)
+    groups = [{"params": list(net.parameters())}]
+    loose = [p for p in extra_params or [] if not isinstance(p, dict)]
+    groups += ([{"params": loose}] if loose else []) + [g for g in extra_params or [] if isinstance(g, dict)]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     if cfg.lr_schedule == "cosine":
@@ -83,44 +119,48 @@ def fit(net: Net, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, hooks: Hooks =
     inputs = images_to_input(x)
     labels = torch.as_tensor(y, dtype=torch.long)
     history = []
-    for epoch in range(cfg.epochs):
-        net.train()
-        order = torch.randperm(len(x), generator=generator)
-        total, count = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
-                   unit="batch", disable=None)
-        for step in bar:
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            batch = inputs[idx]
-            if cfg.augment_shift:
-                batch = random_shift(batch, cfg.augment_shift, generator)
-            logits = net(batch, hooks)
-            if loss_fn is None:
-                loss = torch.nn.functional.cross_entropy(logits, labels[idx])
-            else:
-                loss = loss_fn(batch, logits, labels[idx])
-            if penalty is not None:
-                loss = loss + penalty(net)
-            if not torch.isfinite(loss):
-                raise SiqError(f"{desc}: the loss became {loss.item()} (diverged) at epoch {epoch + 1}; "
+    with dropout_rate(net, cfg.dropout):
+        for epoch in range(cfg.epochs):
+            net.train()
+            order = torch.randperm(len(x), generator=generator)
+            total, count = 0.0, 0
+            bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                       unit="batch", disable=None)
+            for step in bar:
+                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                batch = inputs[idx]
+                if cfg.augment_shift:
+                    batch = random_shift(batch, cfg.augment_shift, generator)
+                if cfg.augment_flip:
+                    batch = random_flip(batch, generator)
+                logits = net(batch, hooks)
+                if loss_fn is None:
+                    loss = torch.nn.functional.cross_entropy(logits, labels[idx],
+                                                             label_smoothing=cfg.label_smoothing)
+                else:
+                    loss = loss_fn(batch, logits, labels[idx])
+                if penalty is not None:
+                    loss = loss + penalty(net)
+                if not torch.isfinite(loss):
+                    raise SiqError(f"{desc}: the loss became {loss.item()} (diverged) at epoch {epoch + 1}; "
+                                   "lower the learning rate")
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if schedule is not None:
+                    schedule.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            if not all(bool(torch.all(torch.isfinite(p))) for p in net.parameters()):
+                # the last step of an epoch can blow the weights up after a finite loss: never hand NaN onwards
+                raise SiqError(f"{desc}: the weights became NaN/Inf (diverged) at epoch {epoch + 1}; "
                                "lower the learning rate")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        if not all(bool(torch.all(torch.isfinite(p))) for p in net.parameters()):
-            # the last step of an epoch can blow the weights up after a finite loss: never hand NaN onwards
-            raise SiqError(f"{desc}: the weights became NaN/Inf (diverged) at epoch {epoch + 1}; "
-                           "lower the learning rate")
-        record = {"epoch": epoch + 1, "loss": total / count}
-        if validation is not None:
-            record["val_accuracy"] = accuracy(predict_scores(net, validation[0], hooks), validation[1])
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+            record = {"epoch": epoch + 1, "loss": total / count}
+            if validation is not None:
+                record["val_accuracy"] = accuracy(predict_scores(net, validation[0], hooks), validation[1])
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
     net.eval()
     return history
 
