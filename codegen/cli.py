@@ -54,6 +54,11 @@ def _add_train(p):
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--augment-shift", type=int, help="random translation in pixels during training")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror training images left-right at random (default: the dataset's schedule)")
+    p.add_argument("--dropout", type=float, help="training dropout rate instead of the architecture's")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -70,7 +75,7 @@ def _add_quant(p):
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
     p.add_argument("--quant-seed", type=int, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
-                   "fc,centroids,distill,progressive")
+                   "fc,centroids,distill,progressive,steps")
 
 
 def train_config(args):
@@ -79,9 +84,17 @@ def train_config(args):
     from .pipeline import default_schedule
     cfg = default_schedule(args.dataset)
     overrides = {k: getattr(args, a) for k, a in (("epochs", "epochs"), ("lr", "lr"), ("batch_size", "batch_size"),
-                                                 ("augment_shift", "augment_shift")) if getattr(args, a) is not None}
+                                                 ("augment_shift", "augment_shift"), ("augment_flip", "flip"),
+                                                 ("dropout", "dropout"), ("label_smoothing", "label_smoothing"),
+                                                 ("weight_decay", "weight_decay")) if getattr(args, a) is not None}
     if overrides.get("epochs", 1) < 1:
         raise SiqError("--epochs must be at least 1")
+    if not 0.0 <= overrides.get("dropout", 0.0) < 1.0:
+        raise SiqError(f"--dropout must be in [0, 1), got {overrides['dropout']}")
+    if not 0.0 <= overrides.get("label_smoothing", 0.0) < 1.0:
+        raise SiqError(f"--label-smoothing must be in [0, 1), got {overrides['label_smoothing']}")
+    if overrides.get("weight_decay", 0.0) < 0.0:
+        raise SiqError(f"--weight-decay must be >= 0, got {overrides['weight_decay']}")
     return replace(cfg, seed=args.seed, **overrides)
 
 
@@ -89,12 +102,11 @@ def quant_config(args):
     from training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
     if not 2 <= args.codebook_bits <= 8:
         raise SiqError(f"--codebook-bits must be from 2 to 8, got {args.codebook_bits}")
-    off = {x.strip() for x in args.plus_off.split(",") if x.strip()}
-    unknown = off - {"fc", "centroids", "distill", "progressive"}
-    if unknown:
-        raise SiqError(f"--plus-off: unknown ingredient(s) {sorted(unknown)} (fc, centroids, distill, progressive)")
-    plus = SIQPlusConfig(quantize_fc="fc" not in off, finetune_centroids="centroids" not in off,
-                         distill=0.0 if "distill" in off else 0.5, progressive="progressive" not in off)
+    off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
+    try:
+        plus = SIQPlusConfig().without(off)
+    except SiqError as exc:
+        raise SiqError(f"--plus-off: {exc}") from None
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
                           seed=args.quant_seed,
@@ -289,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--siq-rounds", type=int, default=4)
     p.add_argument("--siq-epochs", type=int, default=2)
+    p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")
+    p.add_argument("--test-size", type=int, help="budgeted run: a stratified subset of this many test images")
+    p.add_argument("--validation", type=float, metavar="FRACTION",
+                   help="tune: hold out this fraction of the training data and score on it (never the test split)")
     p.add_argument("--out", default="out/sweep.jsonl")
     p.add_argument("--cache-dir", default=".siq_cache")
     p.set_defaults(func=cmd_sweep)

@@ -20,7 +20,9 @@ def sweep_command(args) -> int:
                         out=Path(args.out), fc_bits=args.fc_bits, seed=seeds, train_cfg=train_config(args),
                         siq_cfg=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs),
                         jobs=args.jobs, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                        data_seed=args.split_seed)
+                        data_seed=args.split_seed, validation=args.validation,
+                        subset=None if args.train_size is None and args.test_size is None
+                        else (args.train_size, args.test_size))
     print(f"{len(records)} cells -> {args.out}")
     return 0
 
@@ -31,7 +33,7 @@ def report_command(args) -> int:
     records = read_results(args.results)
     if not records:
         raise SiqError("no results in " + ", ".join(args.results))
-    reference = paper_reference_for(records[0]["dataset"])
+    reference = paper_reference_for(records[0]["dataset"], records[0].get("arch"))
     summary = render_report(args.results, Path(args.out), title=args.title, paper_reference=reference,
                             act_bits=args.act_bits)
     print(f"report: {Path(args.out) / 'report.md'}")

@@ -358,3 +358,18 @@ def test_dataset_checks_its_invariants():
     with pytest.raises(ValueError):
         Dataset("bad", x, y + 1, x, y, ["a"])
     Dataset("ok", x, y, x, y, ["a"])
+
+
+def test_subset_is_stratified_seeded_and_checked(mnist5k):
+    small = mnist5k.subset(500, 200, seed=3)
+    assert (len(small.train_x), len(small.test_x)) == (500, 200)
+    assert np.bincount(small.train_y, minlength=10).min() >= 45  # stratified: ~50 per class
+    again = mnist5k.subset(500, 200, seed=3)
+    assert np.array_equal(small.train_x, again.train_x) and np.array_equal(small.test_y, again.test_y)
+    assert not np.array_equal(small.train_x, mnist5k.subset(500, 200, seed=4).train_x)
+    whole = mnist5k.subset(None, None, seed=0)
+    assert np.array_equal(whole.train_x, mnist5k.train_x)
+    with pytest.raises(SiqError, match="asked for"):
+        mnist5k.subset(10**6, None, seed=0)
+    with pytest.raises(SiqError, match="one sample per class"):
+        mnist5k.subset(5, None, seed=0)

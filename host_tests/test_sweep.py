@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pytest
 
-from training import quantizers, sweep
+from training import quantizers, report, sweep
 from training.errors import SiqError
 from training.integer import build_integer_model, integer_scores
 from training.quant import evaluate_exact
@@ -78,6 +78,8 @@ def test_parse_bits_rejects(spec):
 @pytest.mark.parametrize("override", [
     {"methods": ["nonsense"]},
     {"methods": []},
+    {"methods": ["kmeans-distill"]},   # only siq+ has ingredients to turn off
+    {"methods": ["siq+-nonsense"]},
     {"weight_bits": [9]},
     {"weight_bits": [0]},
     {"act_bits": ["4"]},
@@ -333,3 +335,42 @@ def test_seeds_are_averaged_per_cell():
 def test_pareto_front():
     points = [(100, 0.5, "a"), (100, 0.6, "b"), (200, 0.55, "c"), (300, 0.9, "d"), (400, 0.9, "e")]
     assert [p[2] for p in pareto_front(points)] == ["b", "d"]
+
+
+def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
+    """An ablation variant ("siq+-steps": siq+ without learned activation steps) is its own method in the records,
+    keyed apart from siq+, and the report's figures take it like any other method."""
+    cache = seeded_cache(sweeps, tmp_path)
+    records = sweep.run_sweep("digits", arch_file, ["siq+", "siq+-steps"], [2], [2], out=tmp_path / "v.jsonl",
+                              cache_dir=cache, **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1)})
+    by_method = {r["method"]: r for r in records}
+    assert set(by_method) == {"siq+", "siq+-steps"}
+    assert by_method["siq+"]["cell"] != by_method["siq+-steps"]["cell"]
+    # the variant kept the calibrated shifts; siq+ recorded the shifts it trained in every round
+    assert "shifts" in by_method["siq+"]["history"][-1]
+    summary = report.render_report([tmp_path / "v.jsonl"], tmp_path / "report", title="variants")
+    assert (tmp_path / "report" / "report.md").is_file() and summary["groups"]
+
+
+def test_model_key_ignores_recipe_fields_left_at_their_defaults():
+    """Models cached before the recipe fields existed keep their keys; a recipe change gets a new model."""
+    arch = sweep.load_arch("paper-mnist")
+    plain = sweep._model_key("d", arch, TrainConfig())
+    assert plain == sweep._model_key("d", arch, TrainConfig(augment_flip=False, dropout=None, label_smoothing=0.0))
+    for change in ({"augment_flip": True}, {"dropout": 0.3}, {"label_smoothing": 0.1}):
+        assert sweep._model_key("d", arch, TrainConfig(**change)) != plain
+
+
+def test_validation_and_subset_sweeps(tmp_path, arch_file):
+    """--validation scores held-out training images (never the test split); --train-size/--test-size run on a
+    stratified subset. Both are named in the records' dataset."""
+    tuned = sweep.run_sweep("digits", arch_file, ["uniform"], [None], [None], out=tmp_path / "t.jsonl",
+                            validation=0.2, subset=(600, None), cache_dir=tmp_path / "c", **SCHEDULE)
+    assert tuned[0]["dataset"] == "digits[train 600, test all]/val0.2" and tuned[0]["n_test"] == 120
+    small = sweep.run_sweep("digits", arch_file, ["uniform"], [None], [None], out=tmp_path / "s.jsonl",
+                            subset=(None, 100), cache_dir=tmp_path / "c", **SCHEDULE)
+    assert small[0]["dataset"] == "digits[train all, test 100]" and small[0]["n_test"] == 100
+    with pytest.raises(SiqError, match="validation fraction"):
+        sweep.run_sweep("digits", arch_file, ["uniform"], [None], [None], out=tmp_path / "x.jsonl",
+                        validation=1.5, cache_dir=tmp_path / "c", **SCHEDULE)
+    assert not (tmp_path / "x.jsonl").exists()

@@ -123,6 +123,29 @@ class Dataset:
         return (Dataset(name=f"{self.name}/train-part", **common),
                 Dataset(name=f"{self.name}/validation", **common))
 
+    def subset(self, train: int | None, test: int | None, seed: int) -> "Dataset":
+        """A seeded, stratified subset: `train` training and `test` test samples (None = keep all), for budgeted
+        experiments (a bigger network on a smaller set, like the paper's office images). Datasets with crop groups
+        are refused: a subset would split the crops of one image."""
+        if self.train_groups is not None or self.test_groups is not None:
+            raise SiqError(f"{self.name}: subsets of crop datasets (folder:) are not supported")
+        picks = {}
+        for part, size in (("train", train), ("test", test)):
+            labels = getattr(self, f"{part}_y")
+            if size is None or size >= len(labels):
+                if size is not None and size > len(labels):
+                    raise SiqError(f"{self.name}: asked for {size} {part} samples, it has {len(labels)}")
+                picks[part] = np.arange(len(labels))
+            elif size < self.num_classes:
+                raise SiqError(f"{self.name}: a {part} subset needs at least one sample per class "
+                               f"({self.num_classes}), got {size}")
+            else:
+                picks[part] = np.sort(_stratified_split(labels, int(size), seed, what=f"{self.name} {part}")[1])
+        info = dict(self.info, subset={"train": len(picks["train"]), "test": len(picks["test"]), "seed": int(seed)})
+        return Dataset(name=self.name, train_x=self.train_x[picks["train"]], train_y=self.train_y[picks["train"]],
+                       test_x=self.test_x[picks["test"]], test_y=self.test_y[picks["test"]],
+                       class_names=list(self.class_names), info=info)
+
     def padded(self, height: int, width: int) -> "Dataset":
         """The same dataset with every image zero-padded, centered, to height x width.
 

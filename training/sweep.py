@@ -74,8 +74,8 @@ from .errors import SiqError
 from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
 from .quant import TrainingHooks, calibrate_shifts, check_bits
-from .quantizers import METHODS, QuantizeConfig, SIQConfig
-from .train import TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
+from .quantizers import METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig, method_variant
+from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
 FLOAT_METHOD = "float"            # method recorded for cells with float weights (they do not depend on the method)
@@ -145,13 +145,21 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
-def prepare_data(dataset_spec, arch_spec, data_dir=None, data_seed: int = 0):
+def prepare_data(dataset_spec, arch_spec, data_dir=None, data_seed: int = 0, validation: float | None = None,
+                 subset: tuple[int | None, int | None] | None = None):
     """(dataset, arch, data digest): the dataset padded to the architecture's input when smaller, the architecture
-    resized to the dataset's classes and (larger) image size. dataset_spec: a load_dataset spec or a Dataset."""
+    resized to the dataset's classes and (larger) image size. dataset_spec: a load_dataset spec or a Dataset.
+    validation: hold out this fraction of the training data (seeded by data_seed) as the scored split instead of
+    the test split, for tuning. subset: (train, test) sample counts of a seeded stratified subset (data_seed),
+    taken before the validation split."""
     from .data import load_dataset  # imported here: only the sweep needs the data sources
 
     ds = load_dataset(dataset_spec, data_dir=data_dir, seed=data_seed) if isinstance(dataset_spec, str) \
         else dataset_spec
+    if subset is not None:
+        ds = ds.subset(*subset, seed=data_seed)
+    if validation is not None:
+        ds = ds.split_validation(validation, data_seed)[0]
     arch = load_arch(arch_spec) if isinstance(arch_spec, str) else arch_spec
     if not isinstance(arch, Arch):
         raise SiqError(f"architecture must be a preset name, a file path or an Arch, got {type(arch).__name__}")
@@ -194,17 +202,20 @@ def cells_for(methods: Sequence[str], weight_bits, act_bits, seeds: Sequence[int
 
 
 def _model_key(digest: str, arch: Arch, train_cfg: TrainConfig) -> str:
-    return _digest("model", CACHE_VERSION, digest, arch.to_dict(), asdict(train_cfg))[:24]
+    # recipe fields at their neutral defaults are left out, so that models cached before they existed stay valid
+    config = {k: v for k, v in asdict(train_cfg).items() if k not in RECIPE_DEFAULTS or v != RECIPE_DEFAULTS[k]}
+    return _digest("model", CACHE_VERSION, digest, arch.to_dict(), config)[:24]
 
 
 # QuantizeConfig fields that a cell sets itself; every other field comes from the sweep's template.
 _CELL_FIELDS = ("method", "conv_bits", "fc_bits", "layer_bits", "act_bits", "seed")
 
 
-def _quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig) -> dict:
+def _quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
+                       plus_cfg: SIQPlusConfig) -> dict:
     """Every QuantizeConfig field (defaults included, so that a changed default changes the cell keys)."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
-                                     siq=siq_cfg))
+                                     siq=siq_cfg, plus=plus_cfg))
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}
 
 
@@ -215,10 +226,20 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
     else:
         what = {"method": cell.method, "weight_bits": cell.weight_bits, "act_bits": cell.act_bits,
                 "fc_bits": fc_bits, "quantize": qcfg}
-        # SIQ settings count only for the methods that use them (siq, siq+), siq+'s own only for siq+
-        unused = ({"siq"} if cell.method not in ("siq", "siq+") else set()) | ({"plus"} if cell.method != "siq+" else set())
-        what["quantize"] = {k: v for k, v in qcfg.items() if k not in unused}
+        # SIQ settings count only for the methods that use them (siq, siq+), siq+'s own only for siq+ (and its
+        # variants, with their ingredients turned off)
+        base, off = method_variant(cell.method)
+        unused = ({"siq"} if base not in ("siq", "siq+") else set()) | ({"plus"} if base != "siq+" else set())
+        what["quantize"] = {k: v for k, v in _cell_quantize_fields(qcfg, cell.method).items() if k not in unused}
     return _digest("cell", CACHE_VERSION, model_key, what)[:24]
+
+
+def _cell_quantize_fields(qcfg: dict, method: str) -> dict:
+    """The sweep's QuantizeConfig template as this cell's method uses it (a siq+ variant turns ingredients off)."""
+    base, off = method_variant(method)
+    if not off:
+        return qcfg
+    return {**qcfg, "plus": asdict(SIQPlusConfig(**qcfg["plus"]).without(off))}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -304,7 +325,9 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
         evaluator = "torch"
     else:
         quantize_act_bits = cell.act_bits if cell.act_bits is not None else FLOAT_ACT_QUANTIZE_BITS
-        cfg = QuantizeConfig(**{**qcfg, "siq": SIQConfig(**qcfg["siq"])}, method=cell.method,
+        fields = _cell_quantize_fields(qcfg, cell.method)
+        cfg = QuantizeConfig(**{**fields, "siq": SIQConfig(**fields["siq"]), "plus": SIQPlusConfig(**fields["plus"])},
+                             method=method_variant(cell.method)[0],
                              conv_bits=cell.weight_bits, fc_bits=fc_bits, act_bits=quantize_act_bits, seed=cell.seed)
         qm, retrained = quantizers.quantize_model(net, data["train_x"], data["train_y"], cfg, data["class_names"])
         weight_bits = {str(i): lc.bits for i, lc in sorted(qm.layers.items())}
@@ -340,27 +363,35 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               train_cfg: TrainConfig | None = None, siq_cfg: SIQConfig | None = None, jobs: int = 1,
               data_dir: str | None = None, cache_dir: str | Path | None = None, data_seed: int = 0,
               codebook_bits: int = 8, calibration_images: int = 2000, threads: int | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
+              validation: float | None = None, subset: tuple[int | None, int | None] | None = None
+              ) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
     arch_spec: a preset name, a .toml/.json architecture file, or an Arch (resized to the dataset's classes).
-    methods: quantization methods (keys of training.quantizers.METHODS).
+    methods: quantization methods (keys of training.quantizers.METHODS), or siq+ with ingredients turned off for
+        ablations: "siq+-distill", "siq+-steps-progressive" (names in training.quantizers.PLUS_INGREDIENTS).
     weight_bits, act_bits: lists of widths 1..8 and None (= float), or parse_bits strings like "1-4,8,float".
     fc_bits: weight bits of the dense layers in every quantized cell.
     seed: one seed or a list; each seed trains its own float model (TrainConfig.seed) and seeds the quantizer.
         The train/test split stays the one of `data_seed`, so every seed is scored on the same test images.
-    train_cfg: float training (its seed is replaced by each sweep seed); siq_cfg: SIQ schedule.
+    train_cfg: float training (its seed is replaced by each sweep seed); siq_cfg: SIQ schedule; plus_cfg: siq+'s
+        ingredients (variants turn some off).
     jobs: joblib n_jobs for the cells (-1 = all cores).
     threads: torch intra-op threads for the float training and every cell (restored afterwards); None = one per
         worker when jobs != 1, torch's setting otherwise. Small networks on a busy machine run far faster with 1.
     cache_dir: float checkpoints and finished cells (default: `.siq_cache` beside `out`).
     codebook_bits, calibration_images: as in QuantizeConfig. progress: a tqdm bar over the cells.
+    validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
+        fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
+    subset: (train, test) sizes of a stratified subset (None = all), for budgeted runs; records say
+        dataset "<spec>[train N, test M]".
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise SiqError(f"unknown quantization method(s) {', '.join(map(repr, unknown)) or '(none given)'} "
-                       f"(known: {', '.join(sorted(METHODS))})")
+    if not methods:
+        raise SiqError(f"no quantization method given (known: {', '.join(sorted(METHODS))})")
+    for m in methods:
+        method_variant(m)  # refuses unknown methods and siq+ ingredients
     methods = list(dict.fromkeys(methods))
     weight_bits = _check_bit_list(weight_bits, "weight bits")
     act_bits = _check_bit_list(act_bits, "activation bits")
@@ -379,9 +410,13 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / ".siq_cache"
 
-    ds, arch, digest = prepare_data(dataset_spec, arch_spec, data_dir, data_seed)
+    ds, arch, digest = prepare_data(dataset_spec, arch_spec, data_dir, data_seed, validation, subset)
     dataset_label = dataset_spec if isinstance(dataset_spec, str) else ds.name
-    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg)
+    if subset is not None:
+        dataset_label = f"{dataset_label}[train {subset[0] or 'all'}, test {subset[1] or 'all'}]"
+    if validation is not None:
+        dataset_label = f"{dataset_label}/val{validation:g}"
+    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg or SIQPlusConfig())
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
