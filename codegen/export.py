@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +48,22 @@ def c_string(text: str) -> str:
     return "".join(out)
 
 
-def number_lines(values, per_line: int, fmt=str) -> list[str]:
+def number_lines(values, per_line: int, fmt=str, separator: str = ", ") -> list[str]:
+    """Numbers as C initialiser lines of `per_line` values, each line ending with a comma."""
     values = list(values)
-    return [", ".join(fmt(v) for v in values[i:i + per_line]) + "," for i in range(0, len(values), per_line)]
+    return [separator.join(fmt(v) for v in values[i:i + per_line]) + "," for i in range(0, len(values), per_line)]
+
+
+def header_macros(header: str, prefix: str) -> dict[str, int]:
+    """The integer macros `#define <PREFIX>_NAME <int>` of a generated header's text, by NAME (INPUT_BYTES, ...)."""
+    pattern = re.compile(rf"^\s*#\s*define\s+{re.escape(prefix.upper())}_(\w+)\s+\(?\s*(-?\d+)[uUlL]*\s*\)?\s*$",
+                         re.M)
+    return {name: int(value) for name, value in pattern.findall(header)}
 
 
 def int32_literal(v: int) -> str:
-    return f"(-{-v - 1} - 1)" if v == -2**31 else str(v)
+    # -2147483648 is the negation of a constant that does not fit in int: spell INT32_MIN (<stdint.h>) instead.
+    return "INT32_MIN" if v == -2**31 else str(v)
 
 
 @dataclass

@@ -17,6 +17,8 @@ import numpy as np
 
 from training.errors import SiqError
 
+from .export import header_macros
+
 STRICT_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wsign-conversion", "-Wshadow",
                 "-Wcast-align", "-Werror", "-O2"]
 
@@ -95,7 +97,7 @@ def build_host(model_dir: Path, prefix: str, build_dir: Path | None = None, prof
 
     model_dir = Path(model_dir).resolve()
     header = (model_dir / f"{prefix}.h").read_text()
-    constants = _constants(header, prefix.upper())
+    constants = header_macros(header, prefix)
     build_dir = Path(build_dir or tempfile.mkdtemp(prefix="siq-host-")).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     module = f"_siq_host_{prefix}_{abs(hash((str(model_dir), profile, os.getpid()))) % 10**10}"
@@ -132,13 +134,3 @@ def _check_strict(source: Path, include: Path, defines: list[str], extra_flags) 
         raise SiqError(f"generated C does not compile warning-free: {first}")
 
 
-def _constants(header: str, upper: str) -> dict[str, int]:
-    out = {}
-    for line in header.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "#define" and parts[1].startswith(upper + "_"):
-            try:
-                out[parts[1][len(upper) + 1:]] = int(parts[2])
-            except ValueError:
-                pass
-    return out

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from codegen import __version__
+from codegen.export import header_macros
 from codegen.render import render, template_path
 from codegen.vectors import check_vectors, write_test_vectors
 from training.errors import SiqError
@@ -134,8 +135,7 @@ def model_macros(model_dir: str | Path, prefix: str) -> dict[str, int]:
     for path in (header, source):
         if not path.is_file():
             raise SiqError(f"{path} not found: is {model_dir} a generated model with prefix '{prefix}'?")
-    pattern = re.compile(rf"^\s*#\s*define\s+{prefix.upper()}_(\w+)\s+\(?\s*(-?\d+)[uUlL]*\s*\)?\s*$", re.M)
-    macros = {name: int(value) for name, value in pattern.findall(header.read_text())}
+    macros = header_macros(header.read_text(), prefix)
     for name in ("INPUT_BYTES", "NUM_CLASSES"):
         if name not in macros:
             raise SiqError(f"{header} does not define {prefix.upper()}_{name} as an integer literal")

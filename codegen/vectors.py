@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from codegen import __version__
+from codegen.export import int32_literal, number_lines
 from codegen.render import render
 from training.errors import SiqError
 
@@ -22,16 +23,6 @@ SCORE_NUMBERS_PER_LINE = 16
 CLASS_NUMBERS_PER_LINE = 32
 
 _INT32_MIN = -(2**31)
-
-
-def _lines(numbers: list[str], per_line: int, separator: str) -> list[str]:
-    """Numbers as C initialiser lines, each ending with a comma."""
-    return [separator.join(numbers[i:i + per_line]) + "," for i in range(0, len(numbers), per_line)]
-
-
-def _int32_literal(value: int) -> str:
-    # -2147483648 is the negation of a constant that does not fit in int: spell INT32_MIN instead.
-    return "INT32_MIN" if value == _INT32_MIN else str(value)
 
 
 def check_vectors(images: np.ndarray, classes: np.ndarray | None, scores: np.ndarray | None
@@ -77,13 +68,12 @@ def write_test_vectors(path: str | Path, prefix: str, images: np.ndarray, classe
     path = Path(path)
     if path.is_dir():
         path = path / f"{prefix}_test_vectors.h"
-    image_lines = [_lines(list(map(str, row)), IMAGE_NUMBERS_PER_LINE, ",") for row in images.tolist()]
+    image_lines = [number_lines(row, IMAGE_NUMBERS_PER_LINE, separator=",") for row in images.tolist()]
     class_lines: list[str] = []
     score_lines: list[list[str]] = []
     if classes is not None:
-        class_lines = _lines(list(map(str, classes.tolist())), CLASS_NUMBERS_PER_LINE, ", ")
-        score_lines = [_lines([_int32_literal(v) for v in row], SCORE_NUMBERS_PER_LINE, ", ")
-                       for row in scores.tolist()]
+        class_lines = number_lines(classes.tolist(), CLASS_NUMBERS_PER_LINE)
+        score_lines = [number_lines(row, SCORE_NUMBERS_PER_LINE, int32_literal) for row in scores.tolist()]
         # A one-line row is wrapped in braces by the template: drop its trailing comma.
         score_lines = [[lines[0][:-1]] if len(lines) == 1 else lines for lines in score_lines]
     text = render(
