@@ -181,3 +181,22 @@ def test_training_augmentations_and_dropout_override():
     with pytest.raises(SiqError, match="dropout"):
         with dropout_rate(net, 1.0):
             pass
+
+
+def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, monkeypatch):
+    """The alternation ends on retraining: the result is the codebook the last round trained with (each weight
+    at its nearest centroid), not a re-clustering of the latent weights that the network never saw."""
+    from training import quantizers
+    used = []
+    real_nearest = quantizers.nearest
+    monkeypatch.setattr(quantizers, "nearest", lambda c: used.append(np.sort(c)) or real_nearest(c))
+    cfg = QuantizeConfig(method="siq", conv_bits=2, fc_bits=4, act_bits=4,
+                         siq=SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0))
+    qm, retrained = quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)
+    convs = retrained.arch.weighted_layers()[:2]
+    last_round = used[-len(convs):]
+    for i, centroids in zip(convs, last_round):
+        w = retrained.layers[i].weight.detach().double().numpy()
+        expected = snap_codebook(*quantizers.nearest_assignment(centroids, w), 2, 8)
+        assert np.array_equal(qm.layers[i].codebook, expected.codebook)
+        assert np.array_equal(qm.layers[i].indices.reshape(-1), expected.indices.reshape(-1))

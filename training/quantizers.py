@@ -39,8 +39,8 @@ def register(name: str):
 class SIQConfig:
     """The paper's alternation, Split-Bregman style: retraining carries a penalty alpha_r * ||w - Q(w)||^2 / ||w||^2
     whose weight grows by `growth` each round (continuation), so the weights settle onto the codebook.
-    Converged when fewer than `tolerance` of the weights change codebook entry between two rounds, or after
-    `rounds` rounds."""
+    Converged when fewer than `tolerance` of the weights change codebook entry during a round's retraining, or
+    after `rounds` rounds; the result is the codebook of the last retraining."""
     rounds: int = 4
     epochs_per_round: int = 2
     lr: float = 3e-4
@@ -180,6 +180,14 @@ def nearest(centroids: np.ndarray):
     return quantize
 
 
+def nearest_assignment(centroids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted centroids, index of each weight's nearest centroid), with the tie rule of nearest()."""
+    c = np.sort(np.asarray(centroids, dtype=np.float64))
+    c32 = torch.as_tensor(c, dtype=torch.float32)
+    index = torch.bucketize(torch.as_tensor(w.reshape(-1), dtype=torch.float32), (c32[1:] + c32[:-1]) / 2)
+    return c, index.numpy().astype(np.int64)
+
+
 def _weights(net: Net, i: int) -> np.ndarray:
     return net.layers[i].weight.detach().double().numpy()
 
@@ -229,7 +237,8 @@ def siq(net: Net, bits: dict[int, int], context: dict):
     books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed) for i in retrained}
     history = []
     alpha = scfg.alpha
-    for round_index in range(scfg.rounds):
+    rounds = max(1, scfg.rounds)
+    for round_index in range(rounds):
         _load_quantized_weights(net, books)  # retraining starts from the quantized weights
         quantizers = {i: nearest(books[i][0]) for i in retrained}
         hooks = TrainingHooks(cfg.act_bits, context["shifts"], quantizers)
@@ -237,15 +246,20 @@ def siq(net: Net, bits: dict[int, int], context: dict):
         train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
                                 seed=cfg.seed + 1000 * (round_index + 1))
         log = fit(net, x, y, train_cfg, hooks, penalty, desc=f"siq round {round_index + 1}")
-        previous = {i: books[i][1] for i in retrained}
-        books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed, init=books[i][0]) for i in retrained}
-        changed = sum(int(np.sum(books[i][1] != previous[i])) for i in retrained)
+        # Q(w) as the network was just trained: the same codebook, each weight at its nearest centroid
+        trained = {i: nearest_assignment(books[i][0], _weights(net, i)) for i in retrained}
+        changed = sum(int(np.sum(trained[i][1] != books[i][1])) for i in retrained)
         total = sum(books[i][1].size for i in retrained)
         history.append({"round": round_index + 1, "alpha": alpha, "loss": log[-1]["loss"],
                         "assignment_change": changed / total})
         alpha *= scfg.growth
-        if changed / total < scfg.tolerance:
+        if changed / total < scfg.tolerance or round_index == rounds - 1:
+            # The alternation ends on a retraining step: the result is the codebook the network was trained
+            # with. (Re-clustering the latent weights once more would hand back a codebook never trained with:
+            # on Fashion W3A4 after one round that was 48 % against 85 % for the trained one.)
+            books = trained
             break
+        books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed, init=books[i][0]) for i in retrained}
     context["history"] = history
     rest = {i: kmeans_codebook(_weights(net, i), b, cfg.seed) for i, b in bits.items() if i not in retrained}
     return {**books, **rest}

@@ -78,6 +78,9 @@ from .quantizers import METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig, metho
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
+# Bumped when a method's algorithm changes, so that its cached cells are recomputed (others keep theirs).
+# siq 2: the result is the codebook of the last retraining, not a re-clustering after it.
+METHOD_VERSIONS = {"siq": 2, "siq+": 2}
 FLOAT_METHOD = "float"            # method recorded for cells with float weights (they do not depend on the method)
 FLOAT_ACT_QUANTIZE_BITS = 8       # activation bits used to quantize weights for a float-activation cell
 FLOAT_WEIGHT_BYTES = 4            # float32 weights
@@ -231,6 +234,8 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
         base, off = method_variant(cell.method)
         unused = ({"siq"} if base not in ("siq", "siq+") else set()) | ({"plus"} if base != "siq+" else set())
         what["quantize"] = {k: v for k, v in _cell_quantize_fields(qcfg, cell.method).items() if k not in unused}
+        if METHOD_VERSIONS.get(base, 1) != 1:
+            what["version"] = METHOD_VERSIONS[base]
     return _digest("cell", CACHE_VERSION, model_key, what)[:24]
 
 
