@@ -34,7 +34,22 @@ from .sweep import FLOAT_METHOD, read_results
 LOW_BITS = (1, 2, 3, 4)   # Fig. 5: the 16 combinations of 1-4 weight bits and 1-4 activation bits
 METHOD_LABELS = {"uniform": "uniform", "kmeans": "k-means (adaptive)", "siq": "SIQ (proposed)",
                  FLOAT_METHOD: "float weights"}
-METHOD_COLORS = {"uniform": "tab:red", "kmeans": "tab:blue", "siq": "tab:green"}  # the paper's Table 1 colours
+METHOD_COLORS = {"uniform": "tab:red", "kmeans": "tab:blue", "siq": "tab:green",  # the paper's Table 1 colours
+                 "siq+": "tab:purple"}
+METHOD_LABELS["siq+"] = "SIQ+ (beyond the paper)"
+
+
+def method_label(method: str) -> str:
+    """Display name: "siq+-distill" -> "SIQ+ without distill"; "kmeans@fc4" keeps its suffix."""
+    name, _, fc = method.partition("@")
+    base, *off = name.split("-") if name.startswith("siq+") else (name,)
+    label = METHOD_LABELS.get(base, base) if not off else f"SIQ+ without {', '.join(off)}"
+    return label + (f" (FC {fc[2:]} bits)" if fc.startswith("fc") else "")
+
+
+def method_color(method: str):
+    """The method's colour, or None (matplotlib's cycle) for others such as ablation variants."""
+    return METHOD_COLORS.get(method.split("@")[0])
 
 # ---------------------------------------------------------------- the paper's numbers
 
@@ -180,7 +195,7 @@ def aggregate(records: list[dict]) -> list[Group]:
 
 def _method_rank(method: str):
     base = method.split("@")[0]
-    order = ["uniform", "kmeans", "siq"]
+    order = ["uniform", "kmeans", "siq", "siq+"]
     return (order.index(base) if base in order else len(order), method)
 
 
@@ -255,7 +270,7 @@ def table1_markdown(group: Group) -> str:
     rows = []
     for method in group.methods:
         for a in group.act_bits:
-            rows.append([METHOD_LABELS.get(method, method), _bits_label(a)]
+            rows.append([method_label(method), _bits_label(a)]
                         + [_stat_text(cell(group, method, w, a)) for w in group.weight_bits])
     if not group.methods:  # only float-weight cells were swept
         for a in group.act_bits:
@@ -270,7 +285,7 @@ def paper_table_markdown(table: dict) -> str:
     rows = []
     for method in sorted(table, key=_method_rank):
         for a in sorted(table[method]):
-            rows.append([METHOD_LABELS.get(method, method), str(a)]
+            rows.append([method_label(method), str(a)]
                         + [_pct(table[method][a].get(w)) for w in weight_bits])
     return _markdown_table(header, rows)
 
@@ -325,7 +340,7 @@ def fig4(group: Group, act_bits: int, reference: dict | None, path: Path) -> Pat
                 hi.append(100 * (stat.high - stat.mean))
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi] if len(group.seeds) > 1 else None, marker="o", capsize=3,
-                        label=METHOD_LABELS.get(method, method), color=METHOD_COLORS.get(method.split("@")[0]))
+                        label=method_label(method), color=method_color(method))
     ax.axhline(100 * group.float_error, color="black", lw=1, label=f"float network ({_pct(group.float_error)}%)")
     float_weights = cell(group, FLOAT_METHOD, None, act_bits)
     if float_weights is not None:
@@ -353,13 +368,13 @@ def fig5(group: Group, means: dict, seed_ranges: dict, reference_means: dict, pa
     if len(group.seeds) > 1:
         errs = [[100 * (means[m] - seed_ranges[m][0]) for m in methods],
                 [100 * (seed_ranges[m][1] - means[m]) for m in methods]]
-    ax.bar(xs, heights, yerr=errs, capsize=4, color=[METHOD_COLORS.get(m.split("@")[0], "gray") for m in methods],
+    ax.bar(xs, heights, yerr=errs, capsize=4, color=[method_color(m) or "gray" for m in methods],
            width=0.6, label="this sweep")
     if reference_means:
         ref = [100 * reference_means.get(m.split("@")[0], np.nan) for m in methods]
         ax.scatter(xs, ref, marker="_", s=600, color="black", zorder=3, label="paper")
         ax.legend(fontsize=8)
-    ax.set_xticks(xs, [METHOD_LABELS.get(m, m) for m in methods])
+    ax.set_xticks(xs, [method_label(m) for m in methods])
     ax.set_ylabel("mean test error (%)")
     ax.set_title(f"{group.label}: mean error, 1-4 weight x 1-4 activation bits")
     ax.grid(axis="y", alpha=0.3)
@@ -385,7 +400,7 @@ def heatmap(group: Group, method: str, vmax: float, path: Path) -> Path:
     ax.set_yticks(range(len(group.act_bits)), [_bits_label(a) for a in group.act_bits])
     ax.set_xlabel("weight bits")
     ax.set_ylabel("activation bits")
-    ax.set_title(f"{METHOD_LABELS.get(method, method)}: test error (%)")
+    ax.set_title(f"{method_label(method)}: test error (%)")
     fig.colorbar(image, ax=ax)
     return _save(fig, path)
 
@@ -404,8 +419,8 @@ def pareto(group: Group, path: Path) -> tuple[Path | None, list]:
             mine = [p for p in points if p[2][0] == method and p[2][2] == a]
             if mine:
                 ax.scatter([p[0] for p in mine], [100 * p[1] for p in mine], marker=markers[k % len(markers)],
-                           color=METHOD_COLORS.get(method.split("@")[0]), alpha=0.75, s=24,
-                           label=f"{METHOD_LABELS.get(method, method)}, a={a}")
+                           color=method_color(method), alpha=0.75, s=24,
+                           label=f"{method_label(method)}, a={a}")
     ax.step([p[0] for p in front], [100 * p[1] for p in front], where="post", color="black", lw=1,
             label="Pareto front")
     ax.axhline(100 * (1 - group.float_error), color="gray", ls=":", lw=1, label="float network")
@@ -490,7 +505,7 @@ def render_report(results, out_dir: str | Path, *, title: str = "SIQ bit-width s
                 header.append(f"paper (at {reference.get('act_bits', '?')}-bit inputs)")
             rows = []
             for m in group.methods:
-                row = [METHOD_LABELS.get(m, m)] + [_bits_label(fewest[k][m]) if fewest[k][m] else "—"
+                row = [method_label(m)] + [_bits_label(fewest[k][m]) if fewest[k][m] else "—"
                                                    for k in tol_keys]
                 if ref_bits:
                     row.append(str(ref_bits.get(m.split("@")[0], "—")))
@@ -515,13 +530,13 @@ def render_report(results, out_dir: str | Path, *, title: str = "SIQ bit-width s
         if means:
             figures.append(fig5(group, means, ranges, reference_means, out_dir / f"{prefix}-fig5.png"))
             header = ["method", "mean error (%)"] + (["paper Table 1 (%)"] if reference_means else [])
-            rows = [[METHOD_LABELS.get(m, m), _pct(means[m]) + (f" ({_pct(ranges[m][0])}–{_pct(ranges[m][1])})"
+            rows = [[method_label(m), _pct(means[m]) + (f" ({_pct(ranges[m][0])}–{_pct(ranges[m][1])})"
                                                               if len(group.seeds) > 1 else "")]
                     + ([_pct(reference_means.get(m.split("@")[0]))] if reference_means else []) for m in means]
             md += [f"![Fig. 5 analogue]({figures[-1].name})", "", _markdown_table(header, rows), ""]
         for m, gaps in missing.items():
             shown = ", ".join(f"(w={w}, a={a})" for w, a in gaps)
-            md += [f"{METHOD_LABELS.get(m, m)}: not shown, {len(gaps)} of the 16 cells are missing: {shown}.", ""]
+            md += [f"{method_label(m)}: not shown, {len(gaps)} of the 16 cells are missing: {shown}.", ""]
 
         # (d) heat maps
         md += ["### Error heat maps (weight bits × activation bits)", ""]
@@ -535,7 +550,7 @@ def render_report(results, out_dir: str | Path, *, title: str = "SIQ bit-width s
         figure, front = pareto(group, out_dir / f"{prefix}-pareto.png")
         if figure is not None:
             figures.append(figure)
-            rows = [[METHOD_LABELS.get(m, m), str(w), str(a), f"{b:.0f}", _pct(acc)] for b, acc, (m, w, a) in front]
+            rows = [[method_label(m), str(w), str(a), f"{b:.0f}", _pct(acc)] for b, acc, (m, w, a) in front]
             md += [f"![accuracy vs flash]({figure.name})", "", "Pareto front (no other cell is smaller and as "
                    "accurate or better):", "",
                    _markdown_table(["method", "weight bits", "act bits", "weight bytes", "accuracy (%)"], rows), ""]
