@@ -84,8 +84,14 @@ class LoweredModel:
         return out
 
 
+MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
+
+
 def _weights(name: str, op) -> WeightTable:
     count = int(op.indices.size)
+    if count * op.bits > MAX_WEIGHT_BITS:
+        raise SiqError(f"{name}: {count} weights x {op.bits} bits do not fit the C's 32-bit bit positions "
+                       f"(at most {MAX_WEIGHT_BITS} bits per layer)")
     packed = pack_indices(op.indices, op.bits)
     assert len(packed) == packed_size(count, op.bits)
     codebook = [int(v) for v in op.codebook]

@@ -177,6 +177,19 @@ def test_unsupported_configurations_refused_at_lowering(tiny_nets, digits):
         quantize_model(Net(no_relu), images[:, :, :4, :4], np.zeros(20, np.int64), QuantizeConfig(), ["a", "b"])
 
 
+def test_weight_bit_positions_must_fit_uint32(tiny_nets, digits, monkeypatch):
+    """The C addresses index i at bit i * bits in a uint32_t: a layer past 2^32 - 1 bits is refused when lowered
+    (shown with the limit lowered to the size of the tiny net's largest layer)."""
+    import codegen.lower as lowering
+    qm = _quantized(tiny_nets[False], digits, 4, 4)
+    largest = max(lc.indices.size * lc.bits for lc in qm.layers.values())
+    monkeypatch.setattr(lowering, "MAX_WEIGHT_BITS", largest)
+    lower(qm)  # exactly at the limit: fine
+    monkeypatch.setattr(lowering, "MAX_WEIGHT_BITS", largest - 1)
+    with pytest.raises(SiqError, match="32-bit bit positions"):
+        lower(qm)
+
+
 def test_exact_model_matches_host_on_a_trained_net(mnist5k, tmp_path):
     """A real (briefly trained) paper-mnist at W4A4 FC8 on real MNIST digits."""
     from training.arch import load_arch
