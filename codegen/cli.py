@@ -71,6 +71,7 @@ def _add_quant(p):
     p.add_argument("--layer-bits", type=layer_bits, default={}, help="per-layer override, e.g. 0=4,4=3")
     p.add_argument("--codebook-bits", type=int, default=8, help="fixed-point bits of codebook values (2..8)")
     p.add_argument("--siq-rounds", type=int, default=4, help="maximum SIQ rounds")
+    p.add_argument("--siq-lr", type=float, default=3e-4, help="Adam learning rate of SIQ's retraining")
     p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
     p.add_argument("--quant-seed", type=int, default=0)
@@ -110,7 +111,7 @@ def quant_config(args):
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
                           seed=args.quant_seed,
-                          siq=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs,
+                          siq=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
                                         quantize_fc=args.siq_fc))
 
 
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--siq-rounds", type=int, default=4)
+    p.add_argument("--siq-lr", type=float, default=3e-4)
     p.add_argument("--siq-epochs", type=int, default=2)
     p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")
     p.add_argument("--test-size", type=int, help="budgeted run: a stratified subset of this many test images")

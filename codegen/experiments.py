@@ -18,7 +18,8 @@ def sweep_command(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     records = run_sweep(args.dataset, args.arch, methods, parse_bits(args.weight_bits), parse_bits(args.act_bits),
                         out=Path(args.out), fc_bits=args.fc_bits, seed=seeds, train_cfg=train_config(args),
-                        siq_cfg=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs),
+                        siq_cfg=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs,
+                                          lr=args.siq_lr),
                         jobs=args.jobs, data_dir=args.data_dir, cache_dir=args.cache_dir,
                         data_seed=args.split_seed, validation=args.validation,
                         subset=None if args.train_size is None and args.test_size is None

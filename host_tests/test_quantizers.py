@@ -200,3 +200,11 @@ def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, mo
         expected = snap_codebook(*quantizers.nearest_assignment(centroids, w), 2, 8)
         assert np.array_equal(qm.layers[i].codebook, expected.codebook)
         assert np.array_equal(qm.layers[i].indices.reshape(-1), expected.indices.reshape(-1))
+
+
+@pytest.mark.parametrize("bad", [dict(rounds=0), dict(epochs_per_round=0), dict(lr=0.0), dict(lr=float("nan")),
+                                 dict(tolerance=2.0)])
+def test_siq_schedule_checked_before_training(tiny_nets, digits, bad):
+    cfg = QuantizeConfig(method="siq", siq=SIQConfig(**bad))
+    with pytest.raises(SiqError, match="SIQ"):
+        quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)

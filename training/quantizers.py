@@ -401,6 +401,20 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
     return {**books, **rest}
 
 
+def check_siq_config(scfg: SIQConfig) -> None:
+    """Refuse SIQ schedules that cannot run (before any training starts)."""
+    for name in ("rounds", "epochs_per_round"):
+        value = getattr(scfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SiqError(f"SIQ {name.replace('_', ' ')} must be a whole number >= 1, got {value!r}")
+    for name in ("lr", "growth"):
+        value = getattr(scfg, name)
+        if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+            raise SiqError(f"SIQ {name} must be a positive number, got {value!r}")
+    if not 0.0 <= scfg.tolerance <= 1.0 or scfg.alpha < 0:
+        raise SiqError(f"SIQ tolerance must be in [0, 1] and alpha >= 0, got {scfg.tolerance!r}, {scfg.alpha!r}")
+
+
 def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig,
                    class_names: list[str], meta: dict | None = None) -> tuple[QuantizedModel, Net]:
     """Quantize a trained float network; returns the quantized model and the (possibly retrained) float net."""
@@ -410,6 +424,8 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     check_bits(cfg.codebook_bits, "codebook bits")
     if cfg.codebook_bits < 2:
         raise SiqError("codebook bits must be at least 2 (signed fixed-point codebook values)")
+    if cfg.method in ("siq", "siq+"):
+        check_siq_config(cfg.siq)
     quantizable(float_net.arch)
     bits = cfg.bits_per_layer(float_net)
     seed_everything(cfg.seed)
