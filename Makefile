@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 OUT ?= out
 
-.PHONY: setup firmware test bench sweep clean toolchain
+.PHONY: setup firmware test bench sweep sweep-plus clean toolchain
 
 setup: $(STAMP)
 
@@ -50,10 +50,23 @@ FASHION_SIQ := --siq-rounds 3 --siq-epochs 1   # 60,000 training images: 3 round
 sweep: setup
 	$(SWEEP) --dataset mnist5k --weight-bits 1-4 --act-bits 1-4 --out docs/results/mnist5k-grid.jsonl
 	$(SWEEP) --dataset mnist5k --weight-bits 1-8,float --act-bits 4,float --out docs/results/mnist5k-widths.jsonl
-	$(SIQ) report docs/results/mnist5k-*.jsonl --out docs/mnist5k --title "mnist5k, paper-mnist"
+	$(SIQ) report docs/results/mnist5k-grid.jsonl docs/results/mnist5k-widths.jsonl --out docs/mnist5k --title "mnist5k, paper-mnist"
 	$(SWEEP) --dataset fashion $(FASHION_SIQ) --weight-bits 1-4 --act-bits 1-4 --out docs/results/fashion-grid.jsonl
 	$(SWEEP) --dataset fashion $(FASHION_SIQ) --weight-bits 1-8,float --act-bits 4,float --out docs/results/fashion-widths.jsonl
-	$(SIQ) report docs/results/fashion-*.jsonl --out docs/fashion --title "Fashion-MNIST, paper-mnist"
+	$(SIQ) report docs/results/fashion-grid.jsonl docs/results/fashion-widths.jsonl --out docs/fashion --title "Fashion-MNIST, paper-mnist"
+	$(MAKE) --no-print-directory sweep-plus
+
+# Beyond the paper (siq+): the ablation (each ingredient off, 2 seeds) and siq+ on the same grids as above.
+PLUS := $(SIQ) sweep --cache-dir .siq_cache --jobs 2
+ABLATION := siq,siq+,siq+-fc,siq+-centroids,siq+-distill,siq+-progressive,siq+-steps
+sweep-plus: setup
+	$(PLUS) --dataset mnist5k --methods $(ABLATION) --weight-bits 1,2 --act-bits 2,4 --seeds 0,1 --out docs/results/mnist5k-ablation.jsonl
+	$(PLUS) --dataset mnist5k --methods siq+ --weight-bits 1-4 --act-bits 1-4 --out docs/results/mnist5k-plus-grid.jsonl
+	$(PLUS) --dataset fashion $(FASHION_SIQ) --methods siq+ --weight-bits 1-4 --act-bits 1-4 --out docs/results/fashion-plus-grid.jsonl
+	$(PLUS) --dataset fashion $(FASHION_SIQ) --methods siq+ --fc-bits 4 --weight-bits 2,4 --act-bits 4 --out docs/results/fashion-plus-fc4.jsonl
+	$(SIQ) report docs/results/mnist5k-grid.jsonl docs/results/mnist5k-plus-grid.jsonl --out docs/mnist5k-plus --title "mnist5k: SIQ+ against the paper's methods"
+	$(SIQ) report docs/results/mnist5k-ablation.jsonl --out docs/mnist5k-ablation --title "mnist5k: SIQ+ ablation (2 seeds)"
+	$(SIQ) report docs/results/fashion-grid.jsonl docs/results/fashion-plus-grid.jsonl docs/results/fashion-plus-fc4.jsonl --out docs/fashion-plus --title "Fashion-MNIST: SIQ+"
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
