@@ -78,13 +78,22 @@ def test_verify_export_and_eval_commands(pipeline_out, tmp_path):
     (["train", "--dataset", "fashion", "--data-dir", "{empty}"], "apt-get install dataset-fashion-mnist"),
     (["train", "--dataset", "mnist"], "--data-dir"),
     (["target", "{empty}", "--cpu", "cortex-a53"], "cortex-a53"),
+    (["train", "--dataset", "digits", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["train", "--dataset", "digits", "--label-smoothing", "-0.1"], "--label-smoothing"),
+    (["train", "--dataset", "digits", "--weight-decay", "-1"], "--weight-decay"),
+    (["quantize", "x.pt", "--plus-off", "magic"], "unknown siq+ ingredient(s) magic"),
+    (["sweep", "--dataset", "digits", "--methods", "siq+-magic"], "unknown siq+ ingredient(s) magic"),
+    (["sweep", "--dataset", "digits", "--validation", "1.5", "--weight-bits", "float", "--act-bits", "float"],
+     "validation fraction"),
+    (["sweep", "--dataset", "digits", "--train-size", "3", "--weight-bits", "float", "--act-bits", "float"],
+     "one sample per class"),
 ])
 def test_bad_input_refused(args, message, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "result.pt"
     args = [a.replace("{empty}", str(empty)) for a in args]
-    result = siq(*args, "--out", out) if args[0] in ("train", "quantize") else siq(*args)
+    result = siq(*args, "--out", out) if args[0] in ("train", "quantize", "sweep") else siq(*args)
     assert_refused(result, message)
     assert not out.exists()
 
