@@ -64,9 +64,9 @@ sweep-plus: setup
 	$(PLUS) --dataset mnist5k --methods siq+ --weight-bits 1-4 --act-bits 1-4 --out docs/results/mnist5k-plus-grid.jsonl
 	$(PLUS) --dataset fashion $(FASHION_SIQ) --methods siq+ --weight-bits 1-4 --act-bits 1-4 --out docs/results/fashion-plus-grid.jsonl
 	$(PLUS) --dataset fashion $(FASHION_SIQ) --methods siq+ --fc-bits 4 --weight-bits 2,4 --act-bits 4 --out docs/results/fashion-plus-fc4.jsonl
-	$(SIQ) report docs/results/mnist5k-grid.jsonl docs/results/mnist5k-plus-grid.jsonl --out docs/mnist5k-plus --title "mnist5k: SIQ+ against the paper's methods"
+	$(SIQ) report docs/results/mnist5k-grid.jsonl docs/results/mnist5k-widths.jsonl docs/results/mnist5k-plus-grid.jsonl --out docs/mnist5k-plus --title "mnist5k: SIQ+ against the paper's methods"
 	$(SIQ) report docs/results/mnist5k-ablation.jsonl --out docs/mnist5k-ablation --title "mnist5k: SIQ+ ablation (2 seeds)"
-	$(SIQ) report docs/results/fashion-grid.jsonl docs/results/fashion-plus-grid.jsonl docs/results/fashion-plus-fc4.jsonl --out docs/fashion-plus --title "Fashion-MNIST: SIQ+"
+	$(SIQ) report docs/results/fashion-grid.jsonl docs/results/fashion-widths.jsonl docs/results/fashion-plus-grid.jsonl docs/results/fashion-plus-fc4.jsonl --out docs/fashion-plus --title "Fashion-MNIST: SIQ+"
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
