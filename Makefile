@@ -63,6 +63,7 @@ ABLATION := siq,siq+,siq+-fc,siq+-centroids,siq+-distill,siq+-progressive,siq+-s
 FASHION_RECIPE := --epochs 30 --lr 3e-3 --augment-shift 1 --flip --dropout 0.2
 sweep-plus: setup
 	$(PLUS) --dataset mnist5k --methods $(ABLATION) --weight-bits 1,2 --act-bits 2,4 --seeds 0,1 --out docs/results/mnist5k-ablation.jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --methods siq+,siq+-progressive --weight-bits 1,2 --act-bits 2,4 --out docs/results/mnist5k-val-progressive.jsonl
 	$(PLUS) --dataset mnist5k --methods siq+ --weight-bits 1-4 --act-bits 1-4 --out docs/results/mnist5k-plus-grid.jsonl
 	$(PLUS) --dataset fashion $(FASHION_SIQ) --methods siq+ --weight-bits 1-4 --act-bits 1-4 --out docs/results/fashion-plus-grid.jsonl
 	$(PLUS) --dataset fashion $(FASHION_SIQ) --methods siq+ --fc-bits 4 --weight-bits 2,4 --act-bits 4 --out docs/results/fashion-plus-fc4.jsonl
