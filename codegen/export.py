@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lower import DSP_WORDS, LoweredModel
+from .lower import DSP_PAIRS, LoweredModel, filter_row_words
 from .render import render
 
 PARAMS_TYPE = {
@@ -164,11 +164,6 @@ def model_context(lm: LoweredModel) -> ModelContext:
     return ctx
 
 
-# Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv bodies in kernels.c.j2, by
-# (K, bits per stored input code); a tap >= K is a zero lane. Bytes, K = 5: in[0..5] as (0,2) (1,3) (2,4) (3,5)
-# lanes; K = 3: in[0..3] as (0,2) (1,3). Nibbles, K = 5: one word holds codes 0..7 and (w >> 4j) & 0x000F000F
-# is the lane pair (code j, code j + 4), j = 0..3.
-DSP_PAIRS = {(3, 8): [(0, 2), (1, 3)], (5, 8): [(0, 2), (1, 3), (4, 5)], (5, 4): [(0, 4), (1, 3), (2, 5)]}
 
 
 def _fast_context(ctx: ModelContext, lm: LoweredModel) -> None:
@@ -185,7 +180,7 @@ def _fast_context(ctx: ModelContext, lm: LoweredModel) -> None:
             conv = convs.setdefault(key, {"k": k, "in4": in4, "name": name, "dsp": key in DSP_PAIRS,
                                           "pairs": DSP_PAIRS.get(key, []), "words": len(DSP_PAIRS.get(key, [])),
                                           "channels": 0})
-            assert not conv["dsp"] or conv["words"] == DSP_WORDS[k]
+            assert (conv["words"] if conv["dsp"] else k) == filter_row_words(k, op.params["in_bits"])
             conv["channels"] = max(conv["channels"], c)
             conv["pairs_text"] = " ".join(f"(w{lo}, {f'w{hi}' if hi < k else 0})" for lo, hi in conv["pairs"])
             mains[op.fast_kernel] = {"name": op.fast_kernel, "k": k, "in4": in4, "out4": out4, "row": name}

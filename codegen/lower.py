@@ -214,9 +214,10 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             size = op.out_count if op.out_bits == 8 else (op.out_count + 1) // 2 + NIBBLE_SLACK
             buffers[op.output] = planner.add_buffer(op.output, size, index, max(readers, default=index))
         if op.fast_kernel and op.fast_kernel.startswith("conv2d_requant_maxpool_k"):
-            # one output channel's decoded filter, C_IN * K rows of DSP_WORDS[K] int32 lane pairs, alive for this op
+            # one output channel's decoded filter, C_IN * K rows of filter_row_words int32 words, alive for this op
             op.scratch = f"scratch{index}"
-            size = 4 * op.params["in_channels"] * op.params["kernel"] * DSP_WORDS[op.params["kernel"]]
+            k = op.params["kernel"]
+            size = 4 * op.params["in_channels"] * k * filter_row_words(k, op.params["in_bits"])
             buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
@@ -230,8 +231,17 @@ PACKABLE = ("quantize_input", "conv2d_requant", "conv2d_requant_maxpool", "lrn_r
 # A packed buffer read by a fast conv gets one byte past its last code: the SIQ_DSP nibble row body loads a word
 # whose fourth byte only feeds zero-weighted lanes, and at the buffer's last row that byte lies past the codes.
 NIBBLE_SLACK = 1
-# int32 words of one kernel row of a decoded filter in the SIQ_DSP layout (codegen/export.py DSP_PAIRS)
-DSP_WORDS = {3: 2, 5: 3}
+# Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv bodies in kernels.c.j2, by
+# (K, bits per stored input code); a tap >= K is a zero lane. Bytes, K = 5: in[0..5] as (0,2) (1,3) (2,4) (3,5)
+# lanes; K = 3: in[0..3] as (0,2) (1,3). Nibbles, K = 5: one word holds codes 0..7 and (w >> 4j) & 0x000F000F
+# is the lane pair (code j, code j + 4), j = 0..3.
+DSP_PAIRS = {(3, 8): [(0, 2), (1, 3)], (5, 8): [(0, 2), (1, 3), (4, 5)], (5, 4): [(0, 4), (1, 3), (2, 5)]}
+
+
+def filter_row_words(k: int, in_bits: int) -> int:
+    """int32 words of one kernel row of a decoded filter on SIQ_DSP cores: one per lane pair where a dual-MAC
+    body exists for (K, input code bits), else one per tap (kernels.c.j2 SIQ_FILTER_ROW_*)."""
+    return len(DSP_PAIRS[(k, in_bits)]) if (k, in_bits) in DSP_PAIRS else k
 
 
 def _packed_buffers(ops: list[LoweredOp], act_bits: int) -> set[str]:

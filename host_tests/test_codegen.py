@@ -202,3 +202,25 @@ def test_exact_model_matches_host_on_a_trained_net(mnist5k, tmp_path):
     assert abs(result["accuracy"]["host_c"] - result["accuracy"]["int_reference"]) == 0
     report = json.loads(json.dumps(model_report(lm)))
     assert report["macs"] == 221_800 and report["footprint"]["arena_bytes"] == lm.arena_bytes
+
+
+@pytest.mark.parametrize("k, size", [(1, 12), (3, 14)])
+def test_conv_filter_scratch_fits_the_decoded_filter(k, size):
+    """The arena scratch of a fast conv holds C_IN * K rows of the decoded filter's row words: lane pairs where a
+    dual-MAC body exists for (K, input code bits), one word per tap otherwise (K = 1; K = 3 on 4-bit codes).
+    Found by the long hypothesis profile: K = 1 had no entry and K = 3 on 4-bit codes got 2 words a row, not 3."""
+    from codegen.lower import filter_row_words
+    arch = Arch.from_dict({"name": f"k{k}", "input": [1, size, size], "layers": [
+        {"type": "conv", "out": 2, "k": k}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+        {"type": "conv", "out": 3, "k": k}, {"type": "relu"}, {"type": "maxpool", "k": 2}, {"type": "flatten"},
+        {"type": "dense", "out": 2}]})
+    images = np.random.default_rng(0).integers(0, 255, (20, 1, size, size), dtype=np.uint8)
+    qm = quantize_model(Net(arch), images, np.zeros(20, np.int64), QuantizeConfig(method="kmeans", act_bits=4),
+                        ["a", "b"])[0]
+    lm = lower(qm)
+    convs = [op for op in lm.ops if op.scratch]
+    assert len(convs) == 2
+    for op in convs:
+        rows = op.params["in_channels"] * k
+        assert lm.buffers[op.scratch][1] == 4 * rows * filter_row_words(k, op.params["in_bits"])
+    assert filter_row_words(3, 4) == 3 and filter_row_words(1, 8) == 1
