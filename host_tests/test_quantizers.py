@@ -5,7 +5,7 @@ import torch
 
 from training.errors import SiqError
 from training.integer import build_integer_model, run_integer
-from training.quant import quantize_activation, round_half_up, snap_codebook
+from training.quant import CALIBRATION_SAMPLES, best_shift, quantize_activation, round_half_up, snap_codebook
 from training.quantizers import (METHODS, LearnedSteps, QuantizeConfig, SIQConfig, SIQPlusConfig, kmeans_codebook,
                                  method_variant, quantize_model, uniform_codebook, uniform_codes)
 
@@ -24,6 +24,15 @@ def test_activation_quantization_rounds_half_up_and_clamps():
     x = torch.tensor([0.125, 0.375, 0.625, -0.3, 1.875, 5.0], dtype=torch.float64)  # 0.5, 1.5, 2.5 steps ...
     codes = quantize_activation(x, step_shift, bits) * 4
     assert codes.tolist() == [1, 2, 3, 0, 7, 7]
+
+
+def test_calibration_samples_a_point_with_more_activations_than_float32_counts_exactly():
+    # 2**24 + 4 activations: a float32 linspace of sample indices rounds the last one past the end
+    n = 2 ** 24 + 4
+    values = torch.zeros(n, dtype=torch.float32)
+    values[-1] = 100.0                       # the last activation is sampled, and drives the step up
+    assert CALIBRATION_SAMPLES < n
+    assert best_shift(values, 4) == best_shift(torch.tensor([0.0] * 7 + [100.0]), 4)
 
 
 def test_uniform_quantizer_eq5_halves():

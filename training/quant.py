@@ -64,11 +64,17 @@ def input_point_of(arch: Arch, index: int) -> int:
     return points[-1] if points else -1
 
 
+CALIBRATION_SAMPLES = 2_000_000   # activations scored per quantization point
+
+
 def best_shift(values: torch.Tensor, bits: int) -> int:
     """Calibration rule: the power-of-two step minimising the mean squared quantization error."""
-    v = values.detach().to(torch.float64).flatten()
-    if v.numel() > 2_000_000:
-        v = v[torch.linspace(0, v.numel() - 1, 2_000_000).long()]
+    v = values.detach().flatten()
+    if v.numel() > CALIBRATION_SAMPLES:
+        # evenly spaced indices in exact integer arithmetic: a float32 linspace rounds n - 1 up past the end
+        # once n > 2**24 (paper-office on 6,000 Fashion images has 24.6 M activations at one point)
+        v = v[torch.arange(CALIBRATION_SAMPLES, dtype=torch.int64) * (v.numel() - 1) // (CALIBRATION_SAMPLES - 1)]
+    v = v.to(torch.float64)
     errors = [(torch.mean((quantize_activation(v, s, bits) - v) ** 2).item(), s) for s in SHIFT_RANGE]
     return min(errors)[1]
 
