@@ -237,7 +237,7 @@ def siq(net: Net, bits: dict[int, int], context: dict):
     books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed) for i in retrained}
     history = []
     alpha = scfg.alpha
-    rounds = max(1, scfg.rounds)
+    rounds = scfg.rounds            # >= 1: check_siq_config refused anything else before training
     for round_index in range(rounds):
         _load_quantized_weights(net, books)  # retraining starts from the quantized weights
         quantizers = {i: nearest(books[i][0]) for i in retrained}
@@ -340,7 +340,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
     arch = net.arch
     teacher = copy.deepcopy(net).eval()
     retrained = [i for i in bits if isinstance(arch.layers[i], Conv) or pcfg.quantize_fc]
-    rounds = max(1, scfg.rounds)
+    rounds = scfg.rounds            # >= 1: check_siq_config refused anything else before training
 
     def round_bits(round_index: int) -> dict[int, int]:
         extra = rounds - 1 - round_index if pcfg.progressive else 0
