@@ -47,6 +47,8 @@ bench: setup
 # activations, for uniform, k-means and SIQ. Cells are cached in .siq_cache, so an interrupted sweep resumes.
 SWEEP := $(SIQ) sweep --methods uniform,kmeans,siq --cache-dir .siq_cache --jobs 2
 FASHION_SIQ := --siq-rounds 3 --siq-epochs 1   # 60,000 training images: 3 rounds of 1 epoch fit the 2-core budget
+# The office-images stand-in: Fashion padded to 32x32 on paper-office (16x paper-mnist's MACs), on a stratified subset
+OFFICE := --dataset fashion --arch paper-office --train-size 12000 --test-size 2000 --siq-rounds 3 --siq-epochs 2
 sweep: setup
 	$(SWEEP) --dataset mnist5k --weight-bits 1-4 --act-bits 1-4 --out docs/results/mnist5k-grid.jsonl
 	$(SWEEP) --dataset mnist5k --weight-bits 1-8,float --act-bits 4,float --out docs/results/mnist5k-widths.jsonl
@@ -54,6 +56,9 @@ sweep: setup
 	$(SWEEP) --dataset fashion $(FASHION_SIQ) --weight-bits 1-4 --act-bits 1-4 --out docs/results/fashion-grid.jsonl
 	$(SWEEP) --dataset fashion $(FASHION_SIQ) --weight-bits 1-8,float --act-bits 4,float --out docs/results/fashion-widths.jsonl
 	$(SIQ) report docs/results/fashion-grid.jsonl docs/results/fashion-widths.jsonl --out docs/fashion --title "Fashion-MNIST, paper-mnist"
+	$(SWEEP) $(OFFICE) --weight-bits 1-4 --act-bits 1-4 --out docs/results/fashion32-office-grid.jsonl
+	$(SWEEP) $(OFFICE) --weight-bits 1-8,float --act-bits 4,float --out docs/results/fashion32-office-widths.jsonl
+	$(SIQ) report docs/results/fashion32-office-grid.jsonl docs/results/fashion32-office-widths.jsonl --out docs/fashion32-office --title "Fashion-MNIST 32×32 (12,000 / 2,000 subset), paper-office"
 	$(MAKE) --no-print-directory sweep-plus
 
 # Beyond the paper (siq+): the ablation (each ingredient off, 2 seeds) and siq+ on the same grids as above.

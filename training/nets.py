@@ -8,6 +8,7 @@ The same module runs three ways:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,4 +87,6 @@ class Net(nn.Module):
 
 def images_to_input(images, dtype=torch.float32) -> torch.Tensor:
     """uint8 [N, C, H, W] -> real input pixel / 256, exact in any float type."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # joblib hands workers read-only memmaps, which torch warns about sharing
     return torch.as_tensor(images).to(dtype) / 256.0
