@@ -69,7 +69,8 @@ def _add_quant(p):
     p.add_argument("--act-bits", type=bits, default=4, help="input and feature-map bits (default %(default)s)")
     p.add_argument("--fc-bits", type=bits, default=8, help="fully connected layer bits (default %(default)s)")
     p.add_argument("--layer-bits", type=layer_bits, default={}, help="per-layer override, e.g. 0=4,4=3")
-    p.add_argument("--codebook-bits", type=int, default=8, help="fixed-point bits of codebook values (2..8)")
+    p.add_argument("--codebook-bits", type=int, default=8,
+                   help="fixed-point bits of codebook values (2..15; above 8 the C stores them as int16)")
     p.add_argument("--siq-rounds", type=int, default=4, help="maximum SIQ rounds")
     p.add_argument("--siq-lr", type=float, default=3e-4, help="Adam learning rate of SIQ's retraining")
     p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
@@ -100,9 +101,9 @@ def train_config(args):
 
 
 def quant_config(args):
+    from training.quant import check_codebook_bits
     from training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
-    if not 2 <= args.codebook_bits <= 8:
-        raise SiqError(f"--codebook-bits must be from 2 to 8, got {args.codebook_bits}")
+    check_codebook_bits(args.codebook_bits)
     off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
     try:
         plus = SIQPlusConfig().without(off)
@@ -303,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--siq-rounds", type=int, default=4)
     p.add_argument("--siq-lr", type=float, default=3e-4)
     p.add_argument("--siq-epochs", type=int, default=2)
+    p.add_argument("--codebook-bits", type=int, default=8,
+                   help="fixed-point bits of codebook values (2..15; above 8 the C stores them as int16)")
     p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")
     p.add_argument("--test-size", type=int, help="budgeted run: a stratified subset of this many test images")
     p.add_argument("--validation", type=float, metavar="FRACTION",

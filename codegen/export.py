@@ -100,6 +100,7 @@ class ModelContext:
     uses_dsp: bool = False
     uses_stream: bool = False
     dense_u8: bool = False
+    codebook_type: str = "int8_t"   # C type of every codebook entry (int16_t when a value needs more than 8 bits)
     dense_stream: bool = False
     lrn_max_channels: int = 0
     lrn_max_squares: int = 0
@@ -127,6 +128,7 @@ def model_context(lm: LoweredModel) -> ModelContext:
         uses_conv=bool(kernels & {"conv2d_requant", "conv2d_requant_maxpool"}),
         uses_dense=bool(kernels & {"dense_requant", "dense_scores"}),
         uses_codes=bool(kernels & {"quantize_input", "conv2d_requant", "conv2d_requant_maxpool", "lrn_requant"}))
+    ctx.codebook_type = lm.codebook_type
     _fast_context(ctx, lm)
     for index, op in enumerate(lm.ops):
         name = f"op{index}_{op.kernel}"
@@ -254,7 +256,7 @@ def report_markdown(report: dict) -> str:
               f"- weights flash: {fp['weights_bytes']:,} bytes (packed indices + codebooks), "
               f"biases {fp['bias_bytes']:,} bytes",
               f"- activation arena: {fp['arena_bytes']:,} bytes", ""]
-    lines += ["| layer | bits | weights | packed bytes | codebook entries |", "|---|---|---|---|---|"]
+    lines += ["| layer | bits | weights | packed bytes | codebook bytes |", "|---|---|---|---|---|"]
     lines += [f"| {l['layer']} | {l['bits']} | {l['count']} | {l['packed_bytes']} | {l['codebook_bytes']} |"
               for l in fp["layers"]]
     if "target" in report:

@@ -18,7 +18,7 @@ import numpy as np
 from training.errors import SiqError
 from training.integer import (Conv2dRequant, DenseRequant, DenseScores, IntegerModel, LRNRequant, MaxPool2d,
                               QuantizeInput, build_integer_model)
-from training.quant import QuantizedModel
+from training.quant import QuantizedModel, codebook_entry_bytes
 
 from . import __version__
 from .pack import pack_indices, packed_size
@@ -29,7 +29,8 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 @dataclass
 class WeightTable:
-    """One weighted layer's flash: a codebook of int8 values and the packed index bitstream."""
+    """One weighted layer's flash: a codebook of fixed-point values (int8, or int16 for the whole model when any
+    value needs it: LoweredModel.codebook_entry_bytes) and the packed index bitstream."""
     name: str
     codebook: list[int]
     packed: bytes
@@ -70,8 +71,18 @@ class LoweredModel:
     def macs(self) -> int:
         return sum(op.macs for op in self.ops)
 
+    @property
+    def codebook_entry_bytes(self) -> int:
+        """1: every codebook is int8 in the C; 2: int16 (a value needs more than 8 bits)."""
+        return codebook_entry_bytes([op.weights.codebook for op in self.ops if op.weights])
+
+    @property
+    def codebook_type(self) -> str:
+        return "int8_t" if self.codebook_entry_bytes == 1 else "int16_t"
+
     def weights_bytes(self) -> int:
-        return sum(len(op.weights.packed) + len(op.weights.codebook) for op in self.ops if op.weights)
+        entry = self.codebook_entry_bytes
+        return sum(len(op.weights.packed) + entry * len(op.weights.codebook) for op in self.ops if op.weights)
 
     def weights_report(self) -> list[dict]:
         out = []
@@ -79,7 +90,7 @@ class LoweredModel:
             if op.weights:
                 w = op.weights
                 out.append({"layer": w.name, "bits": w.bits, "count": w.count, "packed_bytes": len(w.packed),
-                            "codebook_bytes": len(w.codebook), "codebook": w.codebook,
+                            "codebook_bytes": self.codebook_entry_bytes * len(w.codebook), "codebook": w.codebook,
                             "bias_bytes": 4 * len(w.bias)})
         return out
 
@@ -95,9 +106,10 @@ def _weights(name: str, op) -> WeightTable:
     packed = pack_indices(op.indices, op.bits)
     assert len(packed) == packed_size(count, op.bits)
     codebook = [int(v) for v in op.codebook]
-    if min(codebook) < -128 or max(codebook) > 127:
-        raise SiqError(f"{name}: codebook values {min(codebook)}..{max(codebook)} do not fit int8: "
-                       "use --codebook-bits 8 or fewer")
+    try:
+        codebook_entry_bytes([codebook])  # int8, or int16 within 15 bits (the DSP kernels' 16-bit lanes)
+    except SiqError as exc:
+        raise SiqError(f"{name}: {exc}") from None
     return WeightTable(name, codebook, packed, op.bits, count, [int(b) for b in op.bias])
 
 

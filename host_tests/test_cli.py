@@ -82,6 +82,8 @@ def test_verify_export_and_eval_commands(pipeline_out, tmp_path):
     (["train", "--dataset", "digits", "--label-smoothing", "-0.1"], "--label-smoothing"),
     (["train", "--dataset", "digits", "--weight-decay", "-1"], "--weight-decay"),
     (["quantize", "x.pt", "--plus-off", "magic"], "unknown siq+ ingredient(s) magic"),
+    (["quantize", "x.pt", "--codebook-bits", "16"], "codebook bits must be a whole number from 2 to 15"),
+    (["sweep", "--dataset", "digits", "--codebook-bits", "1"], "codebook bits must be a whole number from 2 to 15"),
     (["sweep", "--dataset", "digits", "--methods", "siq+-magic"], "unknown siq+ ingredient(s) magic"),
     (["sweep", "--dataset", "digits", "--validation", "1.5", "--weight-bits", "float", "--act-bits", "float"],
      "validation fraction"),

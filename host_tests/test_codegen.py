@@ -94,13 +94,16 @@ def test_presets_bit_exact(preset, preset_nets, rng, tmp_path):
         assert lm.macs == 221_800
 
 
-def test_weights_bytes_in_report(tiny_nets, digits):
-    qm = _quantized(tiny_nets[True], digits, 3, 4)
+@pytest.mark.parametrize("codebook_bits, entry_bytes", [(8, 1), (12, 2)])
+def test_weights_bytes_in_report(codebook_bits, entry_bytes, tiny_nets, digits):
+    cfg = QuantizeConfig(method="kmeans", conv_bits=3, fc_bits=3, act_bits=4, calibration_images=300,
+                         codebook_bits=codebook_bits)
+    qm = quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)[0]
     report = model_report(lower(qm))
     expected = 0
     for i in qm.arch.weighted_layers():
         n = int(np.prod(qm.arch.weight_shape(i)))
-        expected += (n * 3 + 7) // 8 + len(qm.layers[i].codebook)
+        expected += (n * 3 + 7) // 8 + entry_bytes * len(qm.layers[i].codebook)
     assert report["footprint"]["weights_bytes"] == expected == qm.weights_bytes()
     for layer in report["footprint"]["layers"]:
         assert layer["packed_bytes"] == (layer["count"] * layer["bits"] + 7) // 8
@@ -112,6 +115,17 @@ def _one_weight_model(bias: int) -> QuantizedModel:
                            "layers": [{"type": "flatten"}, {"type": "dense", "out": 2}]})
     layer = LayerCodebook(1, np.array([127]), 0, np.zeros((2, 1), np.uint8))
     return QuantizedModel(arch, 8, {-1: 8}, {1: layer}, {1: np.array([bias, 0])}, ["a", "b"])
+
+
+def test_codebook_values_beyond_15_bits_refused():
+    wide = _one_weight_model(0)
+    wide.layers[1] = LayerCodebook(1, np.array([2**14 - 1]), 0, np.zeros((2, 1), np.uint8))
+    assert lower(wide).codebook_type == "int16_t"
+    wide.layers[1] = LayerCodebook(1, np.array([2**14]), 0, np.zeros((2, 1), np.uint8))
+    with pytest.raises(SiqError, match="codebook values 16384..16384 exceed -16384..16383"):
+        lower(wide)
+    with pytest.raises(SiqError, match="codebook bits must be a whole number from 2 to 15"):
+        quantize_model(None, None, None, QuantizeConfig(codebook_bits=16), [])  # refused before any work
 
 
 def test_overflow_bound_proven_and_one_past_refused():

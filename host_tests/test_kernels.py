@@ -44,9 +44,9 @@ def fast_setup():
     return Net(Arch.from_dict(FAST_ARCH)), images
 
 
-def _quantize(net, images, wbits, abits, fc_bits=None):
+def _quantize(net, images, wbits, abits, fc_bits=None, codebook_bits=8):
     cfg = QuantizeConfig(method="kmeans", conv_bits=wbits, fc_bits=fc_bits or wbits, act_bits=abits,
-                         calibration_images=100)
+                         calibration_images=100, codebook_bits=codebook_bits)
     labels = np.arange(len(images)) % net.arch.num_classes
     return quantize_model(net, images, labels, cfg, [f"c{i}" for i in range(net.arch.num_classes)])[0]
 
@@ -73,6 +73,19 @@ def test_fast_kernels_every_width(weight_bits, act_bits, fast_setup, tmp_path):
     assert [op.fast_kernel for op in lm.ops] == FAST_KERNELS[8 if act_bits > 4 else 4]
 
 
+@pytest.mark.parametrize("codebook_bits", [9, 15])
+@pytest.mark.parametrize("weight_bits, act_bits", [(2, 4), (8, 8)])
+def test_int16_codebooks_in_every_build(weight_bits, act_bits, codebook_bits, fast_setup, tmp_path):
+    """Codebook values wider than int8 (up to 15 bits: the DSP lane pairing's limit) through the same kernels."""
+    net, images = fast_setup
+    qm = _quantize(net, images, weight_bits, act_bits, codebook_bits=codebook_bits)
+    widest = max(int(np.max(np.abs(lc.codebook))) for lc in qm.layers.values())
+    assert 2 ** (codebook_bits - 2) <= widest < 2 ** (codebook_bits - 1)
+    lm = _check_builds(qm, images, tmp_path)
+    assert lm.codebook_type == "int16_t"
+    assert "static const int16_t layer0_codebook[" in (tmp_path / "siq_model.c").read_text()
+
+
 @pytest.mark.parametrize("preset", ["paper-mnist", "paper-office"])
 def test_presets_fast_and_reference(preset, preset_nets, rng, tmp_path):
     net = preset_nets[preset]
@@ -95,12 +108,14 @@ def test_reference_only_lowering_emits_no_fast_code(fast_setup):
     assert "conv2d_requant_maxpool_k3_o4(" in render_sources(lower(qm))["siq_model.c"]
 
 
-def test_fast_kernels_bit_exact_on_cortex_m4(preset_nets, rng, tmp_path):
-    """The real SMLAD path (ACLE intrinsics, unaligned word loads) on the emulated Cortex-M4."""
+@pytest.mark.parametrize("codebook_bits", [8, 15])
+def test_fast_kernels_bit_exact_on_cortex_m4(codebook_bits, preset_nets, rng, tmp_path):
+    """The real SMLAD path (ACLE intrinsics, unaligned word loads) on the emulated Cortex-M4, with int8 codebooks
+    and with int16 ones at the widest values the lane pairing allows."""
     from codegen import target
     net = preset_nets["paper-mnist"]
     images = (rng.random((64, 1, 28, 28)) ** 3 * 255).astype(np.uint8)
-    qm = _quantize(net, images, 4, 4, fc_bits=8)
+    qm = _quantize(net, images, 4, 4, fc_bits=8, codebook_bits=codebook_bits)
     lm = lower(qm)
     write_sources(lm, tmp_path / "model")
     scores = integer_scores(lm.integer, images)

@@ -35,6 +35,17 @@ def test_calibration_samples_a_point_with_more_activations_than_float32_counts_e
     assert best_shift(values, 4) == best_shift(torch.tensor([0.0] * 7 + [100.0]), 4)
 
 
+def test_wider_codebook_values_keep_small_centroids_apart_beside_an_outlier():
+    # one large first-layer weight sets the power-of-two scale: on the int8 grid (step 2^-4 here) the small
+    # centroids merge; 12-bit values (int16 in the C) keep them
+    centroids = np.array([-5.07, -0.1, -0.03, 0.02, 0.05, 0.3])
+    assignment = np.arange(6)
+    narrow = snap_codebook(centroids, assignment, 3, 8)
+    wide = snap_codebook(centroids, assignment, 3, 12)
+    assert len(narrow.codebook) < 6 == len(wide.codebook)
+    assert np.max(np.abs(wide.values() - centroids)) < np.max(np.abs(narrow.values() - centroids)) / 8
+
+
 def test_uniform_quantizer_eq5_halves():
     # step 1: w/step sits exactly on halves; levels -3..3 clamp the ends
     w = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.7, -4.0])

@@ -107,7 +107,7 @@ def test_records_cover_the_grid_and_follow_the_schema(sweeps):
     assert on_disk == full
     for r in full + few:
         assert set(sweep.RECORD_FIELDS) <= set(r), sorted(set(sweep.RECORD_FIELDS) - set(r))
-        assert (r["dataset"], r["arch"], r["n_test"]) == ("digits", "tiny", 360)
+        assert (r["dataset"], r["arch"], r["n_test"], r["codebook_bits"]) == ("digits", "tiny", 360, 8)
         assert r["error"] == pytest.approx(1 - r["accuracy"])
         both_integer = r["conv_bits"] is not None and r["act_bits"] is not None
         assert r["evaluator"] == ("integer" if both_integer else "torch")

@@ -106,6 +106,29 @@ class LayerCodebook:
         return self.codebook[self.indices].astype(np.float64) * 2.0 ** -self.exponent
 
 
+# Codebook values are int8 in the C, or int16 when any needs more than 8 bits; 15 bits at most, so that the DSP
+# kernels' lane pairing (hi + 1) * 65536 + lo stays inside int32.
+MAX_CODEBOOK_BITS = 15
+
+
+def check_codebook_bits(bits) -> int:
+    """Fixed-point bits of codebook values: 2..MAX_CODEBOOK_BITS (a sign and at least one magnitude bit)."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_CODEBOOK_BITS:
+        raise SiqError(f"codebook bits must be a whole number from 2 to {MAX_CODEBOOK_BITS}, got {bits!r}")
+    return int(bits)
+
+
+def codebook_entry_bytes(codebooks) -> int:
+    """Bytes per codebook entry in the C: 1 (int8) when every value of every codebook fits, else 2 (int16).
+    Refuses values outside the signed MAX_CODEBOOK_BITS range."""
+    values = [int(v) for book in codebooks for v in np.asarray(book).reshape(-1)]
+    low, high = -2 ** (MAX_CODEBOOK_BITS - 1), 2 ** (MAX_CODEBOOK_BITS - 1) - 1
+    if values and (min(values) < low or max(values) > high):
+        raise SiqError(f"codebook values {min(values)}..{max(values)} exceed {low}..{high}: "
+                       f"use --codebook-bits {MAX_CODEBOOK_BITS} or fewer")
+    return 1 if not values or (min(values) >= -128 and max(values) <= 127) else 2
+
+
 def snap_codebook(centroids: np.ndarray, assignment: np.ndarray, bits: int, codebook_bits: int) -> LayerCodebook:
     """Snap float centroids to the signed fixed-point grid (power-of-two scale chosen so the largest |centroid|
     uses the full range), merge centroids that land on the same integer, and re-index."""
@@ -139,11 +162,10 @@ class QuantizedModel:
         return self.shifts[input_point_of(self.arch, index)] + self.layers[index].exponent
 
     def weights_bytes(self) -> int:
-        """Flash for weights: packed indices ceil(N*b/8) plus one byte per codebook entry, per layer."""
-        total = 0
-        for lc in self.layers.values():
-            total += (lc.indices.size * lc.bits + 7) // 8 + len(lc.codebook)
-        return total
+        """Flash for weights: packed indices ceil(N*b/8) per layer plus the codebooks, whose entries are int8 or,
+        when any value needs more than 8 bits, int16 (one C type for the whole model)."""
+        entry = codebook_entry_bytes([lc.codebook for lc in self.layers.values()])
+        return sum((lc.indices.size * lc.bits + 7) // 8 + entry * len(lc.codebook) for lc in self.layers.values())
 
 
 def quantize_biases(arch: Arch, net: Net, shifts: dict[int, int], layers: dict[int, LayerCodebook]):

@@ -21,8 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from .arch import Conv, Dense
 from .errors import SiqError
 from .nets import Net
-from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, quantizable,
-                    quantize_biases, round_half_up, snap_codebook)
+from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits,
+                    quantizable, quantize_biases, round_half_up, snap_codebook)
 from .train import TrainConfig, fit, seed_everything
 
 METHODS: dict = {}
@@ -421,9 +421,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     if cfg.method not in METHODS:
         raise SiqError(f"unknown quantization method {cfg.method!r} (known: {', '.join(sorted(METHODS))})")
     act_bits = check_bits(cfg.act_bits, "activation bits")
-    check_bits(cfg.codebook_bits, "codebook bits")
-    if cfg.codebook_bits < 2:
-        raise SiqError("codebook bits must be at least 2 (signed fixed-point codebook values)")
+    check_codebook_bits(cfg.codebook_bits)
     if cfg.method in ("siq", "siq+"):
         check_siq_config(cfg.siq)
     quantizable(float_net.arch)

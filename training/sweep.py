@@ -73,7 +73,7 @@ from .arch import Arch, load_arch
 from .errors import SiqError
 from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
-from .quant import TrainingHooks, calibrate_shifts, check_bits
+from .quant import TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
 from .quantizers import METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig, method_variant
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
@@ -86,7 +86,7 @@ FLOAT_ACT_QUANTIZE_BITS = 8       # activation bits used to quantize weights for
 FLOAT_WEIGHT_BYTES = 4            # float32 weights
 RECORD_FIELDS = ("dataset", "arch", "method", "weight_bits", "conv_bits", "fc_bits", "act_bits", "accuracy",
                  "error", "weights_bytes", "seed", "seconds", "float_accuracy", "n_test", "evaluator",
-                 "quantize_act_bits", "history", "cell", "model", "cached")
+                 "quantize_act_bits", "codebook_bits", "history", "cell", "model", "cached")
 
 
 # ---------------------------------------------------------------- bit lists
@@ -401,7 +401,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     weight_bits = _check_bit_list(weight_bits, "weight bits")
     act_bits = _check_bit_list(act_bits, "activation bits")
     fc_bits = check_bits(fc_bits, "fc bits")
-    check_bits(codebook_bits, "codebook bits")
+    check_codebook_bits(codebook_bits)
     seeds = [seed] if isinstance(seed, (int, np.integer)) else list(dict.fromkeys(seed))
     if not seeds or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
         raise SiqError(f"seed must be a whole number or a list of them, got {seed!r}")
@@ -437,7 +437,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         key = _cell_key(model_key, cell, fc_bits, qcfg)
         cell_path = cache / "cells" / f"{key}.json"
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
-                    "model": model_key}
+                    "model": model_key, "codebook_bits": codebook_bits}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
