@@ -112,7 +112,7 @@ QUANTIZED = {
     "activation bits 0": (lambda m, t: _set(m, "act_bits", 0), "from 1 to 8"),
     "missing layer": (lambda m, t: m["layers"].pop("0"), "do not match the architecture"),
     "missing tensor": (lambda m, t: t.pop("codebook.4"), "corrupt quantized model"),
-    "codebook beyond int8": (lambda m, t: _set(t, "codebook.0", t["codebook.0"] * 1000), "do not fit int8"),
+    "codebook beyond 15 bits": (lambda m, t: _set(t, "codebook.0", t["codebook.0"] * 1000), "exceed -16384..16383"),
     "bias past int32": (lambda m, t: _set(t, "bias.0", t["bias.0"] + 2**40), "accumulator can reach"),
     "input shape": (lambda m, t: _set(m["arch"], "input", [1, 8]), "[channels, height, width]"),
     "not a model at all": (None, "not a readable siq quantized file"),
