@@ -89,6 +89,7 @@ R5 := --epochs 30 --lr 3e-3 --augment-shift 1 --flip
 VAL := $(PLUS) --dataset fashion --validation 0.1
 VALPLUS := $(VAL) --methods siq+ --siq-rounds 4 --siq-epochs 2
 VALOUT := docs/results/fashion-plus-validation
+MVAL := docs/results/mnist5k-val-w2a2
 # ... and what it chose, on the test split
 RECIPE2 := $(PLUS) --dataset fashion $(R5) --methods siq+ --siq-rounds 4 --siq-epochs 2 --siq-lr 1e-3 --codebook-bits 12 --seeds 0
 sweep-plus-validation: setup
@@ -105,6 +106,9 @@ sweep-plus-validation: setup
 	$(VALPLUS) $(R5) --dropout 0.2 --codebook-bits 12 --weight-bits 4 --act-bits 4 --out $(VALOUT)-11.jsonl
 	$(VALPLUS) $(R5) --dropout 0.2 --codebook-bits 12 --weight-bits 1 --act-bits 4 --out $(VALOUT)-12.jsonl
 	cat $(VALOUT)-[0-9]*.jsonl > $(VALOUT).jsonl && rm $(VALOUT)-[0-9]*.jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --methods siq+ --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-a.jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --methods siq+ --weight-bits 2 --act-bits 2 --seeds 0,1 --siq-lr 1e-3 --codebook-bits 12 --out $(MVAL)-b.jsonl
+	cat $(MVAL)-a.jsonl $(MVAL)-b.jsonl > $(MVAL).jsonl && rm $(MVAL)-a.jsonl $(MVAL)-b.jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
