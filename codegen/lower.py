@@ -85,12 +85,12 @@ class LoweredModel:
         return sum(len(op.weights.packed) + entry * len(op.weights.codebook) for op in self.ops if op.weights)
 
     def weights_report(self) -> list[dict]:
-        out = []
+        out, entry = [], self.codebook_entry_bytes
         for op in self.ops:
             if op.weights:
                 w = op.weights
                 out.append({"layer": w.name, "bits": w.bits, "count": w.count, "packed_bytes": len(w.packed),
-                            "codebook_bytes": self.codebook_entry_bytes * len(w.codebook), "codebook": w.codebook,
+                            "codebook_bytes": entry * len(w.codebook), "codebook": w.codebook,
                             "bias_bytes": 4 * len(w.bias)})
         return out
 
