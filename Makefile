@@ -74,8 +74,8 @@ sweep-plus: setup
 	$(PLUS) --dataset fashion $(FASHION_SIQ) --methods siq+ --fc-bits 4 --weight-bits 2,4 --act-bits 4 --out docs/results/fashion-plus-fc4.jsonl
 	$(PLUS) --dataset fashion $(FASHION_RECIPE) --methods siq+ --weight-bits 1,2,4 --act-bits 2,4 --seeds 0,1 --siq-rounds 4 --siq-epochs 1 --out docs/results/fashion-plus-recipe.jsonl
 	$(MAKE) --no-print-directory sweep-plus-validation
-	$(RECIPE2) --weight-bits 2,4 --act-bits 2,4 --out docs/results/fashion-plus-recipe2-a.jsonl
-	$(RECIPE2) --weight-bits 1 --act-bits 4 --out docs/results/fashion-plus-recipe2-b.jsonl
+	$(RECIPE2) --seeds 0,1 --weight-bits 2,4 --act-bits 2,4 --out docs/results/fashion-plus-recipe2-a.jsonl
+	$(RECIPE2) --seeds 0 --weight-bits 1 --act-bits 4 --out docs/results/fashion-plus-recipe2-b.jsonl
 	cat docs/results/fashion-plus-recipe2-a.jsonl docs/results/fashion-plus-recipe2-b.jsonl > docs/results/fashion-plus-recipe2.jsonl
 	rm docs/results/fashion-plus-recipe2-a.jsonl docs/results/fashion-plus-recipe2-b.jsonl
 	$(SIQ) report docs/results/mnist5k-grid.jsonl docs/results/mnist5k-widths.jsonl docs/results/mnist5k-plus-grid.jsonl --out docs/mnist5k-plus --title "mnist5k: SIQ+ against the paper's methods"
@@ -91,7 +91,7 @@ VALPLUS := $(VAL) --methods siq+ --siq-rounds 4 --siq-epochs 2
 VALOUT := docs/results/fashion-plus-validation
 MVAL := docs/results/mnist5k-val-w2a2
 # ... and what it chose, on the test split
-RECIPE2 := $(PLUS) --dataset fashion $(R5) --methods siq+ --siq-rounds 4 --siq-epochs 2 --siq-lr 1e-3 --codebook-bits 12 --seeds 0
+RECIPE2 := $(PLUS) --dataset fashion $(R5) --methods siq+ --siq-rounds 4 --siq-epochs 2 --siq-lr 1e-3 --codebook-bits 12
 sweep-plus-validation: setup
 	$(VAL) $(R5) --methods kmeans --weight-bits 4,float --act-bits 2,4,float --out $(VALOUT)-1.jsonl
 	$(VAL) $(R5) --dropout 0.2 --methods kmeans --weight-bits 4,float --act-bits 2,4,float --out $(VALOUT)-2.jsonl
