@@ -75,9 +75,23 @@ def _add_quant(p):
     p.add_argument("--siq-lr", type=float, default=3e-4, help="Adam learning rate of SIQ's retraining")
     p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
+    _add_siq_augment(p)
     p.add_argument("--quant-seed", type=int, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
+
+
+def _add_siq_augment(p):
+    p.add_argument("--siq-augment-shift", type=int, default=0,
+                   help="random translation in pixels during SIQ retraining (default: none, as in the paper)")
+    p.add_argument("--siq-flip", action="store_true", help="random left-right flips during SIQ retraining")
+
+
+def siq_config(args):
+    from training.quantizers import SIQConfig
+    return SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
+                     quantize_fc=getattr(args, "siq_fc", False), augment_shift=args.siq_augment_shift,
+                     augment_flip=args.siq_flip)
 
 
 def train_config(args):
@@ -102,7 +116,7 @@ def train_config(args):
 
 def quant_config(args):
     from training.quant import check_codebook_bits
-    from training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
+    from training.quantizers import QuantizeConfig, SIQPlusConfig
     check_codebook_bits(args.codebook_bits)
     off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
     try:
@@ -111,9 +125,7 @@ def quant_config(args):
         raise SiqError(f"--plus-off: {exc}") from None
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
-                          seed=args.quant_seed,
-                          siq=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
-                                        quantize_fc=args.siq_fc))
+                          seed=args.quant_seed, siq=siq_config(args))
 
 
 # ---------------------------------------------------------------- commands
@@ -304,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--siq-rounds", type=int, default=4)
     p.add_argument("--siq-lr", type=float, default=3e-4)
     p.add_argument("--siq-epochs", type=int, default=2)
+    _add_siq_augment(p)
     p.add_argument("--codebook-bits", type=int, default=8,
                    help="fixed-point bits of codebook values (2..15; above 8 the C stores them as int16)")
     p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")

@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.errors import SiqError
-from training.quantizers import SIQConfig
 
 
 def sweep_command(args) -> int:
     from training.sweep import parse_bits, run_sweep
 
-    from .cli import train_config
+    from .cli import siq_config, train_config
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -18,8 +17,7 @@ def sweep_command(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     records = run_sweep(args.dataset, args.arch, methods, parse_bits(args.weight_bits), parse_bits(args.act_bits),
                         out=Path(args.out), fc_bits=args.fc_bits, seed=seeds, train_cfg=train_config(args),
-                        siq_cfg=SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs,
-                                          lr=args.siq_lr),
+                        siq_cfg=siq_config(args),
                         codebook_bits=args.codebook_bits, jobs=args.jobs, data_dir=args.data_dir,
                         cache_dir=args.cache_dir,
                         data_seed=args.split_seed, validation=args.validation,

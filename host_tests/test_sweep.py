@@ -12,7 +12,7 @@ from training import quantizers, report, sweep
 from training.errors import SiqError
 from training.integer import build_integer_model, integer_scores
 from training.quant import evaluate_exact
-from training.quantizers import QuantizeConfig, SIQConfig
+from training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
 from training.report import PAPER_MNIST, PAPER_OFFICE, fewest_weight_bits, aggregate, pareto_front, render_report
 from training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
@@ -359,6 +359,22 @@ def test_model_key_ignores_recipe_fields_left_at_their_defaults():
     assert plain == sweep._model_key("d", arch, TrainConfig(augment_flip=False, dropout=None, label_smoothing=0.0))
     for change in ({"augment_flip": True}, {"dropout": 0.3}, {"label_smoothing": 0.1}):
         assert sweep._model_key("d", arch, TrainConfig(**change)) != plain
+
+
+def test_cell_key_ignores_siq_fields_left_at_their_neutral_values():
+    """Cells cached before SIQ retraining could be augmented keep their keys; augmenting makes new cells."""
+    cell = sweep.Cell("siq+", 2, 2, 0)
+
+    def template(**siq):
+        return sweep._quantize_template(8, 2000, SIQConfig(**siq), SIQPlusConfig())
+
+    def key(**siq):
+        return sweep._cell_key("m", cell, 8, template(**siq))
+    plain = key()
+    before = template()  # the template as it was before the fields existed
+    before["siq"] = {k: v for k, v in before["siq"].items() if k not in ("augment_shift", "augment_flip")}
+    assert sweep._cell_key("m", cell, 8, before) == plain
+    assert len({plain, key(augment_shift=1), key(augment_flip=True)}) == 3
 
 
 def test_validation_and_subset_sweeps(tmp_path, arch_file):

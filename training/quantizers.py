@@ -48,6 +48,19 @@ class SIQConfig:
     growth: float = 4.0
     tolerance: float = 0.005
     quantize_fc: bool = False  # the paper retrains conv kernels only; FC layers get k-means at their bits after
+    # Data augmentation during retraining (the float recipe's random shifts and flips; off = the paper's plain
+    # retraining). At these neutral values a config means what it meant before they existed (SIQ_NEUTRAL).
+    augment_shift: int = 0
+    augment_flip: bool = False
+
+    def train_config(self, batch_size: int, seed: int) -> TrainConfig:
+        """One round's retraining schedule."""
+        return TrainConfig(epochs=self.epochs_per_round, batch_size=batch_size, lr=self.lr, seed=seed,
+                           augment_shift=self.augment_shift, augment_flip=self.augment_flip)
+
+
+# SIQConfig fields added after results were cached, at the values that change nothing (left out of cache keys)
+SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False}
 
 
 @dataclass
@@ -243,8 +256,7 @@ def siq(net: Net, bits: dict[int, int], context: dict):
         quantizers = {i: nearest(books[i][0]) for i in retrained}
         hooks = TrainingHooks(cfg.act_bits, context["shifts"], quantizers)
         penalty = _continuation_penalty(net, quantizers, alpha)
-        train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
-                                seed=cfg.seed + 1000 * (round_index + 1))
+        train_cfg = scfg.train_config(cfg.batch_size, seed=cfg.seed + 1000 * (round_index + 1))
         log = fit(net, x, y, train_cfg, hooks, penalty, desc=f"siq round {round_index + 1}")
         # Q(w) as the network was just trained: the same codebook, each weight at its nearest centroid
         trained = {i: nearest_assignment(books[i][0], _weights(net, i)) for i in retrained}
@@ -370,8 +382,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
                 book.centroids.requires_grad_(False)
         hooks = _Hooks(cfg.act_bits, context["shifts"], codebooks, steps)
         penalty = _continuation_penalty(net, codebooks, alpha)
-        train_cfg = TrainConfig(epochs=scfg.epochs_per_round, batch_size=cfg.batch_size, lr=scfg.lr,
-                                seed=cfg.seed + 1000 * (round_index + 1))
+        train_cfg = scfg.train_config(cfg.batch_size, seed=cfg.seed + 1000 * (round_index + 1))
         params = [b.centroids for b in codebooks.values() if b.centroids.requires_grad]
         if steps is not None:
             params.append({"params": list(steps.parameters()), "lr": pcfg.step_lr})
@@ -411,6 +422,9 @@ def check_siq_config(scfg: SIQConfig) -> None:
         value = getattr(scfg, name)
         if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
             raise SiqError(f"SIQ {name} must be a positive number, got {value!r}")
+    shift = scfg.augment_shift
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 8:
+        raise SiqError(f"SIQ retraining shift augmentation must be a whole number of pixels 0..8, got {shift!r}")
     if not 0.0 <= scfg.tolerance <= 1.0 or scfg.alpha < 0:
         raise SiqError(f"SIQ tolerance must be in [0, 1] and alpha >= 0, got {scfg.tolerance!r}, {scfg.alpha!r}")
 
