@@ -76,9 +76,16 @@ def _add_quant(p):
     p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
     _add_siq_augment(p)
+    _add_calibration(p)
     p.add_argument("--quant-seed", type=int, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
+
+
+def _add_calibration(p):
+    p.add_argument("--calibration", choices=("float", "sequential"), default="float",
+                   help="activation-shift rule: on the float network's tensors, or point by point on the tensors "
+                        "the quantized points before it produce (default %(default)s)")
 
 
 def _add_siq_augment(p):
@@ -125,7 +132,7 @@ def quant_config(args):
         raise SiqError(f"--plus-off: {exc}") from None
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
-                          seed=args.quant_seed, siq=siq_config(args))
+                          seed=args.quant_seed, siq=siq_config(args), calibration=args.calibration)
 
 
 # ---------------------------------------------------------------- commands
@@ -317,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--siq-lr", type=float, default=3e-4)
     p.add_argument("--siq-epochs", type=int, default=2)
     _add_siq_augment(p)
+    _add_calibration(p)
     p.add_argument("--codebook-bits", type=int, default=8,
                    help="fixed-point bits of codebook values (2..15; above 8 the C stores them as int16)")
     p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")

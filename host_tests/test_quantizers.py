@@ -35,6 +35,57 @@ def test_calibration_samples_a_point_with_more_activations_than_float32_counts_e
     assert best_shift(values, 4) == best_shift(torch.tensor([0.0] * 7 + [100.0]), 4)
 
 
+def _identity_lrn_net():
+    """input -> conv 1x1 (weight 1, bias 0) -> relu -> lrn -> dense: the relu passes the input through, lrn
+    scales it by about k^-beta = 2^-0.75."""
+    from training.arch import LRN, Arch, Conv, Dense, Flatten, ReLU
+    from training.nets import Net
+    net = Net(Arch("identity-lrn", (1, 4, 4), (Conv(1, 1), ReLU(), LRN(), Flatten(), Dense(2))))
+    with torch.no_grad():
+        net.layers[0].weight.fill_(1.0)
+        net.layers[0].bias.zero_()
+    return net
+
+
+def test_sequential_calibration_keeps_lrn_codes_apart_at_two_bits():
+    """On float tensors MSE gives lrn the step of its input, so that relu codes 1 and 2 (x 0.59 -> 0.59, 1.19
+    steps) round to the same lrn code; calibrated on the quantized relu codes, lrn gets half that step and
+    keeps the four codes apart."""
+    from training.quant import calibrate_shifts
+    net = _identity_lrn_net()
+    images = np.arange(256, dtype=np.uint8).repeat(16).reshape(256, 1, 4, 4)
+    plain = calibrate_shifts(net, images, 2, "float")
+    sequential = calibrate_shifts(net, images, 2, "sequential")
+    assert plain[1] == sequential[1] and plain[2] == plain[1]       # relu: same tensor either way
+    assert sequential[2] == sequential[1] + 1
+    relu_codes = torch.arange(4, dtype=torch.float64) * 2.0 ** -sequential[1]
+    lrn_out = net.layers[2](relu_codes.reshape(1, 4, 1, 1).float()).double().reshape(-1)
+    for shifts, distinct in ((plain, 3), (sequential, 4)):
+        codes = quantize_activation(lrn_out, shifts[2], 2) * 2.0 ** shifts[2]
+        assert len(set(codes.tolist())) == distinct
+
+
+@pytest.mark.parametrize("which", ["identity-lrn", "tiny"])
+def test_sequential_calibration_scores_each_point_on_the_quantized_points_before_it(tiny_nets, digits, which):
+    from training.nets import images_to_input
+    from training.quant import TrainingHooks, calibrate_shifts, quantization_points
+    if which == "tiny":
+        net, images = tiny_nets[True], digits.train_x[:300]
+    else:
+        net, images = _identity_lrn_net(), np.arange(256, dtype=np.uint8).repeat(16).reshape(256, 1, 4, 4)
+    shifts = calibrate_shifts(net, images, 2, "sequential")
+    x = images_to_input(images)
+    assert shifts[-1] == best_shift(x, 2)
+    for p in quantization_points(net.arch):
+        collect = []
+        with torch.no_grad():
+            net(x, TrainingHooks(2, shifts), collect=collect)
+            # the tensor entering point p's quantizer: its relu or lrn applied to the layer before it
+            assert shifts[p] == best_shift(net.layers[p](collect[p - 1]), 2)
+    with pytest.raises(SiqError, match="calibration rule"):
+        calibrate_shifts(net, images, 2, "median")
+
+
 def test_wider_codebook_values_keep_small_centroids_apart_beside_an_outlier():
     # one large first-layer weight sets the power-of-two scale: on the int8 grid (step 2^-4 here) the small
     # centroids merge; 12-bit values (int16 in the C) keep them

@@ -361,8 +361,9 @@ def test_model_key_ignores_recipe_fields_left_at_their_defaults():
         assert sweep._model_key("d", arch, TrainConfig(**change)) != plain
 
 
-def test_cell_key_ignores_siq_fields_left_at_their_neutral_values():
-    """Cells cached before SIQ retraining could be augmented keep their keys; augmenting makes new cells."""
+def test_cell_key_ignores_fields_left_at_their_neutral_values():
+    """Cells cached before SIQ retraining could be augmented, or shifts calibrated sequentially, keep their keys;
+    augmenting or the sequential rule makes new cells."""
     cell = sweep.Cell("siq+", 2, 2, 0)
 
     def template(**siq):
@@ -375,6 +376,14 @@ def test_cell_key_ignores_siq_fields_left_at_their_neutral_values():
     before["siq"] = {k: v for k, v in before["siq"].items() if k not in ("augment_shift", "augment_flip")}
     assert sweep._cell_key("m", cell, 8, before) == plain
     assert len({plain, key(augment_shift=1), key(augment_flip=True)}) == 3
+    # the activation-shift rule likewise, for quantized and float-weight cells
+    for c in (cell, sweep.Cell("float", None, 2, 0)):
+        rules = {rule: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),
+                                                                           rule))
+                 for rule in ("float", "sequential")}
+        old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
+        del old["calibration"]
+        assert rules["float"] == sweep._cell_key("m", c, 8, old) != rules["sequential"]
 
 
 def test_validation_and_subset_sweeps(tmp_path, arch_file):

@@ -79,17 +79,50 @@ def best_shift(values: torch.Tensor, bits: int) -> int:
     return min(errors)[1]
 
 
-def calibrate_shifts(net: Net, images: np.ndarray, bits: int) -> dict[int, int]:
-    """Shift per quantization point (-1 = input) from the float network on calibration images."""
+CALIBRATION_RULES = ("float", "sequential")
+
+
+def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float") -> dict[int, int]:
+    """Shift per quantization point (-1 = input) on calibration images, by best_shift on each point's tensor.
+
+    rule "float": every tensor as the float network computes it.
+    rule "sequential": point by point in network order, each tensor as computed from the already quantized
+        points before it (what the client will feed it). It matters where a point rescales its input: lrn here
+        multiplies by about k^-beta = 0.59, and on the float tensors MSE picks lrn's step equal to its input's,
+        which at 2 bits maps codes 1 and 2 to the same code; on the quantized codes it picks half that step."""
+    if rule not in CALIBRATION_RULES:
+        raise SiqError(f"unknown calibration rule {rule!r} (known: {', '.join(CALIBRATION_RULES)})")
     net.eval()
-    collect: list = []
+    x = images_to_input(images)
     with torch.no_grad():
-        x = images_to_input(images)
+        if rule == "sequential":
+            hooks = _SequentialCalibration(bits)
+            net(x, hooks)
+            return hooks.shifts
+        collect: list = []
         net(x, collect=collect)
     shifts = {-1: best_shift(x, bits)}
     for p in quantization_points(net.arch):
         shifts[p] = best_shift(collect[p], bits)
     return shifts
+
+
+class _SequentialCalibration(Hooks):
+    """Chooses each point's shift on the tensor reaching it, then hands on that tensor quantized."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.shifts: dict[int, int] = {}
+
+    def _calibrate(self, point: int, x: torch.Tensor) -> torch.Tensor:
+        self.shifts[point] = best_shift(x, self.bits)
+        return quantize_activation(x, self.shifts[point], self.bits)
+
+    def input(self, x):
+        return self._calibrate(-1, x)
+
+    def activation(self, index, x):
+        return self._calibrate(index, x)
 
 
 # ---------------------------------------------------------------- codebooks on the firmware's fixed-point grid

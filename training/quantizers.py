@@ -59,8 +59,9 @@ class SIQConfig:
                            augment_shift=self.augment_shift, augment_flip=self.augment_flip)
 
 
-# SIQConfig fields added after results were cached, at the values that change nothing (left out of cache keys)
+# Config fields added after results were cached, at the values that change nothing (left out of cache keys)
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False}
+QUANTIZE_NEUTRAL = {"calibration": "float"}
 
 
 @dataclass
@@ -119,6 +120,7 @@ class QuantizeConfig:
     codebook_bits: int = 8
     seed: int = 0
     calibration_images: int = 2000
+    calibration: str = "float"  # activation-shift rule (quant.CALIBRATION_RULES): "float" or "sequential"
     batch_size: int = 64
     siq: SIQConfig = field(default_factory=SIQConfig)
     plus: SIQPlusConfig = field(default_factory=SIQPlusConfig)
@@ -444,7 +446,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     net = copy.deepcopy(float_net).float()
     rng = np.random.default_rng(cfg.seed)
     calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
-    shifts = calibrate_shifts(net, calib, act_bits)
+    shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration)
     context = {"config": cfg, "seed": cfg.seed, "train": (train_x, train_y), "shifts": shifts}
     books = METHODS[cfg.method](net, bits, context)
     shifts = context["shifts"]  # a method may have trained them (siq+)

@@ -73,8 +73,8 @@ from .arch import Arch, load_arch
 from .errors import SiqError
 from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
-from .quant import TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
-from .quantizers import METHODS, SIQ_NEUTRAL, QuantizeConfig, SIQConfig, SIQPlusConfig, method_variant
+from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
+from .quantizers import METHODS, QUANTIZE_NEUTRAL, SIQ_NEUTRAL, QuantizeConfig, SIQConfig, SIQPlusConfig, method_variant
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
@@ -215,17 +215,21 @@ _CELL_FIELDS = ("method", "conv_bits", "fc_bits", "layer_bits", "act_bits", "see
 
 
 def _quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
-                       plus_cfg: SIQPlusConfig) -> dict:
+                       plus_cfg: SIQPlusConfig, calibration: str = "float") -> dict:
     """Every QuantizeConfig field (defaults included, so that a changed default changes the cell keys)."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
-                                     siq=siq_cfg, plus=plus_cfg))
+                                     calibration=calibration, siq=siq_cfg, plus=plus_cfg))
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}
 
 
 def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
+    # fields added later, at their neutral values, keep the keys cells had before the fields existed
+    qcfg = {k: v for k, v in qcfg.items() if k not in QUANTIZE_NEUTRAL or v != QUANTIZE_NEUTRAL[k]}
     if cell.weight_bits is None:
         what = {"method": FLOAT_METHOD, "act_bits": cell.act_bits,
                 "calibration_images": qcfg["calibration_images"]}
+        if "calibration" in qcfg:
+            what["calibration"] = qcfg["calibration"]
     else:
         what = {"method": cell.method, "weight_bits": cell.weight_bits, "act_bits": cell.act_bits,
                 "fc_bits": fc_bits, "quantize": qcfg}
@@ -234,7 +238,7 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
         base, off = method_variant(cell.method)
         unused = ({"siq"} if base not in ("siq", "siq+") else set()) | ({"plus"} if base != "siq+" else set())
         what["quantize"] = {k: v for k, v in _cell_quantize_fields(qcfg, cell.method).items() if k not in unused}
-        if "siq" in what["quantize"]:  # fields added later, at their neutral values, keep the earlier keys
+        if "siq" in what["quantize"]:
             what["quantize"]["siq"] = {k: v for k, v in what["quantize"]["siq"].items()
                                        if k not in SIQ_NEUTRAL or v != SIQ_NEUTRAL[k]}
         if METHOD_VERSIONS.get(base, 1) != 1:
@@ -328,7 +332,7 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
             hooks = TrainingHooks(None, None)
         else:
             calib = _calibration_images(data["train_x"], cell.seed, qcfg["calibration_images"])
-            hooks = TrainingHooks(cell.act_bits, calibrate_shifts(net, calib, cell.act_bits))
+            hooks = TrainingHooks(cell.act_bits, calibrate_shifts(net, calib, cell.act_bits, qcfg["calibration"]))
         scores = predict_scores(net, test_x, hooks)
         evaluator = "torch"
     else:
@@ -372,8 +376,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               data_dir: str | None = None, cache_dir: str | Path | None = None, data_seed: int = 0,
               codebook_bits: int = 8, calibration_images: int = 2000, threads: int | None = None,
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
-              validation: float | None = None, subset: tuple[int | None, int | None] | None = None
-              ) -> list[dict]:
+              validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
+              calibration: str = "float") -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
@@ -390,7 +394,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     threads: torch intra-op threads for the float training and every cell (restored afterwards); None = one per
         worker when jobs != 1, torch's setting otherwise. Small networks on a busy machine run far faster with 1.
     cache_dir: float checkpoints and finished cells (default: `.siq_cache` beside `out`).
-    codebook_bits, calibration_images: as in QuantizeConfig. progress: a tqdm bar over the cells.
+    codebook_bits, calibration_images, calibration (the activation-shift rule): as in QuantizeConfig. progress: a tqdm bar over the cells.
     validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
         fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
     subset: (train, test) sizes of a stratified subset (None = all), for budgeted runs; records say
@@ -424,7 +428,9 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         dataset_label = f"{dataset_label}[train {subset[0] or 'all'}, test {subset[1] or 'all'}]"
     if validation is not None:
         dataset_label = f"{dataset_label}/val{validation:g}"
-    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg or SIQPlusConfig())
+    if calibration not in CALIBRATION_RULES:
+        raise SiqError(f"unknown calibration rule {calibration!r} (known: {', '.join(CALIBRATION_RULES)})")
+    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg or SIQPlusConfig(), calibration)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
@@ -440,7 +446,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         key = _cell_key(model_key, cell, fc_bits, qcfg)
         cell_path = cache / "cells" / f"{key}.json"
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
-                    "model": model_key, "codebook_bits": codebook_bits}
+                    "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
