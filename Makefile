@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 OUT ?= out
 
-.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation clean toolchain
+.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 clean toolchain
 
 setup: $(STAMP)
 
@@ -78,6 +78,11 @@ sweep-plus: setup
 	$(RECIPE2) --seeds 0 --weight-bits 1 --act-bits 4 --out docs/results/fashion-plus-recipe2-b.jsonl
 	cat docs/results/fashion-plus-recipe2-a.jsonl docs/results/fashion-plus-recipe2-b.jsonl > docs/results/fashion-plus-recipe2.jsonl
 	rm docs/results/fashion-plus-recipe2-a.jsonl docs/results/fashion-plus-recipe2-b.jsonl
+	$(RECIPE3) --methods siq+ --weight-bits 2,4 --act-bits 2,4 --out docs/results/fashion-plus-recipe3-a.jsonl
+	$(RECIPE3) --methods siq+-progressive --weight-bits 1 --act-bits 4 --out docs/results/fashion-plus-recipe3-b.jsonl
+	$(RECIPE3) --methods siq+ --fc-bits 4 --weight-bits 4 --act-bits 4 --out docs/results/fashion-plus-recipe3-c.jsonl
+	cat docs/results/fashion-plus-recipe3-[abc].jsonl > docs/results/fashion-plus-recipe3.jsonl
+	rm docs/results/fashion-plus-recipe3-[abc].jsonl
 	$(SIQ) report docs/results/mnist5k-grid.jsonl docs/results/mnist5k-widths.jsonl docs/results/mnist5k-plus-grid.jsonl --out docs/mnist5k-plus --title "mnist5k: SIQ+ against the paper's methods"
 	$(SIQ) report docs/results/mnist5k-ablation.jsonl --out docs/mnist5k-ablation --title "mnist5k: SIQ+ ablation (2 seeds)"
 	$(SIQ) report docs/results/fashion-grid.jsonl docs/results/fashion-widths.jsonl docs/results/fashion-plus-grid.jsonl docs/results/fashion-plus-fc4.jsonl --out docs/fashion-plus --title "Fashion-MNIST: SIQ+"
@@ -92,6 +97,8 @@ VALOUT := docs/results/fashion-plus-validation
 MVAL := docs/results/mnist5k-val-w2a2
 # ... and what it chose, on the test split
 RECIPE2 := $(PLUS) --dataset fashion $(R5) --methods siq+ --siq-rounds 4 --siq-epochs 2 --siq-lr 1e-3 --codebook-bits 12
+# ... and what session 4's validation chose: 4 x 4 retraining, 1 weight bit without progressive lowering
+RECIPE3 := $(PLUS) --dataset fashion $(R5) --siq-rounds 4 --siq-epochs 4 --siq-lr 1e-3 --codebook-bits 12 --seeds 0,1
 sweep-plus-validation: setup
 	$(VAL) $(R5) --methods kmeans --weight-bits 4,float --act-bits 2,4,float --out $(VALOUT)-1.jsonl
 	$(VAL) $(R5) --dropout 0.2 --methods kmeans --weight-bits 4,float --act-bits 2,4,float --out $(VALOUT)-2.jsonl
@@ -109,6 +116,25 @@ sweep-plus-validation: setup
 	$(PLUS) --dataset mnist5k --validation 0.1 --methods siq+ --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-a.jsonl
 	$(PLUS) --dataset mnist5k --validation 0.1 --methods siq+ --weight-bits 2 --act-bits 2 --seeds 0,1 --siq-lr 1e-3 --codebook-bits 12 --out $(MVAL)-b.jsonl
 	cat $(MVAL)-a.jsonl $(MVAL)-b.jsonl > $(MVAL).jsonl && rm $(MVAL)-a.jsonl $(MVAL)-b.jsonl
+	$(MAKE) --no-print-directory sweep-plus-validation3
+
+# Session 4 on the same validation splits: twice the retraining (4 x 4), progressive lowering off at 1 weight bit,
+# sequential calibration, augmentation during retraining, and the A2 ceiling (8-bit weights retrained at A2).
+VAL3 := $(VAL) $(R5) --siq-rounds 4 --siq-epochs 4 --siq-lr 1e-3 --codebook-bits 12
+VAL3OUT := docs/results/fashion-plus-validation3
+sweep-plus-validation3: setup
+	$(VAL) $(R5) --methods kmeans --weight-bits float --act-bits 1-4 --out $(VAL3OUT)-1.jsonl
+	$(VAL) $(R5) --calibration sequential --methods kmeans --weight-bits float --act-bits 1-4 --out $(VAL3OUT)-2.jsonl
+	$(VAL3) --methods siq+ --weight-bits 2 --act-bits 2 --out $(VAL3OUT)-3.jsonl
+	$(VAL3) --methods siq+,siq+-progressive --weight-bits 1 --act-bits 4 --out $(VAL3OUT)-4.jsonl
+	$(VAL3) --calibration sequential --methods siq+,siq+-progressive --weight-bits 2 --act-bits 2 --out $(VAL3OUT)-5.jsonl
+	$(VAL3) --methods siq+ --weight-bits 8 --act-bits 2 --out $(VAL3OUT)-6.jsonl
+	$(VAL3) --siq-augment-shift 1 --siq-flip --methods siq+ --weight-bits 2 --act-bits 2 --out $(VAL3OUT)-7.jsonl
+	cat $(VAL3OUT)-[0-9]*.jsonl > $(VAL3OUT).jsonl && rm $(VAL3OUT)-[0-9]*.jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 4 --methods siq+,siq+-progressive --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3a.jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 4 --calibration sequential --methods siq+,siq+-progressive --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3b.jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 8 --methods siq+ --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3c.jsonl
+	cat $(MVAL)-3a.jsonl $(MVAL)-3b.jsonl $(MVAL)-3c.jsonl > $(MVAL)3.jsonl && rm $(MVAL)-3[abc].jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
