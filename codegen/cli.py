@@ -77,7 +77,6 @@ def _add_quant(p):
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
     _add_siq_augment(p)
     _add_calibration(p)
-    _add_plus_options(p)
     p.add_argument("--quant-seed", type=int, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
@@ -87,12 +86,6 @@ def _add_calibration(p):
     p.add_argument("--calibration", choices=("float", "sequential"), default="float",
                    help="activation-shift rule: on the float network's tensors, or point by point on the tensors "
                         "the quantized points before it produce (default %(default)s)")
-
-
-def _add_plus_options(p):
-    p.add_argument("--plus-lrn-floor", action="store_true",
-                   help="siq+: keep every lrn output step no coarser than its input step times lrn's gain, so "
-                        "that distinct input codes stay distinct (matters at 1-2 activation bits)")
 
 
 def _add_siq_augment(p):
@@ -134,7 +127,7 @@ def quant_config(args):
     check_codebook_bits(args.codebook_bits)
     off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
     try:
-        plus = SIQPlusConfig(lrn_step_floor=args.plus_lrn_floor).without(off)
+        plus = SIQPlusConfig().without(off)
     except SiqError as exc:
         raise SiqError(f"--plus-off: {exc}") from None
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
@@ -332,7 +325,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--siq-epochs", type=int, default=2)
     _add_siq_augment(p)
     _add_calibration(p)
-    _add_plus_options(p)
     p.add_argument("--codebook-bits", type=int, default=8,
                    help="fixed-point bits of codebook values (2..15; above 8 the C stores them as int16)")
     p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")

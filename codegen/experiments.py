@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.errors import SiqError
-from training.quantizers import SIQPlusConfig
 
 
 def sweep_command(args) -> int:
@@ -21,7 +20,6 @@ def sweep_command(args) -> int:
                         siq_cfg=siq_config(args),
                         codebook_bits=args.codebook_bits, jobs=args.jobs, data_dir=args.data_dir,
                         cache_dir=args.cache_dir, calibration=args.calibration,
-                        plus_cfg=SIQPlusConfig(lrn_step_floor=args.plus_lrn_floor),
                         data_seed=args.split_seed, validation=args.validation,
                         subset=None if args.train_size is None and args.test_size is None
                         else (args.train_size, args.test_size))

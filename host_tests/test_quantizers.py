@@ -86,37 +86,6 @@ def test_sequential_calibration_scores_each_point_on_the_quantized_points_before
         calibrate_shifts(net, images, 2, "median")
 
 
-def test_lrn_step_floors_keep_the_lrn_step_within_its_gain():
-    from training.arch import load_arch
-    from training.quant import apply_lrn_step_floors, lrn_step_floors
-    arch = load_arch("paper-mnist")           # lrn k = 2, beta = 0.75: gain 2^-0.75, so one more bit of shift
-    assert lrn_step_floors(arch) == {3: (1, 1), 7: (5, 1)}
-    shifts = {-1: 2, 1: 2, 3: 2, 5: 1, 7: 4, 10: 0}
-    assert apply_lrn_step_floors(arch, shifts) == {**shifts, 3: 3}   # raised to 2 + 1; 7 already above 1 + 1
-    assert lrn_step_floors(_identity_lrn_net().arch) == {2: (1, 1)}
-
-
-def test_learned_steps_respect_their_floors_and_still_train():
-    steps = LearnedSteps({1: 2, 3: 1}, bits=2, floors={3: (1, 1)})
-    assert steps.shifts() == {1: 2, 3: 3}
-    x = torch.linspace(0, 1, 50)
-    steps.quantize(3, x).sum().backward()
-    assert steps.log2_scale["3"].grad is not None and steps.log2_scale["3"].grad != 0
-    assert LearnedSteps({1: 2, 3: 1}, bits=2).shifts() == {1: 2, 3: 1}
-
-
-def test_siq_plus_with_lrn_step_floor_keeps_it_in_every_round(tiny_nets, digits):
-    from training.quant import lrn_step_floors
-    net = tiny_nets[True]
-    cfg = QuantizeConfig(method="siq+", conv_bits=2, fc_bits=4, act_bits=2,
-                         siq=SIQConfig(rounds=2, epochs_per_round=1), plus=SIQPlusConfig(lrn_step_floor=True))
-    qm, _ = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names)
-    floors = lrn_step_floors(net.arch)
-    assert floors
-    for shifts in [qm.shifts] + [{int(p): s for p, s in h["shifts"].items()} for h in qm.meta["history"]]:
-        assert all(shifts[p] >= shifts[source] + d for p, (source, d) in floors.items())
-
-
 def test_wider_codebook_values_keep_small_centroids_apart_beside_an_outlier():
     # one large first-layer weight sets the power-of-two scale: on the int8 grid (step 2^-4 here) the small
     # centroids merge; 12-bit values (int16 in the C) keep them

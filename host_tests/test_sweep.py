@@ -376,12 +376,6 @@ def test_cell_key_ignores_fields_left_at_their_neutral_values():
     before["siq"] = {k: v for k, v in before["siq"].items() if k not in ("augment_shift", "augment_flip")}
     assert sweep._cell_key("m", cell, 8, before) == plain
     assert len({plain, key(augment_shift=1), key(augment_flip=True)}) == 3
-    # siq+'s lrn step floor likewise
-    no_floor = template()
-    del no_floor["plus"]["lrn_step_floor"]
-    floor = sweep._cell_key("m", cell, 8, sweep._quantize_template(8, 2000, SIQConfig(),
-                                                                   SIQPlusConfig(lrn_step_floor=True)))
-    assert sweep._cell_key("m", cell, 8, no_floor) == plain != floor
     # the activation-shift rule likewise, for quantized and float-weight cells
     for c in (cell, sweep.Cell("float", None, 2, 0)):
         rules = {rule: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),

@@ -12,8 +12,7 @@ Numbers (all steps are powers of two, so every scaling is a shift and float64 ho
   * lrn:          out = clamp(floor(q * m[S >> t] * 2^-F + 1/2), 0, 2^a - 1) with S the windowed sum of q^2 and
                   m a table of fixed-point reciprocals (lrn_table); the float model uses the very same table.
 Calibration rule: each tensor's shift s is the one (from -8 to 24) minimising the mean squared quantization
-error on calibration images from the training split, measured on the float network's tensors (rule "float"), or
-on the tensors the already quantized points before it produce (rule "sequential", see calibrate_shifts).
+error on calibration images from the training split, measured on the float network's tensors.
 """
 from __future__ import annotations
 
@@ -106,23 +105,6 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
     for p in quantization_points(net.arch):
         shifts[p] = best_shift(collect[p], bits)
     return shifts
-
-
-def lrn_step_floors(arch: Arch) -> dict[int, tuple[int, int]]:
-    """lrn point -> (its input point, d): the lrn output shift must be at least the input's + d, so that the
-    output step is no coarser than the input step times lrn's largest gain k^-beta (d = ceil(beta log2 k)).
-    Then distinct input codes stay distinct below the clamp (at 2 bits a coarser step maps codes 1 and 2 of
-    the relu before it to one code)."""
-    return {i: (input_point_of(arch, i), math.ceil(layer.beta * math.log2(layer.k) - 1e-9))
-            for i, layer in enumerate(arch.layers) if isinstance(layer, LRN)}
-
-
-def apply_lrn_step_floors(arch: Arch, shifts: dict[int, int]) -> dict[int, int]:
-    """shifts with every lrn point raised to its floor (lrn_step_floors), in network order."""
-    out = dict(shifts)
-    for point, (source, d) in sorted(lrn_step_floors(arch).items()):
-        out[point] = min(max(out[point], out[source] + d), SHIFT_RANGE.stop - 1)
-    return out
 
 
 class _SequentialCalibration(Hooks):

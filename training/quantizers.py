@@ -21,9 +21,8 @@ from sklearn.exceptions import ConvergenceWarning
 from .arch import Conv, Dense
 from .errors import SiqError
 from .nets import Net
-from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, apply_lrn_step_floors, calibrate_shifts, check_bits,
-                    check_codebook_bits, lrn_step_floors, quantizable, quantize_biases, round_half_up,
-                    snap_codebook)
+from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits,
+                    quantizable, quantize_biases, round_half_up, snap_codebook)
 from .train import TrainConfig, fit, seed_everything
 
 METHODS: dict = {}
@@ -63,7 +62,6 @@ class SIQConfig:
 # Config fields added after results were cached, at the values that change nothing (left out of cache keys)
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False}
 QUANTIZE_NEUTRAL = {"calibration": "float"}
-PLUS_NEUTRAL = {"lrn_step_floor": False}
 
 
 @dataclass
@@ -78,10 +76,7 @@ class SIQPlusConfig:
         a round, so the network adapts gradually to the final width.
     learn_act_steps: the power-of-two step of the input and of every feature map is trained (LSQ with a
         rounded log2 step and straight-through estimators), starting from the calibrated shifts; `step_lr` is
-        the Adam learning rate of the log2 steps (units: bits of shift).
-    lrn_step_floor: every lrn output step is kept no coarser than its input step times lrn's largest gain
-        (quant.lrn_step_floors), in calibration and while the steps train; off by default (added after the
-        results of docs/ were computed; left out of cache keys when off)."""
+        the Adam learning rate of the log2 steps (units: bits of shift)."""
     quantize_fc: bool = True
     finetune_centroids: bool = True
     distill: float = 0.5
@@ -89,7 +84,6 @@ class SIQPlusConfig:
     progressive: bool = True
     learn_act_steps: bool = True
     step_lr: float = 0.01
-    lrn_step_floor: bool = False
 
     def without(self, ingredients) -> "SIQPlusConfig":
         """This config with the named ingredients (PLUS_INGREDIENTS keys) turned off, for ablations."""
@@ -314,26 +308,16 @@ class LearnedSteps(torch.nn.Module):
     (of x 2^s and of t): the gradient reaching t is LSQ's step gradient (round(v) - v inside the range,
     2^a - 1 above it) times d(2^-s)/dt."""
 
-    def __init__(self, shifts: dict[int, int], bits: int, floors: dict[int, tuple[int, int]] | None = None):
-        """floors: point -> (source point, d): the point's shift is at least the source's + d
-        (quant.lrn_step_floors); the bound applies to the rounded shift, the gradient still reaches t."""
+    def __init__(self, shifts: dict[int, int], bits: int):
         super().__init__()
         self.bits = bits
-        self.floors = dict(floors or {})
         self.log2_scale = torch.nn.ParameterDict(
             {str(p): torch.nn.Parameter(torch.tensor(float(s))) for p, s in shifts.items()})
 
-    def _rounded(self, point: int) -> torch.Tensor:
-        t = self.log2_scale[str(point)].detach()
-        rounded = torch.clamp(torch.floor(t + 0.5), SHIFT_RANGE.start, SHIFT_RANGE.stop - 1)
-        if point in self.floors:
-            source, d = self.floors[point]
-            rounded = torch.clamp(torch.maximum(rounded, self._rounded(source) + d), max=SHIFT_RANGE.stop - 1)
-        return rounded
-
     def _shift(self, point: int) -> torch.Tensor:
         t = self.log2_scale[str(point)]
-        return t + (self._rounded(point) - t).detach()
+        rounded = torch.clamp(torch.floor(t.detach() + 0.5), SHIFT_RANGE.start, SHIFT_RANGE.stop - 1)
+        return t + (rounded - t).detach()
 
     def quantize(self, point: int, x: torch.Tensor) -> torch.Tensor:
         scale = 2.0 ** self._shift(point)
@@ -390,10 +374,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
                                           reduction="batchmean") * temperature**2
         return (1 - pcfg.distill) * loss + pcfg.distill * soft
 
-    floors = lrn_step_floors(arch) if pcfg.lrn_step_floor else {}
-    if floors:
-        context["shifts"] = apply_lrn_step_floors(arch, context["shifts"])
-    steps = LearnedSteps(context["shifts"], cfg.act_bits, floors) if pcfg.learn_act_steps else None
+    steps = LearnedSteps(context["shifts"], cfg.act_bits) if pcfg.learn_act_steps else None
     history, alpha = [], scfg.alpha
     for round_index in range(rounds):
         _load_quantized_weights(net, books)

@@ -74,7 +74,8 @@ from .errors import SiqError
 from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
 from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
-from .quantizers import METHODS, PLUS_NEUTRAL, QUANTIZE_NEUTRAL, SIQ_NEUTRAL, QuantizeConfig, SIQConfig, SIQPlusConfig, method_variant
+from .quantizers import (METHODS, QUANTIZE_NEUTRAL, SIQ_NEUTRAL, QuantizeConfig, SIQConfig, SIQPlusConfig,
+                         method_variant)
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
@@ -238,10 +239,9 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
         base, off = method_variant(cell.method)
         unused = ({"siq"} if base not in ("siq", "siq+") else set()) | ({"plus"} if base != "siq+" else set())
         what["quantize"] = {k: v for k, v in _cell_quantize_fields(qcfg, cell.method).items() if k not in unused}
-        for part, neutral in (("siq", SIQ_NEUTRAL), ("plus", PLUS_NEUTRAL)):
-            if part in what["quantize"]:
-                what["quantize"][part] = {k: v for k, v in what["quantize"][part].items()
-                                          if k not in neutral or v != neutral[k]}
+        if "siq" in what["quantize"]:
+            what["quantize"]["siq"] = {k: v for k, v in what["quantize"]["siq"].items()
+                                       if k not in SIQ_NEUTRAL or v != SIQ_NEUTRAL[k]}
         if METHOD_VERSIONS.get(base, 1) != 1:
             what["version"] = METHOD_VERSIONS[base]
     return _digest("cell", CACHE_VERSION, model_key, what)[:24]
