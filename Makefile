@@ -127,14 +127,14 @@ sweep-plus-validation3: setup
 	$(VAL) $(R5) --calibration sequential --methods kmeans --weight-bits float --act-bits 1-4 --out $(VAL3OUT)-2.jsonl
 	$(VAL3) --methods siq+ --weight-bits 2 --act-bits 2 --out $(VAL3OUT)-3.jsonl
 	$(VAL3) --methods siq+,siq+-progressive --weight-bits 1 --act-bits 4 --out $(VAL3OUT)-4.jsonl
-	$(VAL3) --calibration sequential --methods siq+,siq+-progressive --weight-bits 2 --act-bits 2 --out $(VAL3OUT)-5.jsonl
+	$(VAL3) --calibration sequential --methods siq+,siq+-progressive,siq+-steps --weight-bits 2 --act-bits 2 --out $(VAL3OUT)-5.jsonl
 	$(VAL3) --methods siq+ --weight-bits 8 --act-bits 2 --out $(VAL3OUT)-6.jsonl
 	$(VAL3) --siq-augment-shift 1 --siq-flip --methods siq+ --weight-bits 2 --act-bits 2 --out $(VAL3OUT)-7.jsonl
 	cat $(VAL3OUT)-[0-9]*.jsonl > $(VAL3OUT).jsonl && rm $(VAL3OUT)-[0-9]*.jsonl
 	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 4 --methods siq+,siq+-progressive --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3a.jsonl
 	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 4 --calibration sequential --methods siq+,siq+-progressive --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3b.jsonl
 	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 8 --methods siq+ --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3c.jsonl
-	cat $(MVAL)-3a.jsonl $(MVAL)-3b.jsonl $(MVAL)-3c.jsonl > $(MVAL)3.jsonl && rm $(MVAL)-3[abc].jsonl
+	cat $(MVAL)-3a.jsonl $(MVAL)-3b.jsonl $(MVAL)-3c.jsonl > $(MVAL)-session4.jsonl && rm $(MVAL)-3[abc].jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
