@@ -83,7 +83,8 @@ def _add_quant(p):
 
 
 def _add_calibration(p):
-    p.add_argument("--calibration", choices=("float", "sequential"), default="float",
+    from training.quant import CALIBRATION_RULES
+    p.add_argument("--calibration", choices=CALIBRATION_RULES, default="float",
                    help="activation-shift rule: on the float network's tensors, or point by point on the tensors "
                         "the quantized points before it produce (default %(default)s)")
 

@@ -223,9 +223,14 @@ def _quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQ
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}
 
 
+def _without_neutral(fields: dict, neutral: dict) -> dict:
+    """fields without those added later and left at their neutral values, so that cells keep the keys they had
+    before those fields existed."""
+    return {k: v for k, v in fields.items() if k not in neutral or v != neutral[k]}
+
+
 def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
-    # fields added later, at their neutral values, keep the keys cells had before the fields existed
-    qcfg = {k: v for k, v in qcfg.items() if k not in QUANTIZE_NEUTRAL or v != QUANTIZE_NEUTRAL[k]}
+    qcfg = _without_neutral(qcfg, QUANTIZE_NEUTRAL)
     if cell.weight_bits is None:
         what = {"method": FLOAT_METHOD, "act_bits": cell.act_bits,
                 "calibration_images": qcfg["calibration_images"]}
@@ -240,8 +245,7 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
         unused = ({"siq"} if base not in ("siq", "siq+") else set()) | ({"plus"} if base != "siq+" else set())
         what["quantize"] = {k: v for k, v in _cell_quantize_fields(qcfg, cell.method).items() if k not in unused}
         if "siq" in what["quantize"]:
-            what["quantize"]["siq"] = {k: v for k, v in what["quantize"]["siq"].items()
-                                       if k not in SIQ_NEUTRAL or v != SIQ_NEUTRAL[k]}
+            what["quantize"]["siq"] = _without_neutral(what["quantize"]["siq"], SIQ_NEUTRAL)
         if METHOD_VERSIONS.get(base, 1) != 1:
             what["version"] = METHOD_VERSIONS[base]
     return _digest("cell", CACHE_VERSION, model_key, what)[:24]
@@ -395,7 +399,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     threads: torch intra-op threads for the float training and every cell (restored afterwards); None = one per
         worker when jobs != 1, torch's setting otherwise. Small networks on a busy machine run far faster with 1.
     cache_dir: float checkpoints and finished cells (default: `.siq_cache` beside `out`).
-    codebook_bits, calibration_images, calibration (the activation-shift rule): as in QuantizeConfig. progress: a tqdm bar over the cells.
+    codebook_bits, calibration_images, calibration (the activation-shift rule): as in QuantizeConfig.
+    progress: a tqdm bar over the cells.
     validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
         fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
     subset: (train, test) sizes of a stratified subset (None = all), for budgeted runs; records say
