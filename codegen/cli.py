@@ -77,6 +77,7 @@ def _add_quant(p):
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
     _add_siq_augment(p)
     _add_calibration(p)
+    _add_per_channel(p)
     p.add_argument("--quant-seed", type=int, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
@@ -87,6 +88,13 @@ def _add_calibration(p):
     p.add_argument("--calibration", choices=CALIBRATION_RULES, default="float",
                    help="activation-shift rule: on the float network's tensors, or point by point on the tensors "
                         "the quantized points before it produce (default %(default)s)")
+
+
+def _add_per_channel(p):
+    from training.quantizers import PER_CHANNEL_CHOICES
+    p.add_argument("--per-channel", choices=PER_CHANNEL_CHOICES, default="none",
+                   help="one codebook per output channel (a row of 2^bits values each, same fixed-point exponent) "
+                        "for the conv layers or all layers, instead of one per layer (default %(default)s)")
 
 
 def _add_siq_augment(p):
@@ -133,7 +141,8 @@ def quant_config(args):
         raise SiqError(f"--plus-off: {exc}") from None
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
-                          seed=args.quant_seed, siq=siq_config(args), calibration=args.calibration)
+                          seed=args.quant_seed, siq=siq_config(args), calibration=args.calibration,
+                          per_channel=args.per_channel)
 
 
 # ---------------------------------------------------------------- commands
@@ -326,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--siq-epochs", type=int, default=2)
     _add_siq_augment(p)
     _add_calibration(p)
+    _add_per_channel(p)
     p.add_argument("--codebook-bits", type=int, default=8,
                    help="fixed-point bits of codebook values (2..15; above 8 the C stores them as int16)")
     p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")

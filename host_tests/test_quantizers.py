@@ -296,3 +296,58 @@ def test_siq_schedule_checked_before_training(tiny_nets, digits, bad):
     cfg = QuantizeConfig(method="siq", siq=SIQConfig(**bad))
     with pytest.raises(SiqError, match="SIQ"):
         quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)
+
+
+@pytest.mark.parametrize("method", ["uniform", "kmeans", "siq", "siq+"])
+def test_per_channel_codebooks_give_each_output_channel_its_own_row(method, tiny_nets, digits):
+    """--per-channel conv: each conv output channel has its own row of <= 2^b values (padded with its last value,
+    never indexed there), the dense layers keep one codebook; the integer reference computes with the rows."""
+    import copy
+
+    from training.quant import evaluate_exact
+    net = tiny_nets[True]
+    cfg = QuantizeConfig(method=method, conv_bits=1, fc_bits=3, act_bits=3, per_channel="conv",
+                         siq=SIQConfig(rounds=2, epochs_per_round=1))
+    qm, _ = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names)
+    for i, lc in qm.layers.items():
+        if net.arch.layers[i].type != "conv":
+            assert not lc.per_channel and len(lc.codebook) <= 8
+            continue
+        out_channels = net.arch.weight_shape(i)[0]
+        assert lc.per_channel and lc.codebook.shape == (out_channels, lc.entries) and lc.entries <= 2
+        assert np.all(np.diff(lc.codebook, axis=1) >= 0)
+        for o in range(out_channels):
+            used = np.unique(lc.indices[o])
+            assert set(lc.integer_weights()[o].ravel()) == set(lc.codebook[o, used])
+            assert used.max() < len(np.unique(lc.codebook[o]))  # padding entries are never indexed
+        # the rows differ: per channel is not one codebook written out C_OUT times
+        assert len({tuple(row) for row in lc.codebook}) > 1
+    scores = run_integer(build_integer_model(qm), digits.test_x[:200])[-1]
+    assert np.array_equal(scores, evaluate_exact(qm, copy.deepcopy(net), digits.test_x[:200]))
+
+
+def test_per_channel_kmeans_beats_one_codebook_at_one_bit(tiny_nets):
+    """One sign-split pair of values per output channel fits each channel's scale: lower weight error than one
+    pair for the layer (the reason to pay a row of codebook per channel)."""
+    from training.quantizers import centroid_values, per_row
+    w = tiny_nets[True].layers[0].weight.detach().double().numpy()
+    errors = {}
+    for per_channel in (False, True):
+        c, a = per_row(lambda x, init: kmeans_codebook(x, 1, 0, init), w, per_channel)
+        errors[per_channel] = float(np.mean((centroid_values(c, a, w.shape) - w) ** 2))
+    assert errors[True] < errors[False]
+
+
+def test_per_channel_choice_refused_before_training(tiny_nets, digits):
+    with pytest.raises(SiqError, match="per-channel codebooks must be one of"):
+        quantize_model(tiny_nets[True], digits.train_x, digits.train_y,
+                       QuantizeConfig(method="siq", per_channel="dense"), digits.class_names)
+
+
+def test_per_channel_snap_keeps_one_exponent_and_pads_rows():
+    centroids = np.array([[-1.0, 0.5], [0.25, 0.25]])  # row 1 merges into one value
+    assignment = np.array([[0, 1, 1], [0, 1, 0]])
+    lc = snap_codebook(centroids, assignment, 1, 8)
+    assert lc.exponent == 6 and lc.codebook.tolist() == [[-64, 32], [16, 16]]
+    assert lc.indices.tolist() == [[0, 1, 1], [0, 0, 0]]
+    assert lc.integer_weights().tolist() == [[-64, 32, 32], [16, 16, 16]]

@@ -362,8 +362,8 @@ def test_model_key_ignores_recipe_fields_left_at_their_defaults():
 
 
 def test_cell_key_ignores_fields_left_at_their_neutral_values():
-    """Cells cached before SIQ retraining could be augmented, or shifts calibrated sequentially, keep their keys;
-    augmenting or the sequential rule makes new cells."""
+    """Cells cached before SIQ retraining could be augmented, shifts calibrated sequentially or codebooks kept per
+    channel, keep their keys; augmenting, the sequential rule or per-channel codebooks make new cells."""
     cell = sweep.Cell("siq+", 2, 2, 0)
 
     def template(**siq):
@@ -384,6 +384,15 @@ def test_cell_key_ignores_fields_left_at_their_neutral_values():
         old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
         del old["calibration"]
         assert rules["float"] == sweep._cell_key("m", c, 8, old) != rules["sequential"]
+    # per-channel codebooks: new keys for quantized cells; float-weight cells have no codebooks to differ
+    for c, differs in ((cell, True), (sweep.Cell("float", None, 2, 0), False)):
+        keys = {choice: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),
+                                                                            per_channel=choice))
+                for choice in ("none", "conv", "all")}
+        old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
+        del old["per_channel"]
+        assert keys["none"] == sweep._cell_key("m", c, 8, old)
+        assert len(set(keys.values())) == (3 if differs else 1)
 
 
 def test_validation_and_subset_sweeps(tmp_path, arch_file):

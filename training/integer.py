@@ -15,7 +15,7 @@ import numpy as np
 
 from .arch import LRN, Conv, Dense, Dropout, Flatten, MaxPool, ReLU
 from .errors import SiqError
-from .quant import INT32_MAX, QuantizedModel, input_point_of, lrn_table, quantizable
+from .quant import INT32_MAX, QuantizedModel, codebook_weights, input_point_of, lrn_table, quantizable
 
 
 @dataclass
@@ -31,13 +31,14 @@ class QuantizeInput:
 @dataclass
 class Conv2dRequant:
     """out[o, y, x] = requantize(bias[o] + sum_{c, ky, kx} in[c, y*stride + ky - pad, x*stride + kx - pad]
-                                 * codebook[indices[o, c, ky, kx]])   (zero outside the input)."""
+                                 * codebook[indices[o, c, ky, kx]])   (zero outside the input;
+    a per-channel codebook [C_OUT, K] reads codebook[o, indices[o, c, ky, kx]])."""
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
     k: int
     stride: int
     pad: int
-    codebook: np.ndarray   # int64 [K]
+    codebook: np.ndarray   # int64 [K], or [C_OUT, K] per output channel
     indices: np.ndarray    # uint8 [C_OUT, C_IN, K, K]
     bits: int
     bias: np.ndarray       # int64 [C_OUT]: integer bias plus the rounding half 2^(shift-1) when shift > 0
@@ -116,7 +117,7 @@ class IntegerModel:
 def accumulator_bound(codebook, indices, bias, in_max_code: int) -> int:
     """Largest |acc| any input with codes in [0, in_max_code] can produce, over every partial sum: per output,
     acc lies in [bias + max_code * sum(negative weights), bias + max_code * sum(positive weights)]."""
-    w = codebook[indices.reshape(indices.shape[0], -1)].astype(np.int64)
+    w = codebook_weights(codebook, indices).reshape(indices.shape[0], -1)
     high = bias + in_max_code * np.sum(np.maximum(w, 0), axis=1)
     low = bias + in_max_code * np.sum(np.minimum(w, 0), axis=1)
     return int(max(np.max(np.abs(high)), np.max(np.abs(low)), np.max(np.abs(bias))))
@@ -143,6 +144,8 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
         where = f"layer {i} ({layer.type})"
         if isinstance(layer, (Conv, Dense)):
             lc = qm.layers[i]
+            if lc.per_channel and lc.codebook.shape[0] != out_shape[0]:
+                raise SiqError(f"{where}: {lc.codebook.shape[0]} codebook rows for {out_shape[0]} output channels")
             acc_exp = qm.accumulator_exponent(i)
             bias = qm.biases[i].astype(np.int64)
             bound = accumulator_bound(lc.codebook, lc.indices, bias, max_code)
@@ -211,7 +214,7 @@ def conv2d_requant(codes: np.ndarray, op: Conv2dRequant) -> np.ndarray:
     padded = np.pad(codes, ((0, 0), (0, 0), (op.pad, op.pad), (op.pad, op.pad)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (op.k, op.k), axis=(2, 3))
     windows = windows[:, :, ::op.stride, ::op.stride][:, :, :op.out_shape[1], :op.out_shape[2]]
-    weights = op.codebook[op.indices].astype(np.int64)  # [O, C, K, K]
+    weights = codebook_weights(op.codebook, op.indices)  # [O, C, K, K]
     acc = np.einsum("nchwij,ocij->nohw", windows, weights, optimize=True) + op.bias[None, :, None, None]
     _check_bound(acc, op.acc_bound, op.name)
     return requantize(acc, op.shift, op.max_code)
@@ -239,13 +242,13 @@ def lrn_requant(codes: np.ndarray, op: LRNRequant) -> np.ndarray:
 
 
 def dense_requant(codes: np.ndarray, op: DenseRequant) -> np.ndarray:
-    acc = codes.reshape(len(codes), -1) @ op.codebook[op.indices].astype(np.int64).T + op.bias
+    acc = codes.reshape(len(codes), -1) @ codebook_weights(op.codebook, op.indices).T + op.bias
     _check_bound(acc, op.acc_bound, op.name)
     return requantize(acc, op.shift, op.max_code)
 
 
 def dense_scores(codes: np.ndarray, op: DenseScores) -> np.ndarray:
-    acc = codes.reshape(len(codes), -1) @ op.codebook[op.indices].astype(np.int64).T + op.bias
+    acc = codes.reshape(len(codes), -1) @ codebook_weights(op.codebook, op.indices).T + op.bias
     _check_bound(acc, op.acc_bound, op.name)
     return acc
 

@@ -6,6 +6,7 @@ Numbers (all steps are powers of two, so every scaling is a shift and float64 ho
                   (unsigned, a bits; the relu makes them non-negative, the clamp is the relu).
   * weights:      each conv/dense layer has an integer codebook c_k in [-2^(B-1), 2^(B-1) - 1] (B = codebook
                   bits, 8 by default) and an exponent e: weight = c_k * 2^-e; each weight is an index k (b bits).
+                  A per-channel layer has one codebook row c_{o,k} per output channel o (same e for all rows).
   * biases:       integers on the accumulator grid: bias = bias_int * 2^-(s_in + e).
   * accumulator:  acc = bias_int + sum(code * c_k) is the pre-activation times 2^(s_in + e), an int32.
   * requantize:   out = clamp(floor(acc * 2^-(s_in + e - s_out) + 1/2), 0, 2^a - 1)  (Eq. 5, round half up).
@@ -129,14 +130,40 @@ class _SequentialCalibration(Hooks):
 
 @dataclass
 class LayerCodebook:
-    """One weighted layer's quantized weights: value = codebook[indices] * 2^-exponent."""
-    bits: int                 # index width b: 1..8; len(codebook) <= 2^b
-    codebook: np.ndarray      # int64, sorted, unique, within the signed codebook_bits range
+    """One weighted layer's quantized weights: value = codebook[indices] * 2^-exponent, or, per channel,
+    value[o, ...] = codebook[o, indices[o, ...]] * 2^-exponent."""
+    bits: int                 # index width b: 1..8; at most 2^b entries per codebook (row)
+    codebook: np.ndarray      # int64 within the signed codebook_bits range: [K] sorted and unique (per layer),
+    #                           or [C_OUT, K] per output channel, each row sorted (a row with fewer distinct
+    #                           values repeats its last one: entries no index refers to)
     exponent: int
     indices: np.ndarray       # uint8, the weight tensor's shape
 
+    @property
+    def per_channel(self) -> bool:
+        return self.codebook.ndim == 2
+
+    @property
+    def entries(self) -> int:
+        """Codebook entries per output channel (per channel) or for the layer (the row length in the C)."""
+        return int(self.codebook.shape[-1])
+
+    def integer_weights(self) -> np.ndarray:
+        """The weights as integers on the 2^-exponent grid (int64, the weight tensor's shape)."""
+        return codebook_weights(self.codebook, self.indices)
+
     def values(self) -> np.ndarray:
-        return self.codebook[self.indices].astype(np.float64) * 2.0 ** -self.exponent
+        return self.integer_weights().astype(np.float64) * 2.0 ** -self.exponent
+
+
+def codebook_weights(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """codebook[indices] for one codebook; codebook[o, indices[o, ...]] for a codebook row per output channel."""
+    codebook = np.asarray(codebook, dtype=np.int64)
+    indices = np.asarray(indices).astype(np.intp)
+    if codebook.ndim == 1:
+        return codebook[indices]
+    rows = np.arange(indices.shape[0]).reshape((-1,) + (1,) * (indices.ndim - 1))
+    return codebook[rows, indices]
 
 
 # Codebook values are int8 in the C, or int16 when any needs more than 8 bits; 15 bits at most, so that the DSP
@@ -164,7 +191,9 @@ def codebook_entry_bytes(codebooks) -> int:
 
 def snap_codebook(centroids: np.ndarray, assignment: np.ndarray, bits: int, codebook_bits: int) -> LayerCodebook:
     """Snap float centroids to the signed fixed-point grid (power-of-two scale chosen so the largest |centroid|
-    uses the full range), merge centroids that land on the same integer, and re-index."""
+    uses the full range), merge centroids that land on the same integer, and re-index. centroids [K] with
+    assignment (any shape) indexing it, or [C_OUT, K] with assignment [C_OUT, ...] indexing each channel's row
+    (one exponent for the whole layer: the accumulator grid stays one per layer)."""
     centroids = np.asarray(centroids, dtype=np.float64)
     if not np.all(np.isfinite(centroids)):
         raise SiqError("quantization produced non-finite weights (NaN/Inf): the model diverged; retrain it")
@@ -172,9 +201,23 @@ def snap_codebook(centroids: np.ndarray, assignment: np.ndarray, bits: int, code
     largest = float(np.max(np.abs(centroids)))
     exponent = 0 if largest == 0.0 else int(math.floor(math.log2(top / largest)))
     snapped = np.clip(round_half_up(centroids * 2.0 ** exponent), -top - 1, top).astype(np.int64)
-    codebook, remap = np.unique(snapped, return_inverse=True)
-    indices = remap.reshape(-1)[np.asarray(assignment).reshape(-1)].reshape(np.shape(assignment))
-    return LayerCodebook(bits, codebook, exponent, indices.astype(np.uint8))
+    assignment = np.asarray(assignment)
+    if snapped.ndim == 1:
+        codebook, remap = np.unique(snapped, return_inverse=True)
+        indices = remap.reshape(-1)[assignment.reshape(-1)].reshape(assignment.shape)
+        return LayerCodebook(bits, codebook, exponent, indices.astype(np.uint8))
+    rows, indices = [], np.empty(assignment.shape, np.uint8)
+    for o, row in enumerate(snapped):
+        values, remap = np.unique(row, return_inverse=True)
+        rows.append(values)
+        indices[o] = remap.reshape(-1)[assignment[o].reshape(-1)].reshape(assignment.shape[1:])
+    return LayerCodebook(bits, pad_rows(rows), exponent, indices)
+
+
+def pad_rows(rows) -> np.ndarray:
+    """Sorted rows of different lengths as one [len(rows), longest] array, each row padded with its last value."""
+    width = max(len(r) for r in rows)
+    return np.stack([np.concatenate([r, np.repeat(r[-1:], width - len(r))]) for r in rows])
 
 
 # ---------------------------------------------------------------- the quantized model
@@ -198,7 +241,7 @@ class QuantizedModel:
         """Flash for weights: packed indices ceil(N*b/8) per layer plus the codebooks, whose entries are int8 or,
         when any value needs more than 8 bits, int16 (one C type for the whole model)."""
         entry = codebook_entry_bytes([lc.codebook for lc in self.layers.values()])
-        return sum((lc.indices.size * lc.bits + 7) // 8 + entry * len(lc.codebook) for lc in self.layers.values())
+        return sum((lc.indices.size * lc.bits + 7) // 8 + entry * lc.codebook.size for lc in self.layers.values())
 
 
 def quantize_biases(arch: Arch, net: Net, shifts: dict[int, int], layers: dict[int, LayerCodebook]):
@@ -381,7 +424,13 @@ def load_quantized(path) -> QuantizedModel:
             lc = LayerCodebook(check_bits(info["bits"], f"{path}: weight bits of layer {i}"),
                                tensors[f"codebook.{i}"].numpy().astype(np.int64), int(info["exponent"]),
                                tensors[f"indices.{i}"].numpy().astype(np.uint8))
-            if lc.indices.size and int(lc.indices.max()) >= len(lc.codebook):
+            if lc.codebook.ndim not in (1, 2) or lc.codebook.size == 0 or lc.entries > 2**lc.bits:
+                raise SiqError(f"{path}: layer {i} codebook of shape {tuple(lc.codebook.shape)} for {lc.bits}-bit "
+                               "indices (corrupt file)")
+            if lc.per_channel and lc.codebook.shape[0] != lc.indices.shape[0]:
+                raise SiqError(f"{path}: layer {i} has {lc.codebook.shape[0]} codebook rows for "
+                               f"{lc.indices.shape[0]} output channels (corrupt file)")
+            if lc.indices.size and int(lc.indices.max()) >= lc.entries:
                 raise SiqError(f"{path}: layer {i} has weight indices beyond its codebook (corrupt file)")
             layers[i] = lc
             biases[i] = tensors[f"bias.{i}"].numpy().astype(np.int64)

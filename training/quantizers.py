@@ -22,7 +22,7 @@ from .arch import Conv, Dense
 from .errors import SiqError
 from .nets import Net
 from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits,
-                    quantizable, quantize_biases, round_half_up, snap_codebook)
+                    pad_rows, quantizable, quantize_biases, round_half_up, snap_codebook)
 from .train import TrainConfig, fit, seed_everything
 
 METHODS: dict = {}
@@ -61,7 +61,9 @@ class SIQConfig:
 
 # Config fields added after results were cached, at the values that change nothing (left out of cache keys)
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False}
-QUANTIZE_NEUTRAL = {"calibration": "float"}
+QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "none"}
+# Which weighted layers get one codebook per output channel instead of one per layer
+PER_CHANNEL_CHOICES = ("none", "conv", "all")
 
 
 @dataclass
@@ -121,6 +123,7 @@ class QuantizeConfig:
     seed: int = 0
     calibration_images: int = 2000
     calibration: str = "float"  # activation-shift rule (quant.CALIBRATION_RULES): "float" or "sequential"
+    per_channel: str = "none"   # codebooks per output channel (PER_CHANNEL_CHOICES): none, conv layers, all layers
     batch_size: int = 64
     siq: SIQConfig = field(default_factory=SIQConfig)
     plus: SIQPlusConfig = field(default_factory=SIQPlusConfig)
@@ -131,6 +134,18 @@ class QuantizeConfig:
             default = self.conv_bits if isinstance(net.arch.layers[i], Conv) else self.fc_bits
             bits[i] = check_bits(self.layer_bits.get(i, default), f"weight bits of layer {i}")
         return bits
+
+    def per_channel_layers(self, net: Net) -> set[int]:
+        """Weighted layers whose codebooks are per output channel."""
+        check_per_channel(self.per_channel)
+        return {i for i in net.arch.weighted_layers()
+                if self.per_channel == "all" or (self.per_channel == "conv" and isinstance(net.arch.layers[i], Conv))}
+
+
+def check_per_channel(choice) -> str:
+    if choice not in PER_CHANNEL_CHOICES:
+        raise SiqError(f"per-channel codebooks must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {choice!r}")
+    return choice
 
 
 # ---------------------------------------------------------------- per-layer codebooks
@@ -185,22 +200,54 @@ def kmeans_codebook(w: np.ndarray, bits: int, seed: int, init: np.ndarray | None
     return centers[order], rank[labels]
 
 
+def per_row(codebook_fn, w: np.ndarray, per_channel: bool, init: np.ndarray | None = None):
+    """codebook_fn(weights, init) -> (centroids, assignment) for the whole layer, or, per channel, for each output
+    channel's weights w[o]: centroids [C_OUT, K] (rows padded with their last value, quant.pad_rows) and the
+    assignment in w's flat order (row o's indices refer to centroids[o])."""
+    if not per_channel:
+        return codebook_fn(w, init)
+    rows = w.reshape(w.shape[0], -1)
+    books = [codebook_fn(row, None if init is None else init[o]) for o, row in enumerate(rows)]
+    return pad_rows([c for c, _ in books]), np.concatenate([a for _, a in books])
+
+
+def centroid_values(centroids: np.ndarray, assignment: np.ndarray, shape) -> np.ndarray:
+    """Each weight's centroid: centroids[assignment] (per layer) or centroids[o, assignment[o]] (per channel)."""
+    centroids = np.asarray(centroids)
+    if centroids.ndim == 1:
+        return centroids[assignment].reshape(shape)
+    return np.take_along_axis(centroids, np.asarray(assignment).reshape(centroids.shape[0], -1), 1).reshape(shape)
+
+
+def _nearest_index(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest of the sorted `values` ([K], or [C_OUT, K] per output channel) to each weight, in
+    w's flat order per row: ties between two centroids go to the lower one (searchsorted on the midpoints)."""
+    mids = (values[..., 1:] + values[..., :-1]) / 2
+    if values.ndim == 1:
+        return torch.bucketize(w.reshape(-1), mids)
+    return torch.searchsorted(mids.contiguous(), w.reshape(values.shape[0], -1).contiguous())
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor, shape) -> torch.Tensor:
+    return (values[index] if values.ndim == 1 else torch.gather(values, 1, index)).reshape(shape)
+
+
 def nearest(centroids: np.ndarray):
-    """w -> the nearest centroid of each weight (torch, differentiable only through the STE around it)."""
-    c = torch.as_tensor(np.sort(centroids), dtype=torch.float32)
-    mids = (c[1:] + c[:-1]) / 2
+    """w -> the nearest centroid of each weight (torch, differentiable only through the STE around it).
+    centroids [K] for the layer or [C_OUT, K] per output channel."""
+    c = torch.as_tensor(np.sort(centroids, axis=-1), dtype=torch.float32)
 
     def quantize(w: torch.Tensor) -> torch.Tensor:
-        return c.to(w.dtype)[torch.bucketize(w.detach(), mids.to(w.dtype))]
+        values = c.to(w.dtype)
+        return _gather(values, _nearest_index(values, w.detach()), w.shape)
     return quantize
 
 
 def nearest_assignment(centroids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted centroids, index of each weight's nearest centroid), with the tie rule of nearest()."""
-    c = np.sort(np.asarray(centroids, dtype=np.float64))
-    c32 = torch.as_tensor(c, dtype=torch.float32)
-    index = torch.bucketize(torch.as_tensor(w.reshape(-1), dtype=torch.float32), (c32[1:] + c32[:-1]) / 2)
-    return c, index.numpy().astype(np.int64)
+    c = np.sort(np.asarray(centroids, dtype=np.float64), axis=-1)
+    index = _nearest_index(torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(w, dtype=torch.float32))
+    return c, index.reshape(-1).numpy().astype(np.int64)
 
 
 def _weights(net: Net, i: int) -> np.ndarray:
@@ -211,7 +258,7 @@ def _load_quantized_weights(net: Net, books: dict) -> None:
     with torch.no_grad():
         for i, (centroids, assignment) in books.items():
             weight = net.layers[i].weight
-            weight.copy_(torch.from_numpy(centroids[assignment].reshape(weight.shape)))
+            weight.copy_(torch.from_numpy(centroid_values(centroids, assignment, weight.shape)))
 
 
 def _continuation_penalty(net: Net, quantizers: dict, alpha: float):
@@ -229,14 +276,21 @@ def _continuation_penalty(net: Net, quantizers: dict, alpha: float):
 
 # ---------------------------------------------------------------- methods
 
+def _kmeans(net: Net, i: int, bits: int, context: dict, init: np.ndarray | None = None):
+    """k-means codebook of layer i, per output channel when the config asks for it."""
+    return per_row(lambda w, start: kmeans_codebook(w, bits, context["seed"], init=start), _weights(net, i),
+                   i in context["per_channel"], init)
+
+
 @register("uniform")
 def uniform(net: Net, bits: dict[int, int], context: dict):
-    return {i: uniform_codebook(_weights(net, i), b) for i, b in bits.items()}
+    return {i: per_row(lambda w, _: uniform_codebook(w, b), _weights(net, i), i in context["per_channel"])
+            for i, b in bits.items()}
 
 
 @register("kmeans")
 def kmeans(net: Net, bits: dict[int, int], context: dict):
-    return {i: kmeans_codebook(_weights(net, i), b, context["seed"]) for i, b in bits.items()}
+    return {i: _kmeans(net, i, b, context) for i, b in bits.items()}
 
 
 @register("siq")
@@ -249,7 +303,7 @@ def siq(net: Net, bits: dict[int, int], context: dict):
     x, y = context["train"]
     arch = net.arch
     retrained = [i for i in bits if isinstance(arch.layers[i], Conv) or scfg.quantize_fc]
-    books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed) for i in retrained}
+    books = {i: _kmeans(net, i, bits[i], context) for i in retrained}
     history = []
     alpha = scfg.alpha
     rounds = scfg.rounds            # >= 1: check_siq_config refused anything else before training
@@ -273,31 +327,29 @@ def siq(net: Net, bits: dict[int, int], context: dict):
             # on Fashion W3A4 after one round that was 48 % against 85 % for the trained one.)
             books = trained
             break
-        books = {i: kmeans_codebook(_weights(net, i), bits[i], cfg.seed, init=books[i][0]) for i in retrained}
+        books = {i: _kmeans(net, i, bits[i], context, init=books[i][0]) for i in retrained}
     context["history"] = history
-    rest = {i: kmeans_codebook(_weights(net, i), b, cfg.seed) for i, b in bits.items() if i not in retrained}
+    rest = {i: _kmeans(net, i, b, context) for i, b in bits.items() if i not in retrained}
     return {**books, **rest}
 
 
 class TrainableCodebook(torch.nn.Module):
-    """A layer's codebook as parameters: forward value of a weight = the (sorted) centroid nearest to it.
-    Gradients reach each centroid summed over the weights assigned to it, and the weights through the
-    straight-through estimator."""
+    """A layer's codebook as parameters ([K], or [C_OUT, K] per output channel): forward value of a weight = the
+    (sorted) centroid nearest to it. Gradients reach each centroid summed over the weights assigned to it, and the
+    weights through the straight-through estimator."""
 
     def __init__(self, centroids: np.ndarray):
         super().__init__()
-        self.centroids = torch.nn.Parameter(torch.as_tensor(np.sort(centroids), dtype=torch.float32))
+        self.centroids = torch.nn.Parameter(torch.as_tensor(np.sort(centroids, axis=-1), dtype=torch.float32))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        values, _ = torch.sort(self.centroids)
-        mids = (values[1:] + values[:-1]).detach() / 2
-        chosen = values[torch.bucketize(w.detach(), mids)]
+        values, _ = torch.sort(self.centroids, dim=-1)
+        chosen = _gather(values, _nearest_index(values.detach(), w.detach()), w.shape)
         return w + (chosen - w).detach() + (chosen - chosen.detach())
 
     def assignment(self, w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        values, _ = torch.sort(self.centroids.detach())
-        index = torch.bucketize(w.detach(), (values[1:] + values[:-1]) / 2)
-        return values.double().numpy(), index.reshape(-1).numpy()
+        values, _ = torch.sort(self.centroids.detach(), dim=-1)
+        return values.double().numpy(), _nearest_index(values, w.detach()).reshape(-1).numpy()
 
 
 class LearnedSteps(torch.nn.Module):
@@ -361,7 +413,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         return {i: min(8, bits[i] + extra) for i in retrained}
 
     width = round_bits(0)
-    books = {i: kmeans_codebook(_weights(net, i), width[i], cfg.seed) for i in retrained}
+    books = {i: _kmeans(net, i, width[i], context) for i in retrained}
     temperature = pcfg.temperature
 
     def loss_fn(batch, logits, labels):
@@ -399,7 +451,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         if final_round:
             books = tuned
         else:  # re-cluster at the next round's width, warm-started from the tuned centroids when sizes allow
-            books = {i: kmeans_codebook(_weights(net, i), width[i], cfg.seed, init=tuned[i][0]) for i in retrained}
+            books = {i: _kmeans(net, i, width[i], context, init=tuned[i][0]) for i in retrained}
         changed = sum(int(np.sum(tuned[i][1] != previous[i])) for i in retrained)
         total = sum(tuned[i][1].size for i in retrained)
         history.append({"round": round_index + 1, "alpha": alpha, "loss": log[-1]["loss"],
@@ -410,7 +462,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         if final_round:
             break
     context["history"] = history
-    rest = {i: kmeans_codebook(_weights(net, i), b, cfg.seed) for i, b in bits.items() if i not in retrained}
+    rest = {i: _kmeans(net, i, b, context) for i, b in bits.items() if i not in retrained}
     return {**books, **rest}
 
 
@@ -438,6 +490,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
         raise SiqError(f"unknown quantization method {cfg.method!r} (known: {', '.join(sorted(METHODS))})")
     act_bits = check_bits(cfg.act_bits, "activation bits")
     check_codebook_bits(cfg.codebook_bits)
+    check_per_channel(cfg.per_channel)
     if cfg.method in ("siq", "siq+"):
         check_siq_config(cfg.siq)
     quantizable(float_net.arch)
@@ -447,7 +500,8 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     rng = np.random.default_rng(cfg.seed)
     calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
     shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration)
-    context = {"config": cfg, "seed": cfg.seed, "train": (train_x, train_y), "shifts": shifts}
+    context = {"config": cfg, "seed": cfg.seed, "train": (train_x, train_y), "shifts": shifts,
+               "per_channel": cfg.per_channel_layers(net)}
     books = METHODS[cfg.method](net, bits, context)
     shifts = context["shifts"]  # a method may have trained them (siq+)
     layers = {i: snap_codebook(c, a.reshape(net.layers[i].weight.shape), bits[i], cfg.codebook_bits)

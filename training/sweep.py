@@ -75,7 +75,7 @@ from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
 from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
 from .quantizers import (METHODS, QUANTIZE_NEUTRAL, SIQ_NEUTRAL, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                         method_variant)
+                         check_per_channel, method_variant)
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
@@ -216,10 +216,10 @@ _CELL_FIELDS = ("method", "conv_bits", "fc_bits", "layer_bits", "act_bits", "see
 
 
 def _quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
-                       plus_cfg: SIQPlusConfig, calibration: str = "float") -> dict:
+                       plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = "none") -> dict:
     """Every QuantizeConfig field (defaults included, so that a changed default changes the cell keys)."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
-                                     calibration=calibration, siq=siq_cfg, plus=plus_cfg))
+                                     calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg))
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}
 
 
@@ -382,7 +382,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               codebook_bits: int = 8, calibration_images: int = 2000, threads: int | None = None,
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
-              calibration: str = "float") -> list[dict]:
+              calibration: str = "float", per_channel: str = "none") -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
@@ -399,7 +399,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     threads: torch intra-op threads for the float training and every cell (restored afterwards); None = one per
         worker when jobs != 1, torch's setting otherwise. Small networks on a busy machine run far faster with 1.
     cache_dir: float checkpoints and finished cells (default: `.siq_cache` beside `out`).
-    codebook_bits, calibration_images, calibration (the activation-shift rule): as in QuantizeConfig.
+    codebook_bits, calibration_images, calibration (the activation-shift rule), per_channel (which layers get
+        a codebook per output channel): as in QuantizeConfig.
     progress: a tqdm bar over the cells.
     validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
         fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
@@ -436,7 +437,9 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         dataset_label = f"{dataset_label}/val{validation:g}"
     if calibration not in CALIBRATION_RULES:
         raise SiqError(f"unknown calibration rule {calibration!r} (known: {', '.join(CALIBRATION_RULES)})")
-    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg or SIQPlusConfig(), calibration)
+    check_per_channel(per_channel)
+    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg or SIQPlusConfig(), calibration,
+                              per_channel)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
@@ -452,7 +455,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         key = _cell_key(model_key, cell, fc_bits, qcfg)
         cell_path = cache / "cells" / f"{key}.json"
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
-                    "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration}
+                    "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration,
+                    "per_channel": per_channel}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
