@@ -25,11 +25,11 @@ FIELDS = {
     "quantize_input_params": ["size", "shift", "max_code", "out_bits"],
     "conv2d_params": ["in_channels", "in_height", "in_width", "out_channels", "conv_height", "conv_width",
                       "kernel", "stride", "pad", "pool", "index_bits", "shift", "max_code", "in_bits", "out_bits",
-                      "*codebook", "*weights", "*bias", "*scratch"],
+                      "codebook_stride", "*codebook", "*weights", "*bias", "*scratch"],
     "maxpool2d_params": ["channels", "in_height", "in_width", "pool"],
     "lrn_params": ["channels", "plane", "window_before", "window_after", "index_shift", "frac_bits", "max_code",
                    "bits", "*table"],
-    "dense_params": ["in_features", "out_features", "index_bits", "shift", "max_code",
+    "dense_params": ["in_features", "out_features", "index_bits", "shift", "max_code", "codebook_stride",
                      "*codebook", "*weights", "*bias"],
 }
 UNSIGNED = {"index_bits", "index_shift", "frac_bits", "in_bits", "out_bits", "bits"}
@@ -135,8 +135,11 @@ def model_context(lm: LoweredModel) -> ModelContext:
         arrays = {}
         if op.weights:
             wt = op.weights
+            # a per-channel codebook reads best as one initialiser line per output channel's row
             ctx.weights.append({"name": wt.name, "codebook": wt.codebook, "packed": wt.packed, "bits": wt.bits,
-                                "count": wt.count, "bias": wt.bias,
+                                "count": wt.count, "bias": wt.bias, "rows": wt.codebook_rows,
+                                "entries": wt.codebook_entries, "stride": wt.codebook_stride,
+                                "codebook_lines": number_lines(wt.codebook, wt.codebook_entries),
                                 "packed_lines": number_lines(wt.packed, 16, lambda v: f"0x{v:02x}"),
                                 "bias_lines": number_lines(wt.bias, 8, int32_literal)})
             arrays = {"*codebook": f"{wt.name}_codebook", "*weights": f"{wt.name}_weights",
@@ -253,12 +256,14 @@ def report_markdown(report: dict) -> str:
         lines.append("")
     fp = report["model"]["footprint"]
     lines += [f"- MACs per inference: {report['model']['macs']:,}",
-              f"- weights flash: {fp['weights_bytes']:,} bytes (packed indices + codebooks), "
+              f"- weights flash: {fp['weights_bytes']:,} bytes (packed indices + codebooks, every row of a "
+              "per-channel codebook), "
               f"biases {fp['bias_bytes']:,} bytes",
               f"- activation arena: {fp['arena_bytes']:,} bytes", ""]
-    lines += ["| layer | bits | weights | packed bytes | codebook bytes |", "|---|---|---|---|---|"]
-    lines += [f"| {l['layer']} | {l['bits']} | {l['count']} | {l['packed_bytes']} | {l['codebook_bytes']} |"
-              for l in fp["layers"]]
+    lines += ["| layer | bits | weights | packed bytes | codebook rows x entries | codebook bytes |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {l['layer']} | {l['bits']} | {l['count']} | {l['packed_bytes']} | "
+              f"{l['codebook_rows']} x {l['codebook_entries']} | {l['codebook_bytes']} |" for l in fp["layers"]]
     if "target" in report:
         lines += ["", "## Cortex-M", "", "```", json.dumps(report["target"], indent=2), "```"]
     if "config" in report:

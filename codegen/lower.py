@@ -30,13 +30,32 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 @dataclass
 class WeightTable:
     """One weighted layer's flash: a codebook of fixed-point values (int8, or int16 for the whole model when any
-    value needs it: LoweredModel.codebook_entry_bytes) and the packed index bitstream."""
+    value needs it: LoweredModel.codebook_entry_bytes) and the packed index bitstream.
+
+    Codebook layout: codebook_rows rows of codebook_entries values, row-major. codebook_stride = 0: one row for
+    the whole layer (every output channel reads codebook[0 .. entries)); codebook_stride = entries: one row per
+    output channel, channel o reads codebook[o * stride .. o * stride + entries). The C kernels read index k of
+    output channel o at codebook[o * codebook_stride + k] in both cases."""
     name: str
-    codebook: list[int]
+    codebook: list[int]    # every entry, row-major: codebook_rows * codebook_entries values
     packed: bytes
     bits: int
     count: int
     bias: list[int]
+    codebook_rows: int = 1
+    codebook_stride: int = 0
+
+    @property
+    def codebook_entries(self) -> int:
+        """Values per row: at most 2^bits."""
+        return len(self.codebook) // self.codebook_rows
+
+    def codebook_table(self) -> list[int] | list[list[int]]:
+        """The codebook as training/quant.py holds it: [K], or [C_OUT][K] per output channel."""
+        if not self.codebook_stride:
+            return list(self.codebook)
+        k = self.codebook_stride
+        return [self.codebook[o * k:(o + 1) * k] for o in range(self.codebook_rows)]
 
 
 @dataclass
@@ -81,6 +100,8 @@ class LoweredModel:
         return "int8_t" if self.codebook_entry_bytes == 1 else "int16_t"
 
     def weights_bytes(self) -> int:
+        """Packed indices plus every codebook entry (all rows of a per-channel codebook), as
+        QuantizedModel.weights_bytes counts them."""
         entry = self.codebook_entry_bytes
         return sum(len(op.weights.packed) + entry * len(op.weights.codebook) for op in self.ops if op.weights)
 
@@ -90,7 +111,8 @@ class LoweredModel:
             if op.weights:
                 w = op.weights
                 out.append({"layer": w.name, "bits": w.bits, "count": w.count, "packed_bytes": len(w.packed),
-                            "codebook_bytes": entry * len(w.codebook), "codebook": w.codebook,
+                            "codebook_bytes": entry * len(w.codebook), "codebook_rows": w.codebook_rows,
+                            "codebook_entries": w.codebook_entries, "codebook": w.codebook_table(),
                             "bias_bytes": 4 * len(w.bias)})
         return out
 
@@ -105,12 +127,24 @@ def _weights(name: str, op) -> WeightTable:
                        f"(at most {MAX_WEIGHT_BITS} bits per layer)")
     packed = pack_indices(op.indices, op.bits)
     assert len(packed) == packed_size(count, op.bits)
-    codebook = [int(v) for v in op.codebook]
+    table = np.asarray(op.codebook)
+    out_channels = int(op.indices.shape[0])
+    if table.ndim not in (1, 2) or table.size == 0 or (table.ndim == 2 and table.shape[0] != out_channels):
+        raise SiqError(f"{name}: codebook of shape {list(table.shape)} for {out_channels} output channels: "
+                       f"expected [K] (one for the layer) or [{out_channels}, K] (one row per output channel)")
+    entries = int(table.shape[-1])
+    if entries > 2**op.bits or (count and int(np.max(op.indices)) >= entries):
+        raise SiqError(f"{name}: {entries} codebook entries per row for {op.bits}-bit indices up to "
+                       f"{int(np.max(op.indices)) if count else 0}: an index would read outside its row")
+    codebook = [int(v) for v in table.reshape(-1)]  # row-major: row o is output channel o's values
     try:
         codebook_entry_bytes([codebook])  # int8, or int16 within 15 bits (the DSP kernels' 16-bit lanes)
     except SiqError as exc:
         raise SiqError(f"{name}: {exc}") from None
-    return WeightTable(name, codebook, packed, op.bits, count, [int(b) for b in op.bias])
+    per_channel = table.ndim == 2
+    return WeightTable(name, codebook, packed, op.bits, count, [int(b) for b in op.bias],
+                       codebook_rows=out_channels if per_channel else 1,
+                       codebook_stride=entries if per_channel else 0)
 
 
 def fast_kernel(op: LoweredOp) -> str | None:
@@ -169,6 +203,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
                                  + (f" -> maxpool {pool.k}" if pool else "") + f" -> {list(out_shape)}; "
                                  f"|acc| <= {op.acc_bound} < 2^31", _weights(name, op)))
             ops[-1].params["acc_bound"] = op.acc_bound
+            ops[-1].params["codebook_stride"] = ops[-1].weights.codebook_stride
             k = sources[-1]
         elif isinstance(op, MaxPool2d):
             c, h, w = op.in_shape
@@ -197,6 +232,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
                                  f"dense {op.in_features} -> {op.out_features}"
                                  + (" (class scores, int32)" if final else " -> relu")
                                  + f"; |acc| <= {op.acc_bound} < 2^31", _weights(name, op)))
+            ops[-1].params["codebook_stride"] = ops[-1].weights.codebook_stride
         else:
             raise SiqError(f"no C kernel for integer op {op.name}")
         k += 1
@@ -316,5 +352,6 @@ def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
         h.update(json.dumps([op.kernel, op.fast_kernel, op.params, op.table], sort_keys=True).encode())
         if op.weights:
             h.update(bytes(op.weights.packed))
-            h.update(json.dumps([op.weights.codebook, op.weights.bias]).encode())
+            h.update(json.dumps([op.weights.codebook, op.weights.codebook_rows, op.weights.codebook_stride,
+                                 op.weights.bias]).encode())
     return h.hexdigest()[:16]

@@ -68,6 +68,24 @@ def test_verify_export_and_eval_commands(pipeline_out, tmp_path):
     assert first == (pipeline_out / "firmware" / "siq_model.c").read_bytes()
 
 
+def test_per_channel_codebooks_quantize_export_and_verify(pipeline_out, tmp_path):
+    """--per-channel conv through the commands: one codebook row per conv output channel in the model file and in
+    the C, and the exported firmware bit-exact on the host."""
+    quantized = tmp_path / "q.pt"
+    result = siq("quantize", pipeline_out / "float.pt", "--method", "kmeans", "--weight-bits", 2,
+                 "--per-channel", "conv", "--out", quantized)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from training.quant import load_quantized
+    qm = load_quantized(quantized)
+    convs = [i for i in qm.arch.weighted_layers() if qm.arch.layers[i].type == "conv"]
+    assert all(qm.layers[i].per_channel == (i in convs) for i in qm.layers)
+    export = tmp_path / "export"
+    result = siq("export", quantized, "--out", export, "--vectors", 20)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = siq("verify", export)
+    assert result.returncode == 0 and "host C" in result.stdout, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["train", "--arch", "nope"], "unknown architecture 'nope'"),
@@ -83,6 +101,7 @@ def test_verify_export_and_eval_commands(pipeline_out, tmp_path):
     (["train", "--dataset", "digits", "--weight-decay", "-1"], "--weight-decay"),
     (["quantize", "x.pt", "--plus-off", "magic"], "unknown siq+ ingredient(s) magic"),
     (["quantize", "x.pt", "--codebook-bits", "16"], "codebook bits must be a whole number from 2 to 15"),
+    (["quantize", "x.pt", "--per-channel", "dense"], "invalid choice: 'dense'"),
     (["sweep", "--dataset", "digits", "--codebook-bits", "1"], "codebook bits must be a whole number from 2 to 15"),
     (["sweep", "--dataset", "digits", "--methods", "siq+-magic"], "unknown siq+ ingredient(s) magic"),
     (["sweep", "--dataset", "digits", "--validation", "1.5", "--weight-bits", "float", "--act-bits", "float"],

@@ -1,0 +1,275 @@
+"""Per-output-channel codebooks ([C_OUT, K]: row o holds output channel o's values) through lowering and every C
+kernel path, bit-exact against the numpy integer reference (training/integer.py).
+
+Per-channel models are built from per-layer ones two ways:
+  * shifted rows: row o = codebook + (o mod 3) - 1 (clipped to the codebook range, still sorted), indices kept,
+    so neighbouring channels compute with different weights;
+  * compact rows: row o holds only the values channel o uses (padded with its last value to the longest row),
+    indices renumbered into the row: the same weights as the per-layer model through a different layout, so its
+    scores must equal the per-layer model's (the same thing computed two ways).
+The C reads row o at codebook + o * codebook_stride; a stride of 0 (one codebook for the layer) must make the
+shifted-rows model compute the row-0 model exactly, which shows the bit-exact checks would see a C that ignores
+the row.
+"""
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+
+from codegen.export import model_report, render_sources, report_markdown, write_sources
+from codegen.host import build_host
+from codegen.lower import lower
+from conftest import tiny_arch
+from training.arch import Arch
+from training.errors import SiqError
+from training.integer import build_integer_model, integer_scores
+from training.nets import Net
+from training.quant import LayerCodebook, QuantizedModel, codebook_entry_bytes, pad_rows
+from training.quantizers import QuantizeConfig, quantize_model
+
+BUILDS = {"fast": [], "dsp": ["-DSIQ_EMULATE_DSP"], "reference": ["-DSIQ_REFERENCE_KERNELS"]}
+
+# test_kernels.py's net: conv 3x3 (fast k3) -> pool -> lrn -> conv 5x5 (fast k5, nibble input at <= 4-bit
+# activations) -> pool -> dense 12 (3 quads at 8-bit indices) -> relu -> dense 10 (2 quads + 2 single rows).
+FAST_ARCH = {"name": "fast-kernels", "input": [1, 18, 18], "layers": [
+    {"type": "conv", "out": 4, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+    {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
+    {"type": "conv", "out": 6, "k": 5}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+    {"type": "flatten"}, {"type": "dense", "out": 12}, {"type": "relu"}, {"type": "dense", "out": 10}]}
+
+
+# ---------------------------------------------------------------- per-channel models from per-layer ones
+
+def shifted_rows(lc: LayerCodebook, codebook_bits: int) -> LayerCodebook:
+    """Row o = codebook + (o mod 3) - 1, clipped to the signed codebook_bits range (monotone: rows stay sorted)."""
+    offsets = np.arange(lc.indices.shape[0]) % 3 - 1
+    top = 2 ** (codebook_bits - 1) - 1
+    rows = np.clip(lc.codebook[None, :] + offsets[:, None], -top - 1, top)
+    return LayerCodebook(lc.bits, rows.astype(np.int64), lc.exponent, lc.indices.copy())
+
+
+def compact_rows(lc: LayerCodebook) -> LayerCodebook:
+    """Row o = the codebook values channel o uses, padded to the longest row; the same weights, new indices."""
+    rows, indices = [], np.empty_like(lc.indices)
+    for o, channel in enumerate(lc.indices):
+        used = np.unique(channel)
+        rows.append(lc.codebook[used])
+        indices[o] = np.searchsorted(used, channel)
+    return LayerCodebook(lc.bits, pad_rows(rows).astype(np.int64), lc.exponent, indices.astype(np.uint8))
+
+
+def row_zero(lc: LayerCodebook) -> LayerCodebook:
+    """One codebook for the layer: row 0 of a per-channel one (what a C ignoring the rows would compute)."""
+    return LayerCodebook(lc.bits, lc.codebook[0].copy(), lc.exponent, lc.indices.copy())
+
+
+def converted(qm: QuantizedModel, convert, layers=None) -> QuantizedModel:
+    """A copy of qm with convert(codebook) applied to `layers` (every weighted layer by default)."""
+    out = copy.deepcopy(qm)
+    for i in (qm.arch.weighted_layers() if layers is None else layers):
+        out.layers[i] = convert(out.layers[i])
+    return out
+
+
+def quantized(net: Net, images, conv_bits: int, fc_bits: int, act_bits: int, codebook_bits: int = 8):
+    cfg = QuantizeConfig(method="kmeans", conv_bits=conv_bits, fc_bits=fc_bits, act_bits=act_bits,
+                         calibration_images=100, codebook_bits=codebook_bits)
+    labels = np.arange(len(images)) % net.arch.num_classes
+    return quantize_model(net, images, labels, cfg, [f"c{i}" for i in range(net.arch.num_classes)])[0]
+
+
+def host_scores(lm, directory, build: str, images) -> np.ndarray:
+    host = build_host(directory, lm.prefix, directory / f"build-{build}", extra_flags=BUILDS[build])
+    scores, classes = host.infer(images)
+    np.testing.assert_array_equal(classes, scores.argmax(axis=1))
+    return scores
+
+
+def assert_scores_equal(got, expected, what: str) -> None:
+    bad = np.argwhere(got != expected)
+    assert len(bad) == 0, (f"{what}: {len(np.unique(bad[:, 0]))} of {len(got)} images differ, first image "
+                           f"{bad[0][0]} score {bad[0][1]}: expected {expected[bad[0][0]].tolist()}, "
+                           f"got {got[bad[0][0]].tolist()}")
+
+
+def check_builds(qm: QuantizedModel, images, directory, builds=tuple(BUILDS)):
+    """Every build of qm's generated C gives the numpy reference's scores exactly; returns (lowered, scores)."""
+    lm = lower(qm)
+    write_sources(lm, directory)
+    expected = integer_scores(lm.integer, images)
+    for build in builds:
+        assert_scores_equal(host_scores(lm, directory, build, images), expected, f"{build} build")
+    return lm, expected
+
+
+@pytest.fixture(scope="module")
+def fast_setup():
+    import torch
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    images = (rng.random((120, 1, 18, 18)) ** 2 * 255).astype(np.uint8)
+    images[0] = 0
+    images[1] = 255
+    return Net(Arch.from_dict(FAST_ARCH)), images
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    """conv pad 1 -> pool (reference conv2d_requant_maxpool in every build) -> lrn -> conv without pool
+    (reference conv2d_requant) -> dense -> dense, untrained, on structured random 8x8 images."""
+    import torch
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    images = (rng.random((80, 1, 8, 8)) ** 2 * 255).astype(np.uint8)
+    return Net(tiny_arch(lrn=True)), images
+
+
+# ---------------------------------------------------------------- (a) host C, every kernel path
+
+# (conv index bits, fc index bits, activation bits, codebook bits): 8-bit fc indices run dense_quad_u8 and the
+# byte branch of dense_row, others the index stream; activations <= 4 bits run the nibble conv/lrn kernels;
+# 12-bit codebooks are int16 in the C.
+CASES = {"W8A8": (8, 8, 8, 8), "W2A4": (2, 2, 4, 8), "W4-FC8-A4": (4, 8, 4, 8), "W3-FC5-A8": (3, 5, 8, 8),
+         "W4-FC8-A4-int16": (4, 8, 4, 12)}
+FAST_KERNELS = {8: [None, "conv2d_requant_maxpool_k3", "lrn_requant_window", "conv2d_requant_maxpool_k5",
+                    "dense_requant_fast", "dense_scores_fast"],
+                4: [None, "conv2d_requant_maxpool_k3_o4", "lrn_requant_window_i4", "conv2d_requant_maxpool_k5_i4",
+                    "dense_requant_fast", "dense_scores_fast"]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_per_channel_every_build_bit_exact(case, fast_setup, tmp_path):
+    """Every weighted layer per channel: fast, DSP-emulated and reference builds equal the numpy reference."""
+    conv_bits, fc_bits, act_bits, codebook_bits = CASES[case]
+    net, images = fast_setup
+    qm = converted(quantized(net, images, conv_bits, fc_bits, act_bits, codebook_bits),
+                   lambda lc: shifted_rows(lc, codebook_bits))
+    lm, _ = check_builds(qm, images, tmp_path)
+    assert [op.fast_kernel for op in lm.ops] == FAST_KERNELS[8 if act_bits > 4 else 4]
+    assert [op.weights.codebook_stride for op in lm.ops if op.weights] == \
+        [qm.layers[i].entries for i in qm.arch.weighted_layers()]
+    assert lm.codebook_type == ("int8_t" if codebook_bits == 8 else "int16_t")
+
+
+@pytest.mark.parametrize("act_bits", [4, 8])
+def test_mixed_per_channel_and_per_layer_with_padded_reference_convs(act_bits, tiny_setup, tmp_path):
+    """Padded convs (reference kernels in every build) and a conv without pooling; the first conv and the class
+    scores per channel, the others one codebook per layer, in one model."""
+    net, images = tiny_setup
+    qm = quantized(net, images, 3, 8, act_bits)
+    first, *middle, last = qm.arch.weighted_layers()
+    mixed = converted(qm, lambda lc: shifted_rows(lc, 8), [first, last])
+    lm, _ = check_builds(mixed, images, tmp_path)
+    assert {op.kernel for op in lm.ops} >= {"conv2d_requant_maxpool", "conv2d_requant", "dense_scores"}
+    assert [op.weights.codebook_stride > 0 for op in lm.ops if op.weights] == [True, False, False, True]
+
+
+@pytest.mark.parametrize("conv_bits, fc_bits", [(4, 8), (2, 3)])
+def test_compact_rows_compute_the_per_layer_model(conv_bits, fc_bits, fast_setup, tmp_path):
+    """The same weights held as per-channel rows of different lengths (padded) and renumbered indices: the
+    C and the reference of the per-channel model equal the per-layer model's scores."""
+    net, images = fast_setup
+    qm = quantized(net, images, conv_bits, fc_bits, 4)
+    compact = converted(qm, compact_rows)
+    lengths = {i: [len(np.unique(row)) for row in lc.codebook] for i, lc in compact.layers.items()}
+    assert any(len(set(v)) > 1 for v in lengths.values()), "some rows must be padded for this test to mean much"
+    lm, scores = check_builds(compact, images, tmp_path, builds=("fast", "reference"))
+    assert_scores_equal(scores, integer_scores(build_integer_model(qm), images), "compact rows vs per layer")
+
+
+# ---------------------------------------------------------------- (d) a C that ignores the rows is caught
+
+def test_stride_zero_computes_row_zero_and_is_caught(fast_setup, tmp_path):
+    """Setting every codebook_stride of the generated C to 0 (one codebook per layer: row 0 for every channel)
+    gives exactly the row-0 model's scores, which differ from the per-channel model's on most images."""
+    net, images = fast_setup
+    qm = converted(quantized(net, images, 8, 8, 4), lambda lc: shifted_rows(lc, 8))
+    expected = integer_scores(build_integer_model(qm), images)
+    ignored = integer_scores(build_integer_model(converted(qm, row_zero)), images)
+    assert np.mean(np.any(expected != ignored, axis=1)) > 0.9
+    lm = lower(qm)
+    source = render_sources(lm)
+    strides = re.findall(r"^ +(\d+), /\* codebook_stride \*/$", source[f"{lm.prefix}.c"], flags=re.M)
+    assert [int(s) for s in strides] == [qm.layers[i].entries for i in qm.arch.weighted_layers()]
+    directory = tmp_path / "stride0"
+    directory.mkdir()
+    for name, text in source.items():
+        if name.endswith(".c"):
+            text = re.sub(r"^( +)\d+, /\* codebook_stride \*/$", r"\g<1>0, /* codebook_stride */", text, flags=re.M)
+        (directory / name).write_text(text)
+    for build in ("fast", "reference"):
+        assert_scores_equal(host_scores(lm, directory, build, images), ignored, f"{build} build with stride 0")
+
+
+# ---------------------------------------------------------------- (c) flash accounting
+
+@pytest.mark.parametrize("codebook_bits", [8, 12])
+def test_flash_counts_every_codebook_row(codebook_bits, fast_setup, tmp_path):
+    net, images = fast_setup
+    qm = converted(quantized(net, images, 3, 8, 4, codebook_bits), lambda lc: shifted_rows(lc, codebook_bits),
+                   [0, 10])  # first conv and class scores per channel, the others per layer
+    entry = codebook_entry_bytes([lc.codebook for lc in qm.layers.values()])
+    assert entry == (1 if codebook_bits == 8 else 2)
+    lm = lower(qm)
+    expected = sum((lc.indices.size * lc.bits + 7) // 8 + entry * lc.codebook.size for lc in qm.layers.values())
+    report = model_report(lm)
+    assert lm.weights_bytes() == qm.weights_bytes() == report["footprint"]["weights_bytes"] == expected
+    for i, layer in zip(qm.arch.weighted_layers(), report["footprint"]["layers"]):
+        lc = qm.layers[i]
+        rows = lc.codebook.shape[0] if lc.per_channel else 1
+        assert (layer["codebook_rows"], layer["codebook_entries"]) == (rows, lc.entries)
+        assert layer["codebook_bytes"] == entry * rows * lc.entries
+        assert layer["codebook"] == lc.codebook.tolist()
+    assert f"| layer0 | 3 | 36 | 14 | 4 x {qm.layers[0].entries} |" in report_markdown({"model": report})
+    # the C arrays hold exactly those entries: C_OUT rows of K for per-channel layers, K for the others
+    write_sources(lm, tmp_path)
+    text = (tmp_path / f"{lm.prefix}.c").read_text()
+    for op in (op for op in lm.ops if op.weights):
+        w = op.weights
+        dims = f"{w.codebook_rows} * {w.codebook_entries}" if w.codebook_stride else f"{w.codebook_entries}"
+        body = re.search(rf"{w.name}_codebook\[{re.escape(dims)}\] = \{{(.*?)\}};", text, flags=re.S)
+        assert body, f"no {w.name}_codebook[{dims}] in the C"
+        values = [int(v) for v in re.findall(r"-?\d+", re.sub(r"/\*.*?\*/", "", body.group(1)))]
+        assert values == w.codebook and len(values) == w.codebook_rows * w.codebook_entries
+    host_scores(lm, tmp_path, "fast", images[:4])  # the static asserts on the codebook sizes hold
+
+
+def test_lowering_refuses_codebooks_that_do_not_fit(fast_setup):
+    net, images = fast_setup
+    qm = quantized(net, images, 2, 2, 4)
+    wrong_rows = converted(qm, lambda lc: shifted_rows(lc, 8), [0])
+    wrong_rows.layers[0].codebook = wrong_rows.layers[0].codebook[:3]  # 3 rows for 4 output channels
+    with pytest.raises((SiqError, IndexError)):  # the reference cannot even compute it
+        build_integer_model(wrong_rows)
+    extra_rows = converted(qm, lambda lc: shifted_rows(lc, 8), [0])
+    extra_rows.layers[0].codebook = np.concatenate([extra_rows.layers[0].codebook] * 2)  # 8 rows for 4 channels
+    with pytest.raises(SiqError, match=r"layer0: codebook of shape \[8, \d+\] for 4 output channels"):
+        lower(extra_rows)
+    too_long = converted(qm, lambda lc: shifted_rows(lc, 8), [0])
+    too_long.layers[0].codebook = np.tile(np.arange(5) - 2, (4, 1))  # 5 entries a row for 2-bit indices
+    with pytest.raises(SiqError, match="layer0: 5 codebook entries per row for 2-bit indices"):
+        lower(too_long)
+
+
+# ---------------------------------------------------------------- (b) Cortex-M4 in QEMU
+
+def test_per_channel_bit_exact_on_cortex_m4(preset_nets, rng, tmp_path):
+    """paper-mnist W4A4 FC8 (the firmware defaults), every layer per channel: the SMLAD conv path with nibble
+    codes and the 8-bit-index dense quads on the emulated Cortex-M4. A missing toolchain fails (SiqError)."""
+    from codegen import target
+    net = preset_nets["paper-mnist"]
+    images = (rng.random((64, 1, 28, 28)) ** 3 * 255).astype(np.uint8)
+    qm = converted(quantized(net, images, 4, 8, 4), lambda lc: shifted_rows(lc, 8))
+    lm = lower(qm)
+    assert all(op.weights.codebook_stride for op in lm.ops if op.weights)
+    assert [op.fast_kernel for op in lm.ops if op.kernel == "conv2d_requant_maxpool"] == \
+        ["conv2d_requant_maxpool_k5_i4_o4", "conv2d_requant_maxpool_k5_i4"]
+    write_sources(lm, tmp_path / "model")
+    scores = integer_scores(lm.integer, images)
+    result = target.run_self_test(tmp_path / "model", lm.prefix, "cortex-m4", None, images.reshape(64, -1),
+                                  scores.argmax(axis=1), scores, "-O2", work_dir=tmp_path / "m4")
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert np.array_equal(result["scores"], scores)
