@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 OUT ?= out
 
-.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 clean toolchain
+.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel clean \
+	toolchain
 
 setup: $(STAMP)
 
@@ -83,6 +84,7 @@ sweep-plus: setup
 	$(RECIPE3) --methods siq+ --fc-bits 4 --weight-bits 4 --act-bits 4 --out docs/results/fashion-plus-recipe3-c.jsonl
 	cat docs/results/fashion-plus-recipe3-[abc].jsonl > docs/results/fashion-plus-recipe3.jsonl
 	rm docs/results/fashion-plus-recipe3-[abc].jsonl
+	$(MAKE) --no-print-directory sweep-plus-per-channel
 	$(SIQ) report docs/results/mnist5k-grid.jsonl docs/results/mnist5k-widths.jsonl docs/results/mnist5k-plus-grid.jsonl --out docs/mnist5k-plus --title "mnist5k: SIQ+ against the paper's methods"
 	$(SIQ) report docs/results/mnist5k-ablation.jsonl --out docs/mnist5k-ablation --title "mnist5k: SIQ+ ablation (2 seeds)"
 	$(SIQ) report docs/results/fashion-grid.jsonl docs/results/fashion-widths.jsonl docs/results/fashion-plus-grid.jsonl docs/results/fashion-plus-fc4.jsonl --out docs/fashion-plus --title "Fashion-MNIST: SIQ+"
@@ -135,6 +137,22 @@ sweep-plus-validation3: setup
 	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 4 --calibration sequential --methods siq+,siq+-progressive --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3b.jsonl
 	$(PLUS) --dataset mnist5k --validation 0.1 --siq-epochs 8 --methods siq+ --weight-bits 2 --act-bits 2 --seeds 0,1 --out $(MVAL)-3c.jsonl
 	cat $(MVAL)-3a.jsonl $(MVAL)-3b.jsonl $(MVAL)-3c.jsonl > $(MVAL)-session4.jsonl && rm $(MVAL)-3[abc].jsonl
+
+# Session 5: one codebook per conv output channel (--per-channel conv) with session 4's recipe, held out, then on
+# the test split (2 seeds); mnist5k W2A2 held out, then W1-2 x A2-4 on its test split against the ablation's siq+.
+PCOUT := docs/results/fashion-plus-per-channel
+sweep-plus-per-channel: setup
+	$(VAL3) --methods siq+ --weight-bits 2 --act-bits 4 --out $(PCOUT)-0.jsonl
+	$(VAL3) --per-channel conv --methods siq+ --weight-bits 2 --act-bits 2,4 --out $(PCOUT)-1.jsonl
+	$(VAL3) --per-channel conv --methods siq+-progressive --weight-bits 1 --act-bits 4 --out $(PCOUT)-2.jsonl
+	$(RECIPE3) --per-channel conv --methods siq+ --weight-bits 2 --act-bits 2,4 --out $(PCOUT)-3.jsonl
+	$(RECIPE3) --per-channel conv --methods siq+-progressive --weight-bits 1 --act-bits 4 --out $(PCOUT)-4.jsonl
+	$(RECIPE3) --per-channel conv --methods siq+ --weight-bits 4 --act-bits 2,4 --out $(PCOUT)-5.jsonl
+	cat $(PCOUT)-[0-9].jsonl > $(PCOUT).jsonl && rm $(PCOUT)-[0-9].jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --per-channel conv --methods siq+ --weight-bits 2 --act-bits 2 \
+		--seeds 0,1 --out $(MVAL)-per-channel.jsonl
+	$(PLUS) --dataset mnist5k --per-channel conv --methods siq+ --weight-bits 1,2 --act-bits 2,4 --seeds 0,1 \
+		--out docs/results/mnist5k-per-channel.jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
