@@ -148,6 +148,7 @@ sweep-plus-per-channel: setup
 	$(RECIPE3) --per-channel conv --methods siq+ --weight-bits 2 --act-bits 2,4 --out $(PCOUT)-3.jsonl
 	$(RECIPE3) --per-channel conv --methods siq+-progressive --weight-bits 1 --act-bits 4 --out $(PCOUT)-4.jsonl
 	$(RECIPE3) --per-channel conv --methods siq+ --weight-bits 4 --act-bits 2,4 --out $(PCOUT)-5.jsonl
+	$(RECIPE3) --per-channel conv --methods siq+ --fc-bits 4 --weight-bits 4 --act-bits 4 --out $(PCOUT)-6.jsonl
 	cat $(PCOUT)-[0-9].jsonl > $(PCOUT).jsonl && rm $(PCOUT)-[0-9].jsonl
 	$(PLUS) --dataset mnist5k --validation 0.1 --per-channel conv --methods siq+ --weight-bits 2 --act-bits 2 \
 		--seeds 0,1 --out $(MVAL)-per-channel.jsonl
