@@ -30,15 +30,9 @@ from training.nets import Net
 from training.quant import LayerCodebook, QuantizedModel, codebook_entry_bytes, pad_rows
 from training.quantizers import QuantizeConfig, quantize_model
 
-BUILDS = {"fast": [], "dsp": ["-DSIQ_EMULATE_DSP"], "reference": ["-DSIQ_REFERENCE_KERNELS"]}
-
-# test_kernels.py's net: conv 3x3 (fast k3) -> pool -> lrn -> conv 5x5 (fast k5, nibble input at <= 4-bit
+# test_kernels.py's builds and net: conv 3x3 (fast k3) -> pool -> lrn -> conv 5x5 (fast k5, nibble input at <= 4-bit
 # activations) -> pool -> dense 12 (3 quads at 8-bit indices) -> relu -> dense 10 (2 quads + 2 single rows).
-FAST_ARCH = {"name": "fast-kernels", "input": [1, 18, 18], "layers": [
-    {"type": "conv", "out": 4, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
-    {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
-    {"type": "conv", "out": 6, "k": 5}, {"type": "relu"}, {"type": "maxpool", "k": 2},
-    {"type": "flatten"}, {"type": "dense", "out": 12}, {"type": "relu"}, {"type": "dense", "out": 10}]}
+from test_kernels import BUILDS, FAST_ARCH
 
 
 # ---------------------------------------------------------------- per-channel models from per-layer ones
