@@ -49,6 +49,31 @@ def rng():
     return np.random.default_rng(0)
 
 
+# conv 3x3 (fast k3, one input channel) -> pool -> lrn -> conv 5x5 (fast k5, 4 input channels) -> pool ->
+# dense 12 -> relu -> dense 10 on an 18x18 input: every optimised kernel and DSP body (test_kernels.py,
+# test_per_channel.py). Activations of at most 4 bits are stored two a byte (the input codes stay bytes: k3 reads
+# bytes only), so the same net also runs the nibble-writing conv, the nibble LRN and the nibble-reading conv; at
+# 8-bit indices the dense layers run 3 and 2 row quads (+ 2 single rows).
+FAST_ARCH = {"name": "fast-kernels", "input": [1, 18, 18], "layers": [
+    {"type": "conv", "out": 4, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+    {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
+    {"type": "conv", "out": 6, "k": 5}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+    {"type": "flatten"}, {"type": "dense", "out": 12}, {"type": "relu"}, {"type": "dense", "out": 10}]}
+
+
+@pytest.fixture(scope="module")
+def fast_setup():
+    """The untrained (seeded) FAST_ARCH net and 120 random images, two of them all 0 and all 255."""
+    import torch
+    from training.nets import Net
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    images = (rng.random((120, 1, 18, 18)) ** 2 * 255).astype(np.uint8)
+    images[0] = 0
+    images[1] = 255
+    return Net(Arch.from_dict(FAST_ARCH)), images
+
+
 # ---------------------------------------------------------------- hypothesis profiles (host_tests/test_properties.py)
 # "default": CI-sized (each differential example builds C, ~1 s); "long": --hypothesis-profile=long.
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -12,36 +12,15 @@ import pytest
 from codegen.export import render_sources, write_sources
 from codegen.host import build_host
 from codegen.lower import lower
-from training.arch import Arch
 from training.integer import integer_scores
-from training.nets import Net
 from training.quantizers import QuantizeConfig, quantize_model
 
 BUILDS = {"fast": [], "dsp": ["-DSIQ_EMULATE_DSP"], "reference": ["-DSIQ_REFERENCE_KERNELS"]}
 
-# conv 3x3 (fast k3, one input channel) -> pool -> lrn -> conv 5x5 (fast k5, 4 input channels) -> pool ->
-# dense -> relu -> dense on an 18x18 input: every optimised kernel and DSP body. Activations of at most 4 bits
-# are stored two a byte (the input codes stay bytes: k3 reads bytes only), so the same net also runs the
-# nibble-writing conv, the nibble LRN and the nibble-reading conv.
-FAST_ARCH = {"name": "fast-kernels", "input": [1, 18, 18], "layers": [
-    {"type": "conv", "out": 4, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
-    {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
-    {"type": "conv", "out": 6, "k": 5}, {"type": "relu"}, {"type": "maxpool", "k": 2},
-    {"type": "flatten"}, {"type": "dense", "out": 12}, {"type": "relu"}, {"type": "dense", "out": 10}]}
 FAST_KERNELS = {8: [None, "conv2d_requant_maxpool_k3", "lrn_requant_window", "conv2d_requant_maxpool_k5",
                     "dense_requant_fast", "dense_scores_fast"],
                 4: [None, "conv2d_requant_maxpool_k3_o4", "lrn_requant_window_i4", "conv2d_requant_maxpool_k5_i4",
                     "dense_requant_fast", "dense_scores_fast"]}
-
-@pytest.fixture(scope="module")
-def fast_setup():
-    import torch
-    torch.manual_seed(1)
-    rng = np.random.default_rng(1)
-    images = (rng.random((120, 1, 18, 18)) ** 2 * 255).astype(np.uint8)
-    images[0] = 0
-    images[1] = 255
-    return Net(Arch.from_dict(FAST_ARCH)), images
 
 
 def _quantize(net, images, wbits, abits, fc_bits=None, codebook_bits=8):

@@ -23,16 +23,12 @@ from codegen.export import model_report, render_sources, report_markdown, write_
 from codegen.host import build_host
 from codegen.lower import lower
 from conftest import tiny_arch
-from training.arch import Arch
 from training.errors import SiqError
 from training.integer import build_integer_model, integer_scores
 from training.nets import Net
 from training.quant import LayerCodebook, QuantizedModel, codebook_entry_bytes, pad_rows
 from training.quantizers import QuantizeConfig, quantize_model
-
-# test_kernels.py's builds and net: conv 3x3 (fast k3) -> pool -> lrn -> conv 5x5 (fast k5, nibble input at <= 4-bit
-# activations) -> pool -> dense 12 (3 quads at 8-bit indices) -> relu -> dense 10 (2 quads + 2 single rows).
-from test_kernels import BUILDS, FAST_ARCH
+from test_kernels import BUILDS  # the fast, emulated-DSP and reference builds
 
 
 # ---------------------------------------------------------------- per-channel models from per-layer ones
@@ -97,17 +93,6 @@ def check_builds(qm: QuantizedModel, images, directory, builds=tuple(BUILDS)):
     for build in builds:
         assert_scores_equal(host_scores(lm, directory, build, images), expected, f"{build} build")
     return lm, expected
-
-
-@pytest.fixture(scope="module")
-def fast_setup():
-    import torch
-    torch.manual_seed(1)
-    rng = np.random.default_rng(1)
-    images = (rng.random((120, 1, 18, 18)) ** 2 * 255).astype(np.uint8)
-    images[0] = 0
-    images[1] = 255
-    return Net(Arch.from_dict(FAST_ARCH)), images
 
 
 @pytest.fixture(scope="module")
