@@ -67,6 +67,7 @@ def _add_quant(p):
     p.add_argument("--method", default="siq", choices=sorted(METHODS))
     p.add_argument("--weight-bits", type=bits, default=4, help="conv kernel bits (default %(default)s)")
     p.add_argument("--act-bits", type=bits, default=4, help="input and feature-map bits (default %(default)s)")
+    _add_input_bits(p)
     p.add_argument("--fc-bits", type=bits, default=8, help="fully connected layer bits (default %(default)s)")
     p.add_argument("--layer-bits", type=layer_bits, default={}, help="per-layer override, e.g. 0=4,4=3")
     p.add_argument("--codebook-bits", type=int, default=8,
@@ -81,6 +82,12 @@ def _add_quant(p):
     p.add_argument("--quant-seed", type=int, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
+
+
+def _add_input_bits(p):
+    p.add_argument("--input-bits", type=bits, default=None,
+                   help="input image bits when they differ from --act-bits (e.g. 8: the sensor's pixels as they "
+                        "come; default: --act-bits, as in the paper)")
 
 
 def _add_calibration(p):
@@ -142,7 +149,7 @@ def quant_config(args):
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
                           seed=args.quant_seed, siq=siq_config(args), calibration=args.calibration,
-                          per_channel=args.per_channel)
+                          per_channel=args.per_channel, input_bits=args.input_bits)
 
 
 # ---------------------------------------------------------------- commands
@@ -327,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="uniform,kmeans,siq")
     p.add_argument("--weight-bits", default="1-4", help="e.g. 1-8,float")
     p.add_argument("--act-bits", default="1-4", help="e.g. 1-4,float")
+    _add_input_bits(p)
     p.add_argument("--fc-bits", type=bits, default=8)
     p.add_argument("--seeds", default="0")
     p.add_argument("--jobs", type=int, default=1)

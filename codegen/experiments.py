@@ -20,6 +20,7 @@ def sweep_command(args) -> int:
                         siq_cfg=siq_config(args),
                         codebook_bits=args.codebook_bits, jobs=args.jobs, data_dir=args.data_dir,
                         cache_dir=args.cache_dir, calibration=args.calibration, per_channel=args.per_channel,
+                        input_bits=args.input_bits,
                         data_seed=args.split_seed, validation=args.validation,
                         subset=None if args.train_size is None and args.test_size is None
                         else (args.train_size, args.test_size))

@@ -83,6 +83,7 @@ class ModelContext:
     arena_bytes: int
     weights_bytes: int
     act_bits: int
+    input_bits: int
     score_exponent: int
     class_names: list[str]
     kernels: set[str]
@@ -117,12 +118,13 @@ def model_context(lm: LoweredModel) -> ModelContext:
     ctx = ModelContext(
         prefix=lm.prefix, upper=lm.prefix.upper(), guard=f"{lm.prefix.upper()}_H", version=lm.version,
         config_hash=lm.config_hash,
-        summary=f"{lm.meta.get('arch', '')} {lm.meta.get('method', '')} activations {im.act_bits} bits, "
-                f"weights {', '.join(str(op.weights.bits) for op in lm.ops if op.weights)} bits per layer, "
-                f"{lm.macs} MACs".strip(),
+        summary=(f"{lm.meta.get('arch', '')} {lm.meta.get('method', '')} activations {im.act_bits} bits, "
+                 + (f"input {im.input_bits} bits, " if im.input_bits != im.act_bits else "")
+                 + f"weights {', '.join(str(op.weights.bits) for op in lm.ops if op.weights)} bits per layer, "
+                 f"{lm.macs} MACs").strip(),
         input_channels=c, input_height=h, input_width=w, input_bytes=c * h * w, num_classes=im.num_classes,
         arena_bytes=lm.arena_bytes, weights_bytes=lm.weights_bytes(), act_bits=im.act_bits,
-        score_exponent=im.score_exponent, class_names=[c_string(n) for n in im.class_names], kernels=kernels,
+        input_bits=im.input_bits, score_exponent=im.score_exponent, class_names=[c_string(n) for n in im.class_names], kernels=kernels,
         uses_weights=any(op.weights for op in lm.ops),
         uses_requantize=bool(kernels & {"conv2d_requant", "conv2d_requant_maxpool", "dense_requant"}),
         uses_conv=bool(kernels & {"conv2d_requant", "conv2d_requant_maxpool"}),
@@ -228,7 +230,8 @@ def model_report(lm: LoweredModel) -> dict:
         "macs_per_op": [{"op": op.kernel, "macs": op.macs} for op in lm.ops],
         "footprint": {"weights_bytes": lm.weights_bytes(), "arena_bytes": lm.arena_bytes,
                       "bias_bytes": sum(l["bias_bytes"] for l in per_layer), "layers": per_layer},
-        "act_bits": lm.integer.act_bits, "ops": [{"kernel": op.kernel, "comment": op.comment} for op in lm.ops],
+        "act_bits": lm.integer.act_bits, "input_bits": lm.integer.input_bits,
+        "ops": [{"kernel": op.kernel, "comment": op.comment} for op in lm.ops],
     }
 
 

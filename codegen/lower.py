@@ -240,7 +240,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
     for op in ops:
         if op.output != "scores":
             op.out_count = _output_size(src[op.source_ops[-1]])
-    packed = _packed_buffers(ops, model.act_bits)
+    packed = _packed_buffers(ops)
     for op in ops:
         if op.kernel in PACKABLE:
             op.out_bits = 4 if op.output in packed else 8
@@ -292,15 +292,16 @@ def filter_row_words(k: int, in_bits: int) -> int:
     return len(DSP_PAIRS[(k, in_bits)]) if (k, in_bits) in DSP_PAIRS else k
 
 
-def _packed_buffers(ops: list[LoweredOp], act_bits: int) -> set[str]:
-    """Buffers stored as two 4-bit codes a byte: activations of at most 4 bits whose writer and every reader can
-    use that layout (reference kernels all can; the fast conv reads nibbles for K = 5 on even widths and writes
-    them for even pooled widths; LRN keeps in and out in one layout, with an even plane)."""
-    if act_bits > 4:
-        return set()
+def _packed_buffers(ops: list[LoweredOp]) -> set[str]:
+    """Buffers stored as two 4-bit codes a byte: codes of at most 4 bits (the writer's max_code <= 15; the input
+    may be wider than the feature maps) whose writer and every reader can use that layout (reference kernels all
+    can; the fast conv reads nibbles for K = 5 on even widths and writes them for even pooled widths; LRN keeps in
+    and out in one layout, with an even plane)."""
 
     def writes(op: LoweredOp) -> bool:
         p = op.params
+        if p.get("max_code", 256) > 15:
+            return False
         if op.kernel == "quantize_input":
             return True
         if op.kernel.startswith("conv2d_requant"):
@@ -345,7 +346,7 @@ def _output_size(op) -> int:
 def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
     """A digest of everything that decides the generated code's behaviour (not of timestamps or paths)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"arch": qm.arch.to_dict(), "act_bits": qm.act_bits,
+    h.update(json.dumps({"arch": qm.arch.to_dict(), "act_bits": qm.act_bits, "input_bits": qm.input_bits,
                          "shifts": sorted(qm.shifts.items()), "classes": qm.class_names,
                          "prefix": lowered.prefix}, sort_keys=True).encode())
     for op in lowered.ops:

@@ -100,7 +100,7 @@ def step_quantize(net: Net, meta: dict, data: Dataset, cfg: QuantizeConfig, out:
     qm.meta["int_accuracy"] = accuracy(scores, data.test_y, data.test_groups)
     if out is not None:
         save_quantized(out, without_timings(qm))
-    log(f"{cfg.method} W{cfg.conv_bits}A{cfg.act_bits} (FC {cfg.fc_bits} bits): integer test accuracy "
+    log(f"{cfg.method} W{cfg.conv_bits}A{cfg.act_bits}{_input_label(cfg)} (FC {cfg.fc_bits} bits): integer test accuracy "
         f"{qm.meta['int_accuracy']:.4f}, weights {qm.weights_bytes()} bytes ({qm.meta['seconds']:.1f} s)"
         + (f"; model {out.name}" if out else ""))
     return qm
@@ -181,7 +181,7 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
         lm = write_export(qm, firmware, prefix, (images, np.argmax(scores, axis=1), scores))
         result = step_verify(qm, lm, firmware, data, log)
         report = {
-            "title": f"{qm.arch.name} on {dataset}, {qcfg.method} W{qcfg.conv_bits}A{qcfg.act_bits} FC{qcfg.fc_bits}",
+            "title": f"{qm.arch.name} on {dataset}, {qcfg.method} W{qcfg.conv_bits}A{qcfg.act_bits}{_input_label(qcfg)} FC{qcfg.fc_bits}",
             "dataset": dataset, "arch": qm.arch.name, "method": qcfg.method,
             "accuracy": {"float": metrics["float_accuracy"], **result["accuracy"]},
             "mismatches": result["mismatches"], "first_mismatch": result["first_mismatch"],
@@ -209,3 +209,8 @@ def _config_hash(*config) -> str:
     text = json.dumps([asdict(c) if hasattr(c, "__dataclass_fields__") else c for c in config], sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _input_label(cfg) -> str:
+    """" input 8 bits" when the input image's width differs from the feature maps', else ""."""
+    return "" if cfg.input_bits in (None, cfg.act_bits) else f" input {cfg.input_bits} bits"

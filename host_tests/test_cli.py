@@ -86,6 +86,26 @@ def test_per_channel_codebooks_quantize_export_and_verify(pipeline_out, tmp_path
     assert result.returncode == 0 and "host C" in result.stdout, result.stderr[-2000:]
 
 
+def test_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
+    """--input-bits 8 with 2-bit feature maps through the commands: the model file, the header and the exported
+    firmware bit-exact on the host."""
+    quantized = tmp_path / "q.pt"
+    result = siq("quantize", pipeline_out / "float.pt", "--method", "kmeans", "--act-bits", 2, "--input-bits", 8,
+                 "--out", quantized)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "W4A2 input 8 bits" in result.stdout + result.stderr
+    from training.quant import load_quantized
+    qm = load_quantized(quantized)
+    assert (qm.act_bits, qm.input_bits) == (2, 8)
+    export = tmp_path / "export"
+    result = siq("export", quantized, "--out", export, "--vectors", 20)
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = (export / "siq_model.h").read_text()
+    assert "#define SIQ_MODEL_INPUT_BITS 8\n" in header and "#define SIQ_MODEL_ACTIVATION_BITS 2\n" in header
+    result = siq("verify", export)
+    assert result.returncode == 0 and "host C" in result.stdout, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["train", "--arch", "nope"], "unknown architecture 'nope'"),
@@ -93,6 +113,7 @@ def test_per_channel_codebooks_quantize_export_and_verify(pipeline_out, tmp_path
     (["quantize", "x.pt", "--weight-bits", "0"], "from 1 to 8"),
     (["quantize", "x.pt", "--weight-bits", "9"], "from 1 to 8"),
     (["quantize", "x.pt", "--act-bits", "4.5"], "whole number"),
+    (["quantize", "x.pt", "--input-bits", "9"], "from 1 to 8"),
     (["train", "--dataset", "fashion", "--data-dir", "{empty}"], "apt-get install dataset-fashion-mnist"),
     (["train", "--dataset", "mnist"], "--data-dir"),
     (["target", "{empty}", "--cpu", "cortex-a53"], "cortex-a53"),

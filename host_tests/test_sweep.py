@@ -332,6 +332,18 @@ def test_seeds_are_averaged_per_cell():
     assert (stat.mean, stat.low, stat.high, stat.n) == (pytest.approx(0.3), 0.2, 0.4, 2)
 
 
+def test_a_wider_input_is_a_method_row_of_its_own():
+    """Records with input_bits set (e.g. 8-bit input, 2-bit feature maps) are not averaged with the paper's one
+    width for all: they get their own row, labelled with the input width."""
+    from training.report import method_label
+    wide = {**_record("siq+", 2, 2, 0.14), "input_bits": 8}
+    group, = aggregate([_record("siq+", 2, 2, 0.16), wide, {**_record("siq+", 2, 2, 0.17, seed=1), "input_bits": None}])
+    assert group.cells[("siq+", 2, 2)].mean == pytest.approx(0.165)
+    assert group.cells[("siq+@in8", 2, 2)].mean == pytest.approx(0.14)
+    assert method_label("siq+@in8") == "SIQ+ (beyond the paper) (input 8 bits)"
+    assert method_label("kmeans@fc4@in8") == "k-means (adaptive) (FC 4 bits, input 8 bits)"
+
+
 def test_pareto_front():
     points = [(100, 0.5, "a"), (100, 0.6, "b"), (200, 0.55, "c"), (300, 0.9, "d"), (400, 0.9, "e")]
     assert [p[2] for p in pareto_front(points)] == ["b", "d"]
@@ -392,6 +404,17 @@ def test_cell_key_ignores_fields_left_at_their_neutral_values():
         old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
         del old["per_channel"]
         assert keys["none"] == sweep._cell_key("m", c, 8, old)
+        assert len(set(keys.values())) == (3 if differs else 1)
+    # a wider input: new keys for quantized cells and float-weight cells with quantized activations, not for
+    # float activations (no input quantization to differ)
+    for c, differs in ((cell, True), (sweep.Cell("float", None, 2, 0), True), (sweep.Cell("float", None, None, 0),
+                                                                                False)):
+        keys = {b: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),
+                                                                       input_bits=b))
+                for b in (None, 8, 4)}
+        old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
+        del old["input_bits"]
+        assert keys[None] == sweep._cell_key("m", c, 8, old)
         assert len(set(keys.values())) == (3 if differs else 1)
 
 

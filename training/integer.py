@@ -106,10 +106,11 @@ class DenseScores:
 class IntegerModel:
     input_shape: tuple[int, int, int]
     num_classes: int
-    act_bits: int
+    act_bits: int          # feature-map codes 0 .. 2^act_bits - 1
     ops: list
     class_names: list[str]
     score_exponent: int    # scores = real logits * 2^score_exponent
+    input_bits: int        # input codes 0 .. 2^input_bits - 1
 
 
 # ---------------------------------------------------------------- building and proving
@@ -137,7 +138,7 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
     shapes = [arch.input] + arch.shapes()
     max_code = 2**qm.act_bits - 1
     shift_from_pixel = qm.shifts[-1] - 8
-    ops: list = [QuantizeInput(arch.input, shift_from_pixel, max_code)]
+    ops: list = [QuantizeInput(arch.input, shift_from_pixel, 2**qm.input_bits - 1)]
     last = arch.weighted_layers()[-1]
     for i, layer in enumerate(arch.layers):
         in_shape, out_shape = shapes[i], shapes[i + 1]
@@ -148,7 +149,8 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
                 raise SiqError(f"{where}: {lc.codebook.shape[0]} codebook rows for {out_shape[0]} output channels")
             acc_exp = qm.accumulator_exponent(i)
             bias = qm.biases[i].astype(np.int64)
-            bound = accumulator_bound(lc.codebook, lc.indices, bias, max_code)
+            in_max_code = 2 ** qm.bits_at(input_point_of(arch, i)) - 1
+            bound = accumulator_bound(lc.codebook, lc.indices, bias, in_max_code)
             if i == last:
                 ops.append(DenseScores(in_shape[0], out_shape[0], lc.codebook, lc.indices, lc.bits, bias,
                                        _prove(bound, where), i))
@@ -181,7 +183,7 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
         else:
             raise SiqError(f"{where}: no integer implementation for this layer type")
     return IntegerModel(arch.input, arch.num_classes, qm.act_bits, ops, list(qm.class_names),
-                        qm.accumulator_exponent(last))
+                        qm.accumulator_exponent(last), qm.input_bits)
 
 
 # ---------------------------------------------------------------- the ops (numpy twins of the C kernels)

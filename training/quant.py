@@ -83,8 +83,10 @@ def best_shift(values: torch.Tensor, bits: int) -> int:
 CALIBRATION_RULES = ("float", "sequential")
 
 
-def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float") -> dict[int, int]:
-    """Shift per quantization point (-1 = input) on calibration images, by best_shift on each point's tensor.
+def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float",
+                     input_bits: int | None = None) -> dict[int, int]:
+    """Shift per quantization point (-1 = input) on calibration images, by best_shift on each point's tensor
+    (`bits` wide; the input `input_bits` wide, default `bits`).
 
     rule "float": every tensor as the float network computes it.
     rule "sequential": point by point in network order, each tensor as computed from the already quantized
@@ -97,12 +99,12 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
     x = images_to_input(images)
     with torch.no_grad():
         if rule == "sequential":
-            hooks = _SequentialCalibration(bits)
+            hooks = _SequentialCalibration(bits, input_bits)
             net(x, hooks)
             return hooks.shifts
         collect: list = []
         net(x, collect=collect)
-    shifts = {-1: best_shift(x, bits)}
+    shifts = {-1: best_shift(x, bits if input_bits is None else input_bits)}
     for p in quantization_points(net.arch):
         shifts[p] = best_shift(collect[p], bits)
     return shifts
@@ -111,13 +113,15 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
 class _SequentialCalibration(Hooks):
     """Chooses each point's shift on the tensor reaching it, then hands on that tensor quantized."""
 
-    def __init__(self, bits: int):
+    def __init__(self, bits: int, input_bits: int | None = None):
         self.bits = bits
+        self.input_bits = bits if input_bits is None else input_bits
         self.shifts: dict[int, int] = {}
 
     def _calibrate(self, point: int, x: torch.Tensor) -> torch.Tensor:
-        self.shifts[point] = best_shift(x, self.bits)
-        return quantize_activation(x, self.shifts[point], self.bits)
+        bits = self.input_bits if point == -1 else self.bits
+        self.shifts[point] = best_shift(x, bits)
+        return quantize_activation(x, self.shifts[point], bits)
 
     def input(self, x):
         return self._calibrate(-1, x)
@@ -226,12 +230,21 @@ def pad_rows(rows) -> np.ndarray:
 class QuantizedModel:
     """Everything the client needs: architecture, activation bits and shifts, codebooks, integer biases."""
     arch: Arch
-    act_bits: int
+    act_bits: int                           # feature-map codes: 0 .. 2^act_bits - 1
     shifts: dict[int, int]                  # quantization point -> shift (-1 = input)
     layers: dict[int, LayerCodebook]        # weighted layer index -> codebook
     biases: dict[int, np.ndarray]           # weighted layer index -> int64 bias on the accumulator grid
     class_names: list[str]
     meta: dict = field(default_factory=dict)  # method, seed, dataset, accuracies ... (JSON-serialisable)
+    input_bits: int | None = None           # input image codes; None = act_bits
+
+    def __post_init__(self):
+        if self.input_bits is None:
+            self.input_bits = self.act_bits
+
+    def bits_at(self, point: int) -> int:
+        """Code width at a quantization point (-1 = the input image)."""
+        return self.input_bits if point == -1 else self.act_bits
 
     def accumulator_exponent(self, index: int) -> int:
         """acc of layer `index` is its real pre-activation times 2^(s_in + e)."""
@@ -310,7 +323,7 @@ class ExactHooks(Hooks):
                 self.tables[i] = lrn_table(layer, qm.shifts[input_point_of(qm.arch, i)], qm.shifts[i], qm.act_bits)
 
     def input(self, x):
-        return quantize_activation(x, self.qm.shifts[-1], self.qm.act_bits)
+        return quantize_activation(x, self.qm.shifts[-1], self.qm.input_bits)
 
     def weight(self, index, w):
         return self.weights[index]
@@ -342,16 +355,19 @@ class TrainingHooks(Hooks):
     """float32 quantization-aware training: STE fake quantization of activations (and of weights, through a
     per-layer callable mapping a weight tensor to its quantized value)."""
 
-    def __init__(self, act_bits: int | None, shifts: dict[int, int] | None, weight_quantizers: dict | None = None):
+    def __init__(self, act_bits: int | None, shifts: dict[int, int] | None, weight_quantizers: dict | None = None,
+                 input_bits: int | None = None):
         self.act_bits = act_bits
+        self.input_bits = act_bits if input_bits is None else input_bits
         self.shifts = shifts or {}
         self.weight_quantizers = weight_quantizers or {}
 
     def _act(self, point, x):
         if self.act_bits is None:
             return x
+        bits = self.input_bits if point == -1 else self.act_bits
         scale = 2.0 ** self.shifts[point]
-        clipped = torch.clamp(x, 0.0, (2**self.act_bits - 1) / scale)
+        clipped = torch.clamp(x, 0.0, (2**bits - 1) / scale)
         return ste(clipped, torch.floor(clipped * scale + 0.5) / scale)
 
     def input(self, x):
@@ -401,7 +417,7 @@ def quantizable(arch: Arch) -> None:
 
 def save_quantized(path, qm: QuantizedModel) -> None:
     from .fileio import save_torch
-    meta = {"arch": qm.arch.to_dict(), "act_bits": qm.act_bits,
+    meta = {"arch": qm.arch.to_dict(), "act_bits": qm.act_bits, "input_bits": qm.input_bits,
             "shifts": {str(k): v for k, v in qm.shifts.items()}, "class_names": qm.class_names,
             "layers": {str(i): {"bits": lc.bits, "exponent": lc.exponent} for i, lc in qm.layers.items()},
             "meta": qm.meta}
@@ -436,7 +452,8 @@ def load_quantized(path) -> QuantizedModel:
             biases[i] = tensors[f"bias.{i}"].numpy().astype(np.int64)
         qm = QuantizedModel(arch, check_bits(meta["act_bits"], f"{path}: activation bits"),
                             {int(k): int(v) for k, v in meta["shifts"].items()}, layers, biases,
-                            list(meta["class_names"]), meta.get("meta", {}))
+                            list(meta["class_names"]), meta.get("meta", {}),
+                            check_bits(meta.get("input_bits", meta["act_bits"]), f"{path}: input bits"))
     except (KeyError, TypeError, ValueError) as exc:
         raise SiqError(f"{path}: corrupt quantized model ({type(exc).__name__}: {exc})") from None
     if sorted(layers) != arch.weighted_layers():

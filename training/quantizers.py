@@ -61,7 +61,7 @@ class SIQConfig:
 
 # Config fields added after results were cached, at the values that change nothing (left out of cache keys)
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False}
-QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "none"}
+QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "none", "input_bits": None}
 # Which weighted layers get one codebook per output channel instead of one per layer
 PER_CHANNEL_CHOICES = ("none", "conv", "all")
 
@@ -119,6 +119,7 @@ class QuantizeConfig:
     fc_bits: int = 8
     layer_bits: dict = field(default_factory=dict)  # weighted layer index -> bits, overrides conv/fc bits
     act_bits: int = 4
+    input_bits: int | None = None  # the input image's code width; None = act_bits (the paper: one width for all)
     codebook_bits: int = 8
     seed: int = 0
     calibration_images: int = 2000
@@ -310,7 +311,7 @@ def siq(net: Net, bits: dict[int, int], context: dict):
     for round_index in range(rounds):
         _load_quantized_weights(net, books)  # retraining starts from the quantized weights
         quantizers = {i: nearest(books[i][0]) for i in retrained}
-        hooks = TrainingHooks(cfg.act_bits, context["shifts"], quantizers)
+        hooks = TrainingHooks(cfg.act_bits, context["shifts"], quantizers, cfg.input_bits)
         penalty = _continuation_penalty(net, quantizers, alpha)
         train_cfg = scfg.train_config(cfg.batch_size, seed=cfg.seed + 1000 * (round_index + 1))
         log = fit(net, x, y, train_cfg, hooks, penalty, desc=f"siq round {round_index + 1}")
@@ -360,9 +361,10 @@ class LearnedSteps(torch.nn.Module):
     (of x 2^s and of t): the gradient reaching t is LSQ's step gradient (round(v) - v inside the range,
     2^a - 1 above it) times d(2^-s)/dt."""
 
-    def __init__(self, shifts: dict[int, int], bits: int):
+    def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None):
         super().__init__()
         self.bits = bits
+        self.input_bits = bits if input_bits is None else input_bits
         self.log2_scale = torch.nn.ParameterDict(
             {str(p): torch.nn.Parameter(torch.tensor(float(s))) for p, s in shifts.items()})
 
@@ -373,7 +375,8 @@ class LearnedSteps(torch.nn.Module):
 
     def quantize(self, point: int, x: torch.Tensor) -> torch.Tensor:
         scale = 2.0 ** self._shift(point)
-        v = torch.clamp(x * scale, 0.0, float(2**self.bits - 1))
+        top = 2 ** (self.input_bits if point == -1 else self.bits) - 1
+        v = torch.clamp(x * scale, 0.0, float(top))
         return (v + (torch.floor(v + 0.5) - v).detach()) / scale
 
     def shifts(self) -> dict[int, int]:
@@ -384,8 +387,9 @@ class _Hooks(TrainingHooks):
     """TrainingHooks whose weight quantizers already carry their own straight-through estimator, and whose
     activation steps may be trained (LearnedSteps)."""
 
-    def __init__(self, act_bits, shifts, weight_quantizers, steps: LearnedSteps | None = None):
-        super().__init__(act_bits, shifts, weight_quantizers)
+    def __init__(self, act_bits, shifts, weight_quantizers, steps: LearnedSteps | None = None,
+                 input_bits: int | None = None):
+        super().__init__(act_bits, shifts, weight_quantizers, input_bits)
         self.steps = steps
 
     def weight(self, index, w):
@@ -426,7 +430,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
                                           reduction="batchmean") * temperature**2
         return (1 - pcfg.distill) * loss + pcfg.distill * soft
 
-    steps = LearnedSteps(context["shifts"], cfg.act_bits) if pcfg.learn_act_steps else None
+    steps = LearnedSteps(context["shifts"], cfg.act_bits, cfg.input_bits) if pcfg.learn_act_steps else None
     history, alpha = [], scfg.alpha
     for round_index in range(rounds):
         _load_quantized_weights(net, books)
@@ -434,7 +438,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         if not pcfg.finetune_centroids:
             for book in codebooks.values():
                 book.centroids.requires_grad_(False)
-        hooks = _Hooks(cfg.act_bits, context["shifts"], codebooks, steps)
+        hooks = _Hooks(cfg.act_bits, context["shifts"], codebooks, steps, cfg.input_bits)
         penalty = _continuation_penalty(net, codebooks, alpha)
         train_cfg = scfg.train_config(cfg.batch_size, seed=cfg.seed + 1000 * (round_index + 1))
         params = [b.centroids for b in codebooks.values() if b.centroids.requires_grad]
@@ -489,6 +493,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     if cfg.method not in METHODS:
         raise SiqError(f"unknown quantization method {cfg.method!r} (known: {', '.join(sorted(METHODS))})")
     act_bits = check_bits(cfg.act_bits, "activation bits")
+    input_bits = act_bits if cfg.input_bits is None else check_bits(cfg.input_bits, "input bits")
     check_codebook_bits(cfg.codebook_bits)
     check_per_channel(cfg.per_channel)
     if cfg.method in ("siq", "siq+"):
@@ -499,7 +504,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     net = copy.deepcopy(float_net).float()
     rng = np.random.default_rng(cfg.seed)
     calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
-    shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration)
+    shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration, input_bits)
     context = {"config": cfg, "seed": cfg.seed, "train": (train_x, train_y), "shifts": shifts,
                "per_channel": cfg.per_channel_layers(net)}
     books = METHODS[cfg.method](net, bits, context)
@@ -509,7 +514,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     biases = quantize_biases(net.arch, net, shifts, layers)
     info = {"method": cfg.method, "config": _jsonable(asdict(cfg)), "history": context.get("history", []),
             **(meta or {})}
-    return QuantizedModel(net.arch, act_bits, shifts, layers, biases, list(class_names), info), net
+    return QuantizedModel(net.arch, act_bits, shifts, layers, biases, list(class_names), info, input_bits), net
 
 
 def _jsonable(d):

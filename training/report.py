@@ -41,10 +41,12 @@ METHOD_LABELS["siq+"] = "SIQ+ (beyond the paper)"
 
 def method_label(method: str) -> str:
     """Display name: "siq+-distill" -> "SIQ+ without distill"; "kmeans@fc4" keeps its suffix."""
-    name, _, fc = method.partition("@")
+    name, *suffixes = method.split("@")
     base, *off = name.split("-") if name.startswith("siq+") else (name,)
     label = METHOD_LABELS.get(base, base) if not off else f"SIQ+ without {', '.join(off)}"
-    return label + (f" (FC {fc[2:]} bits)" if fc.startswith("fc") else "")
+    notes = [f"FC {x[2:]} bits" for x in suffixes if x.startswith("fc")]
+    notes += [f"input {x[2:]} bits" for x in suffixes if x.startswith("in")]
+    return label + (f" ({', '.join(notes)})" if notes else "")
 
 
 def method_color(method: str):
@@ -170,9 +172,12 @@ def aggregate(records: list[dict]) -> list[Group]:
         fcs = {r.get("fc_bits") for r in rs if r["method"] != FLOAT_METHOD}
 
         def method_of(r):
-            if r["method"] == FLOAT_METHOD or len(fcs) <= 1:
-                return r["method"]
-            return f"{r['method']}@fc{r.get('fc_bits')}"
+            name = r["method"]
+            if name != FLOAT_METHOD and len(fcs) > 1:
+                name += f"@fc{r.get('fc_bits')}"
+            if r.get("input_bits") is not None:  # an input wider (or narrower) than the feature maps: its own row
+                name += f"@in{r['input_bits']}"
+            return name
 
         float_by_model = {}
         for r in rs:

@@ -29,7 +29,8 @@ Result records (one JSON object per line in `out`, written atomically at the end
     accuracy, error (= 1 - accuracy), weights_bytes (flash for the weights: packed indices + codebooks, or 4 bytes
     per float weight), seed, seconds (time the cell took when it was computed), float_accuracy, n_test (predictions
     scored: images, or source images when the test set has crops grouped per image), evaluator, plus
-    quantize_act_bits, history (SIQ rounds), cell and model (cache keys) and cached (taken from the cache this run).
+    quantize_act_bits, history (SIQ rounds), cell and model (cache keys), cached (taken from the cache this run),
+    codebook_bits, calibration, per_channel and input_bits (the input image's bits where they differ from act_bits).
 
 Running on a cluster: cells go through joblib, so any joblib backend distributes them without code changes. With
 Dask (`pip install distributed`)::
@@ -216,10 +217,12 @@ _CELL_FIELDS = ("method", "conv_bits", "fc_bits", "layer_bits", "act_bits", "see
 
 
 def _quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
-                       plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = "none") -> dict:
+                       plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = "none",
+                       input_bits: int | None = None) -> dict:
     """Every QuantizeConfig field (defaults included, so that a changed default changes the cell keys)."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
-                                     calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg))
+                                     calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg,
+                                     input_bits=input_bits))
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}
 
 
@@ -236,6 +239,8 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
                 "calibration_images": qcfg["calibration_images"]}
         if "calibration" in qcfg:
             what["calibration"] = qcfg["calibration"]
+        if "input_bits" in qcfg and cell.act_bits is not None:
+            what["input_bits"] = qcfg["input_bits"]
     else:
         what = {"method": cell.method, "weight_bits": cell.weight_bits, "act_bits": cell.act_bits,
                 "fc_bits": fc_bits, "quantize": qcfg}
@@ -337,7 +342,9 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
             hooks = TrainingHooks(None, None)
         else:
             calib = _calibration_images(data["train_x"], cell.seed, qcfg["calibration_images"])
-            hooks = TrainingHooks(cell.act_bits, calibrate_shifts(net, calib, cell.act_bits, qcfg["calibration"]))
+            input_bits = qcfg.get("input_bits")
+            shifts = calibrate_shifts(net, calib, cell.act_bits, qcfg["calibration"], input_bits)
+            hooks = TrainingHooks(cell.act_bits, shifts, input_bits=input_bits)
         scores = predict_scores(net, test_x, hooks)
         evaluator = "torch"
     else:
@@ -382,7 +389,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               codebook_bits: int = 8, calibration_images: int = 2000, threads: int | None = None,
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
-              calibration: str = "float", per_channel: str = "none") -> list[dict]:
+              calibration: str = "float", per_channel: str = "none", input_bits: int | None = None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
@@ -400,7 +407,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         worker when jobs != 1, torch's setting otherwise. Small networks on a busy machine run far faster with 1.
     cache_dir: float checkpoints and finished cells (default: `.siq_cache` beside `out`).
     codebook_bits, calibration_images, calibration (the activation-shift rule), per_channel (which layers get
-        a codebook per output channel): as in QuantizeConfig.
+        a codebook per output channel), input_bits (the input image's width where it differs from each cell's
+        activation bits; None = the same): as in QuantizeConfig.
     progress: a tqdm bar over the cells.
     validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
         fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
@@ -438,8 +446,10 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     if calibration not in CALIBRATION_RULES:
         raise SiqError(f"unknown calibration rule {calibration!r} (known: {', '.join(CALIBRATION_RULES)})")
     check_per_channel(per_channel)
+    if input_bits is not None:
+        input_bits = check_bits(input_bits, "input bits")
     qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg or SIQPlusConfig(), calibration,
-                              per_channel)
+                              per_channel, input_bits)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
@@ -456,7 +466,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         cell_path = cache / "cells" / f"{key}.json"
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
                     "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration,
-                    "per_channel": per_channel}
+                    "per_channel": per_channel, "input_bits": input_bits if cell.act_bits is not None else None}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
