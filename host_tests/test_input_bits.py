@@ -97,3 +97,13 @@ def test_refused_input_bits(fast_setup):
     net, images = fast_setup
     with pytest.raises(SiqError, match="input bits"):
         quantized(net, images, 2, 9)
+
+
+def test_corrupt_input_bits_in_a_model_file_are_refused(fast_setup, tmp_path):
+    from training.errors import SiqError
+    net, images = fast_setup
+    qm = quantized(net, images, 2, 8)
+    qm.input_bits = 9
+    save_quantized(tmp_path / "q.pt", qm)
+    with pytest.raises(SiqError, match="input bits"):
+        load_quantized(tmp_path / "q.pt")
