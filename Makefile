@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 OUT ?= out
 
-.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel clean \
+.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel sweep-plus-session6 clean \
 	toolchain
 
 setup: $(STAMP)
@@ -154,6 +154,46 @@ sweep-plus-per-channel: setup
 		--seeds 0,1 --out $(MVAL)-per-channel.jsonl
 	$(PLUS) --dataset mnist5k --per-channel conv --methods siq+ --weight-bits 1,2 --act-bits 2,4 --seeds 0,1 \
 		--out docs/results/mnist5k-per-channel.jsonl
+
+# Session 6. Fashion: float recipes held out (seed 0; float, float-weight A4 and post-training per-channel k-means
+# as the quantization-robustness proxy): R5 against label smoothing 0.1, weight decay 0.05 and 40 epochs (R40,
+# chosen); an 8-bit input image at A2 (--input-bits 8) held out; then R40 on the test split, 2 seeds.
+# mnist5k: 60 float epochs (held out, 2 seeds), SIQ+ W2A2 retraining variants on a larger held-out split (1,000
+# images, 4 seeds), then the chosen one (4 x 4 at 1e-3, 12-bit codebooks, per channel) on the test split.
+R40 := --epochs 40 --lr 3e-3 --augment-shift 1 --flip
+S6VAL := $(VAL) --codebook-bits 12 --per-channel conv --methods kmeans --weight-bits float,4,2 --act-bits 4,float
+S6OUT := docs/results/fashion-plus-session6
+R40T := $(PLUS) --dataset fashion $(R40) --siq-rounds 4 --siq-epochs 4 --siq-lr 1e-3 --codebook-bits 12 --per-channel conv \
+	--seeds 0,1
+S6M := $(PLUS) --dataset mnist5k --validation 0.25 --seeds 0,1,2,3 --epochs 60 --methods siq+ --weight-bits 2 --act-bits 2
+S6MOUT := docs/results/mnist5k-session6
+sweep-plus-session6: setup
+	$(S6VAL) $(R5) --out $(S6OUT)-val-1.jsonl
+	$(S6VAL) $(R5) --label-smoothing 0.1 --out $(S6OUT)-val-2.jsonl
+	$(S6VAL) $(R5) --weight-decay 0.05 --out $(S6OUT)-val-3.jsonl
+	$(S6VAL) $(R40) --out $(S6OUT)-val-4.jsonl
+	$(VAL3) --per-channel conv --input-bits 8 --methods siq+ --weight-bits 2 --act-bits 2 --out $(S6OUT)-val-5.jsonl
+	cat $(S6OUT)-val-[0-9].jsonl > $(S6OUT)-validation.jsonl && rm $(S6OUT)-val-[0-9].jsonl
+	$(R40T) --methods siq+ --weight-bits 4,float --act-bits 4 --out $(S6OUT)-1.jsonl
+	$(R40T) --methods siq+ --weight-bits float --act-bits float --out $(S6OUT)-2.jsonl
+	$(R40T) --methods siq+-progressive --weight-bits 1 --act-bits 4 --out $(S6OUT)-3.jsonl
+	$(R40T) --methods siq+ --weight-bits 2 --act-bits 4 --out $(S6OUT)-4.jsonl
+	$(R40T) --methods siq+ --fc-bits 4 --weight-bits 4 --act-bits 4 --out $(S6OUT)-5.jsonl
+	$(R40T) --input-bits 8 --methods siq+ --weight-bits 2,4 --act-bits 2 --out $(S6OUT)-6.jsonl
+	cat $(S6OUT)-[0-9].jsonl > $(S6OUT).jsonl && rm $(S6OUT)-[0-9].jsonl
+	$(PLUS) --dataset mnist5k --validation 0.1 --seeds 0,1 --epochs 60 --per-channel conv --methods siq+ \
+		--weight-bits 2,float --act-bits 2,float --out $(S6MOUT)-val-1.jsonl
+	$(S6M) --out $(S6MOUT)-val-2.jsonl
+	$(S6M) --per-channel conv --out $(S6MOUT)-val-3.jsonl
+	$(S6M) --per-channel conv --siq-epochs 4 --out $(S6MOUT)-val-4.jsonl
+	$(S6M) --siq-epochs 4 --siq-lr 1e-3 --codebook-bits 12 --out $(S6MOUT)-val-5.jsonl
+	$(S6M) --per-channel conv --siq-epochs 4 --siq-lr 1e-3 --codebook-bits 12 --out $(S6MOUT)-val-6.jsonl
+	cat $(S6MOUT)-val-[0-9].jsonl > $(S6MOUT)-validation.jsonl && rm $(S6MOUT)-val-[0-9].jsonl
+	$(PLUS) --dataset mnist5k --seeds 0,1 --epochs 60 --per-channel conv --methods siq+ --weight-bits float \
+		--act-bits float --out $(S6MOUT)-1.jsonl
+	$(PLUS) --dataset mnist5k --seeds 0,1 --epochs 60 --per-channel conv --siq-epochs 4 --siq-lr 1e-3 \
+		--codebook-bits 12 --methods siq+ --weight-bits 1,2 --act-bits 2,4 --out $(S6MOUT)-2.jsonl
+	cat $(S6MOUT)-[0-9].jsonl > $(S6MOUT).jsonl && rm $(S6MOUT)-[0-9].jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
