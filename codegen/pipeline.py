@@ -100,8 +100,8 @@ def step_quantize(net: Net, meta: dict, data: Dataset, cfg: QuantizeConfig, out:
     qm.meta["int_accuracy"] = accuracy(scores, data.test_y, data.test_groups)
     if out is not None:
         save_quantized(out, without_timings(qm))
-    log(f"{cfg.method} W{cfg.conv_bits}A{cfg.act_bits}{_input_label(cfg)} (FC {cfg.fc_bits} bits): integer test accuracy "
-        f"{qm.meta['int_accuracy']:.4f}, weights {qm.weights_bytes()} bytes ({qm.meta['seconds']:.1f} s)"
+    log(f"{cfg.method} W{cfg.conv_bits}A{cfg.act_bits}{_input_label(cfg)} (FC {cfg.fc_bits} bits): "
+        f"integer test accuracy {qm.meta['int_accuracy']:.4f}, weights {qm.weights_bytes()} bytes ({qm.meta['seconds']:.1f} s)"
         + (f"; model {out.name}" if out else ""))
     return qm
 
@@ -181,7 +181,8 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
         lm = write_export(qm, firmware, prefix, (images, np.argmax(scores, axis=1), scores))
         result = step_verify(qm, lm, firmware, data, log)
         report = {
-            "title": f"{qm.arch.name} on {dataset}, {qcfg.method} W{qcfg.conv_bits}A{qcfg.act_bits}{_input_label(qcfg)} FC{qcfg.fc_bits}",
+            "title": f"{qm.arch.name} on {dataset}, {qcfg.method} "
+                     f"W{qcfg.conv_bits}A{qcfg.act_bits}{_input_label(qcfg)} FC{qcfg.fc_bits}",
             "dataset": dataset, "arch": qm.arch.name, "method": qcfg.method,
             "accuracy": {"float": metrics["float_accuracy"], **result["accuracy"]},
             "mismatches": result["mismatches"], "first_mismatch": result["first_mismatch"],

@@ -54,6 +54,11 @@ def quantize_activation(x: torch.Tensor, shift: int, bits: int) -> torch.Tensor:
     return torch.clamp(torch.floor(x * scale + 0.5), 0, 2**bits - 1) / scale
 
 
+def point_bits(point: int, act_bits: int, input_bits: int | None = None) -> int:
+    """Code width at a quantization point: the input image (point -1) may have its own, else act_bits."""
+    return input_bits if point == -1 and input_bits is not None else act_bits
+
+
 def quantization_points(arch: Arch) -> list[int]:
     """Layer indices whose outputs are stored quantized: every relu and lrn (the input is point -1)."""
     return [i for i, layer in enumerate(arch.layers) if isinstance(layer, (ReLU, LRN))]
@@ -104,7 +109,7 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
             return hooks.shifts
         collect: list = []
         net(x, collect=collect)
-    shifts = {-1: best_shift(x, bits if input_bits is None else input_bits)}
+    shifts = {-1: best_shift(x, point_bits(-1, bits, input_bits))}
     for p in quantization_points(net.arch):
         shifts[p] = best_shift(collect[p], bits)
     return shifts
@@ -115,11 +120,11 @@ class _SequentialCalibration(Hooks):
 
     def __init__(self, bits: int, input_bits: int | None = None):
         self.bits = bits
-        self.input_bits = bits if input_bits is None else input_bits
+        self.input_bits = input_bits
         self.shifts: dict[int, int] = {}
 
     def _calibrate(self, point: int, x: torch.Tensor) -> torch.Tensor:
-        bits = self.input_bits if point == -1 else self.bits
+        bits = point_bits(point, self.bits, self.input_bits)
         self.shifts[point] = best_shift(x, bits)
         return quantize_activation(x, self.shifts[point], bits)
 
@@ -244,7 +249,7 @@ class QuantizedModel:
 
     def bits_at(self, point: int) -> int:
         """Code width at a quantization point (-1 = the input image)."""
-        return self.input_bits if point == -1 else self.act_bits
+        return point_bits(point, self.act_bits, self.input_bits)
 
     def accumulator_exponent(self, index: int) -> int:
         """acc of layer `index` is its real pre-activation times 2^(s_in + e)."""
@@ -358,14 +363,14 @@ class TrainingHooks(Hooks):
     def __init__(self, act_bits: int | None, shifts: dict[int, int] | None, weight_quantizers: dict | None = None,
                  input_bits: int | None = None):
         self.act_bits = act_bits
-        self.input_bits = act_bits if input_bits is None else input_bits
+        self.input_bits = input_bits
         self.shifts = shifts or {}
         self.weight_quantizers = weight_quantizers or {}
 
     def _act(self, point, x):
         if self.act_bits is None:
             return x
-        bits = self.input_bits if point == -1 else self.act_bits
+        bits = point_bits(point, self.act_bits, self.input_bits)
         scale = 2.0 ** self.shifts[point]
         clipped = torch.clamp(x, 0.0, (2**bits - 1) / scale)
         return ste(clipped, torch.floor(clipped * scale + 0.5) / scale)

@@ -22,7 +22,7 @@ from .arch import Conv, Dense
 from .errors import SiqError
 from .nets import Net
 from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits,
-                    pad_rows, quantizable, quantize_biases, round_half_up, snap_codebook)
+                    pad_rows, point_bits, quantizable, quantize_biases, round_half_up, snap_codebook)
 from .train import TrainConfig, fit, seed_everything
 
 METHODS: dict = {}
@@ -364,7 +364,7 @@ class LearnedSteps(torch.nn.Module):
     def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None):
         super().__init__()
         self.bits = bits
-        self.input_bits = bits if input_bits is None else input_bits
+        self.input_bits = input_bits
         self.log2_scale = torch.nn.ParameterDict(
             {str(p): torch.nn.Parameter(torch.tensor(float(s))) for p, s in shifts.items()})
 
@@ -375,7 +375,7 @@ class LearnedSteps(torch.nn.Module):
 
     def quantize(self, point: int, x: torch.Tensor) -> torch.Tensor:
         scale = 2.0 ** self._shift(point)
-        top = 2 ** (self.input_bits if point == -1 else self.bits) - 1
+        top = 2 ** point_bits(point, self.bits, self.input_bits) - 1
         v = torch.clamp(x * scale, 0.0, float(top))
         return (v + (torch.floor(v + 0.5) - v).detach()) / scale
 
