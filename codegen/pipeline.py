@@ -101,7 +101,8 @@ def step_quantize(net: Net, meta: dict, data: Dataset, cfg: QuantizeConfig, out:
     if out is not None:
         save_quantized(out, without_timings(qm))
     log(f"{cfg.method} W{cfg.conv_bits}A{cfg.act_bits}{_input_label(cfg)} (FC {cfg.fc_bits} bits): "
-        f"integer test accuracy {qm.meta['int_accuracy']:.4f}, weights {qm.weights_bytes()} bytes ({qm.meta['seconds']:.1f} s)"
+        f"integer test accuracy {qm.meta['int_accuracy']:.4f}, weights {qm.weights_bytes()} bytes "
+        f"({qm.meta['seconds']:.1f} s)"
         + (f"; model {out.name}" if out else ""))
     return qm
 
