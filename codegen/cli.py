@@ -108,13 +108,16 @@ def _add_siq_augment(p):
     p.add_argument("--siq-augment-shift", type=int, default=0,
                    help="random translation in pixels during SIQ retraining (default: none, as in the paper)")
     p.add_argument("--siq-flip", action="store_true", help="random left-right flips during SIQ retraining")
+    p.add_argument("--siq-dropout", type=float, default=None,
+                   help="dropout rate during SIQ retraining (default: the architecture's, whatever --dropout the "
+                        "float network was trained with)")
 
 
 def siq_config(args):
     from training.quantizers import SIQConfig
     return SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
                      quantize_fc=getattr(args, "siq_fc", False), augment_shift=args.siq_augment_shift,
-                     augment_flip=args.siq_flip)
+                     augment_flip=args.siq_flip, dropout=args.siq_dropout)
 
 
 def train_config(args):

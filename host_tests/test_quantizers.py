@@ -275,23 +275,26 @@ def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, mo
 
 @pytest.mark.parametrize("method", ["siq", "siq+"])
 def test_siq_retraining_takes_the_configured_augmentation(tiny_nets, digits, monkeypatch, method):
-    """SIQConfig.augment_shift/augment_flip reach every round's retraining (off by default, as in the paper)."""
+    """SIQConfig.augment_shift/augment_flip/dropout reach every round's retraining (off / the architecture's
+    dropout by default, as in the paper)."""
     from training import quantizers
     seen = []
     real_fit = quantizers.fit
     monkeypatch.setattr(quantizers, "fit", lambda net, x, y, cfg, *a, **k: seen.append(cfg) or real_fit(
         net, x, y, cfg, *a, **k))
     for siq in (SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0),
-                SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0, augment_shift=2, augment_flip=True)):
+                SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0, augment_shift=2, augment_flip=True,
+                          dropout=0.2)):
         cfg = QuantizeConfig(method=method, conv_bits=2, fc_bits=4, act_bits=4, siq=siq)
         quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)
     plain, augmented = seen[:2], seen[2:]
-    assert [(c.augment_shift, c.augment_flip) for c in plain] == [(0, False)] * 2
-    assert [(c.augment_shift, c.augment_flip) for c in augmented] == [(2, True)] * 2
+    assert [(c.augment_shift, c.augment_flip, c.dropout) for c in plain] == [(0, False, None)] * 2
+    assert [(c.augment_shift, c.augment_flip, c.dropout) for c in augmented] == [(2, True, 0.2)] * 2
 
 
 @pytest.mark.parametrize("bad", [dict(rounds=0), dict(epochs_per_round=0), dict(lr=0.0), dict(lr=float("nan")),
-                                 dict(tolerance=2.0), dict(augment_shift=-1), dict(augment_shift=1.5)])
+                                 dict(tolerance=2.0), dict(augment_shift=-1), dict(augment_shift=1.5),
+                                 dict(dropout=1.0), dict(dropout=-0.1), dict(dropout=True)])
 def test_siq_schedule_checked_before_training(tiny_nets, digits, bad):
     cfg = QuantizeConfig(method="siq", siq=SIQConfig(**bad))
     with pytest.raises(SiqError, match="SIQ"):

@@ -374,8 +374,8 @@ def test_model_key_ignores_recipe_fields_left_at_their_defaults():
 
 
 def test_cell_key_ignores_fields_left_at_their_neutral_values():
-    """Cells cached before SIQ retraining could be augmented, shifts calibrated sequentially or codebooks kept per
-    channel, keep their keys; augmenting, the sequential rule or per-channel codebooks make new cells."""
+    """Cells cached before SIQ retraining could be augmented or take its own dropout rate, shifts be calibrated
+    sequentially or codebooks kept per channel, keep their keys; each of those, turned on, makes new cells."""
     cell = sweep.Cell("siq+", 2, 2, 0)
 
     def template(**siq):
@@ -385,9 +385,9 @@ def test_cell_key_ignores_fields_left_at_their_neutral_values():
         return sweep._cell_key("m", cell, 8, template(**siq))
     plain = key()
     before = template()  # the template as it was before the fields existed
-    before["siq"] = {k: v for k, v in before["siq"].items() if k not in ("augment_shift", "augment_flip")}
+    before["siq"] = {k: v for k, v in before["siq"].items() if k not in ("augment_shift", "augment_flip", "dropout")}
     assert sweep._cell_key("m", cell, 8, before) == plain
-    assert len({plain, key(augment_shift=1), key(augment_flip=True)}) == 3
+    assert len({plain, key(augment_shift=1), key(augment_flip=True), key(dropout=0.2)}) == 4
     # the activation-shift rule likewise, for quantized and float-weight cells
     for c in (cell, sweep.Cell("float", None, 2, 0)):
         rules = {rule: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),

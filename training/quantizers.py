@@ -52,15 +52,18 @@ class SIQConfig:
     # retraining). At these neutral values a config means what it meant before they existed (SIQ_NEUTRAL).
     augment_shift: int = 0
     augment_flip: bool = False
+    # Dropout rate during retraining (None = the architecture's). A float network trained at another rate (e.g.
+    # --dropout 0.2) is otherwise retrained at the architecture's 0.5.
+    dropout: float | None = None
 
     def train_config(self, batch_size: int, seed: int) -> TrainConfig:
         """One round's retraining schedule."""
         return TrainConfig(epochs=self.epochs_per_round, batch_size=batch_size, lr=self.lr, seed=seed,
-                           augment_shift=self.augment_shift, augment_flip=self.augment_flip)
+                           augment_shift=self.augment_shift, augment_flip=self.augment_flip, dropout=self.dropout)
 
 
 # Config fields added after results were cached, at the values that change nothing (left out of cache keys)
-SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False}
+SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False, "dropout": None}
 QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "none", "input_bits": None}
 # Which weighted layers get one codebook per output channel instead of one per layer
 PER_CHANNEL_CHOICES = ("none", "conv", "all")
@@ -483,6 +486,9 @@ def check_siq_config(scfg: SIQConfig) -> None:
     shift = scfg.augment_shift
     if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 8:
         raise SiqError(f"SIQ retraining shift augmentation must be a whole number of pixels 0..8, got {shift!r}")
+    rate = scfg.dropout
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
+        raise SiqError(f"SIQ retraining dropout must be in [0, 1), got {rate!r}")
     if not 0.0 <= scfg.tolerance <= 1.0 or scfg.alpha < 0:
         raise SiqError(f"SIQ tolerance must be in [0, 1] and alpha >= 0, got {scfg.tolerance!r}, {scfg.alpha!r}")
 
