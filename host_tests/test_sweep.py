@@ -360,6 +360,11 @@ def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
     assert by_method["siq+"]["cell"] != by_method["siq+-steps"]["cell"]
     # the variant kept the calibrated shifts; siq+ recorded the shifts it trained in every round
     assert "shifts" in by_method["siq+"]["history"][-1]
+    # retraining at its own dropout rate: a cell of its own, and the record says so (both cells alike otherwise)
+    assert by_method["siq+"]["siq_dropout"] is None
+    low = sweep.run_sweep("digits", arch_file, ["siq+"], [2], [2], out=tmp_path / "d.jsonl", cache_dir=cache,
+                          **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1, dropout=0.2)})[0]
+    assert low["siq_dropout"] == 0.2 and low["cell"] != by_method["siq+"]["cell"]
     summary = report.render_report([tmp_path / "v.jsonl"], tmp_path / "report", title="variants")
     assert (tmp_path / "report" / "report.md").is_file() and summary["groups"]
 

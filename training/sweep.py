@@ -30,7 +30,8 @@ Result records (one JSON object per line in `out`, written atomically at the end
     per float weight), seed, seconds (time the cell took when it was computed), float_accuracy, n_test (predictions
     scored: images, or source images when the test set has crops grouped per image), evaluator, plus
     quantize_act_bits, history (SIQ rounds), cell and model (cache keys), cached (taken from the cache this run),
-    codebook_bits, calibration, per_channel and input_bits (the input image's bits where they differ from act_bits).
+    codebook_bits, calibration, per_channel, input_bits (the input image's bits where they differ from act_bits)
+    and siq_dropout (SIQ retraining's dropout rate where it differs from the architecture's).
 
 Running on a cluster: cells go through joblib, so any joblib backend distributes them without code changes. With
 Dask (`pip install distributed`)::
@@ -256,6 +257,14 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
     return _digest("cell", CACHE_VERSION, model_key, what)[:24]
 
 
+def _retraining_dropout(cell: Cell, qcfg: dict) -> float | None:
+    """The dropout rate SIQ retraining used for this cell where it was set apart from the architecture's (which is
+    None); cells of methods that do not retrain have none."""
+    if cell.weight_bits is None or method_variant(cell.method)[0] not in ("siq", "siq+"):
+        return None
+    return qcfg["siq"].get("dropout")
+
+
 def _cell_quantize_fields(qcfg: dict, method: str) -> dict:
     """The sweep's QuantizeConfig template as this cell's method uses it (a siq+ variant turns ingredients off)."""
     base, off = method_variant(method)
@@ -466,7 +475,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         cell_path = cache / "cells" / f"{key}.json"
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
                     "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration,
-                    "per_channel": per_channel, "input_bits": input_bits if cell.act_bits is not None else None}
+                    "per_channel": per_channel, "input_bits": input_bits if cell.act_bits is not None else None,
+                    "siq_dropout": _retraining_dropout(cell, qcfg)}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
