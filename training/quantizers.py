@@ -64,6 +64,7 @@ class SIQConfig:
 
 # Config fields added after results were cached, at the values that change nothing (left out of cache keys)
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False, "dropout": None}
+RETRAINING_METHODS = ("siq", "siq+")  # the methods that retrain, so SIQConfig applies to them
 QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "none", "input_bits": None}
 # Which weighted layers get one codebook per output channel instead of one per layer
 PER_CHANNEL_CHOICES = ("none", "conv", "all")
@@ -502,7 +503,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     input_bits = act_bits if cfg.input_bits is None else check_bits(cfg.input_bits, "input bits")
     check_codebook_bits(cfg.codebook_bits)
     check_per_channel(cfg.per_channel)
-    if cfg.method in ("siq", "siq+"):
+    if cfg.method in RETRAINING_METHODS:
         check_siq_config(cfg.siq)
     quantizable(float_net.arch)
     bits = cfg.bits_per_layer(float_net)

@@ -76,8 +76,8 @@ from .errors import SiqError
 from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
 from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
-from .quantizers import (METHODS, QUANTIZE_NEUTRAL, SIQ_NEUTRAL, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                         check_per_channel, method_variant)
+from .quantizers import (METHODS, QUANTIZE_NEUTRAL, RETRAINING_METHODS, SIQ_NEUTRAL, QuantizeConfig, SIQConfig,
+                         SIQPlusConfig, check_per_channel, method_variant)
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
@@ -248,7 +248,7 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
         # SIQ settings count only for the methods that use them (siq, siq+), siq+'s own only for siq+ (and its
         # variants, with their ingredients turned off)
         base, off = method_variant(cell.method)
-        unused = ({"siq"} if base not in ("siq", "siq+") else set()) | ({"plus"} if base != "siq+" else set())
+        unused = ({"siq"} if base not in RETRAINING_METHODS else set()) | ({"plus"} if base != "siq+" else set())
         what["quantize"] = {k: v for k, v in _cell_quantize_fields(qcfg, cell.method).items() if k not in unused}
         if "siq" in what["quantize"]:
             what["quantize"]["siq"] = _without_neutral(what["quantize"]["siq"], SIQ_NEUTRAL)
@@ -258,9 +258,9 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
 
 
 def _retraining_dropout(cell: Cell, qcfg: dict) -> float | None:
-    """The dropout rate SIQ retraining used for this cell where it was set apart from the architecture's (which is
-    None); cells of methods that do not retrain have none."""
-    if cell.weight_bits is None or method_variant(cell.method)[0] not in ("siq", "siq+"):
+    """SIQ retraining's dropout rate for this cell where it was set apart from the architecture's; None otherwise,
+    and for cells that are not retrained."""
+    if cell.weight_bits is None or method_variant(cell.method)[0] not in RETRAINING_METHODS:
         return None
     return qcfg["siq"].get("dropout")
 
