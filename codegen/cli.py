@@ -82,6 +82,15 @@ def _add_quant(p):
     p.add_argument("--quant-seed", type=int, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
+    _add_distill(p)
+
+
+def _add_distill(p):
+    p.add_argument("--distill", type=float, default=None, metavar="WEIGHT",
+                   help="siq+: weight of the distillation term against the float network, in [0, 1] (0 = off; "
+                        "default 0.5)")
+    p.add_argument("--distill-temperature", type=float, default=None, metavar="T",
+                   help="siq+: softmax temperature of the distillation term (default 4)")
 
 
 def _add_input_bits(p):
@@ -140,15 +149,31 @@ def train_config(args):
     return replace(cfg, seed=args.seed, **overrides)
 
 
-def quant_config(args):
-    from training.quant import check_codebook_bits
-    from training.quantizers import QuantizeConfig, SIQPlusConfig
-    check_codebook_bits(args.codebook_bits)
-    off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
+def plus_config(args, off=()):
+    """siq+'s ingredients from --distill / --distill-temperature (and --plus-off where the command has it)."""
+    from dataclasses import replace
+
+    from training.quantizers import SIQPlusConfig, check_plus_config
     try:
         plus = SIQPlusConfig().without(off)
     except SiqError as exc:
         raise SiqError(f"--plus-off: {exc}") from None
+    if args.distill is not None:
+        if "distill" in off:
+            raise SiqError("--distill: the distillation term is turned off by --plus-off distill")
+        plus = replace(plus, distill=args.distill)
+    if args.distill_temperature is not None:
+        plus = replace(plus, temperature=args.distill_temperature)
+    check_plus_config(plus)
+    return plus
+
+
+def quant_config(args):
+    from training.quant import check_codebook_bits
+    from training.quantizers import QuantizeConfig
+    check_codebook_bits(args.codebook_bits)
+    off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
+    plus = plus_config(args, off)
     return QuantizeConfig(method=args.method, plus=plus, conv_bits=args.weight_bits, fc_bits=args.fc_bits,
                           layer_bits=args.layer_bits, act_bits=args.act_bits, codebook_bits=args.codebook_bits,
                           seed=args.quant_seed, siq=siq_config(args), calibration=args.calibration,
@@ -345,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--siq-lr", type=float, default=3e-4)
     p.add_argument("--siq-epochs", type=int, default=2)
     _add_siq_augment(p)
+    _add_distill(p)
     _add_calibration(p)
     _add_per_channel(p)
     p.add_argument("--codebook-bits", type=int, default=8,

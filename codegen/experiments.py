@@ -9,7 +9,7 @@ from training.errors import SiqError
 def sweep_command(args) -> int:
     from training.sweep import parse_bits, run_sweep
 
-    from .cli import siq_config, train_config
+    from .cli import plus_config, siq_config, train_config
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -17,7 +17,7 @@ def sweep_command(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     records = run_sweep(args.dataset, args.arch, methods, parse_bits(args.weight_bits), parse_bits(args.act_bits),
                         out=Path(args.out), fc_bits=args.fc_bits, seed=seeds, train_cfg=train_config(args),
-                        siq_cfg=siq_config(args),
+                        siq_cfg=siq_config(args), plus_cfg=plus_config(args),
                         codebook_bits=args.codebook_bits, jobs=args.jobs, data_dir=args.data_dir,
                         cache_dir=args.cache_dir, calibration=args.calibration, per_channel=args.per_channel,
                         input_bits=args.input_bits,

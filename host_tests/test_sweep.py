@@ -365,6 +365,13 @@ def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
     low = sweep.run_sweep("digits", arch_file, ["siq+"], [2], [2], out=tmp_path / "d.jsonl", cache_dir=cache,
                           **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1, dropout=0.2)})[0]
     assert low["siq_dropout"] == 0.2 and low["cell"] != by_method["siq+"]["cell"]
+    # a distillation weight of its own: likewise (the ablation without distillation is not "a weight of 0")
+    assert by_method["siq+"]["distill"] is None and by_method["siq+-steps"]["distill"] is None
+    strong = sweep.run_sweep("digits", arch_file, ["siq+", "siq+-distill"], [2], [2], out=tmp_path / "k.jsonl",
+                             cache_dir=cache, plus_cfg=SIQPlusConfig(distill=0.9),
+                             **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1)})
+    assert strong[0]["distill"] == [0.9, 4.0] and strong[0]["cell"] != by_method["siq+"]["cell"]
+    assert strong[1]["distill"] is None
     summary = report.render_report([tmp_path / "v.jsonl"], tmp_path / "report", title="variants")
     assert (tmp_path / "report" / "report.md").is_file() and summary["groups"]
 

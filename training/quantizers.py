@@ -494,6 +494,18 @@ def check_siq_config(scfg: SIQConfig) -> None:
         raise SiqError(f"SIQ tolerance must be in [0, 1] and alpha >= 0, got {scfg.tolerance!r}, {scfg.alpha!r}")
 
 
+def check_plus_config(pcfg: SIQPlusConfig) -> None:
+    """Refuse siq+ settings that cannot train (before any training starts)."""
+    weight, temperature = pcfg.distill, pcfg.temperature
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise SiqError(f"siq+ distillation weight must be in [0, 1], got {weight!r}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not np.isfinite(temperature)
+            or temperature <= 0):
+        raise SiqError(f"siq+ distillation temperature must be a positive number, got {temperature!r}")
+    if not isinstance(pcfg.step_lr, (int, float)) or not np.isfinite(pcfg.step_lr) or pcfg.step_lr <= 0:
+        raise SiqError(f"siq+ activation-step learning rate must be a positive number, got {pcfg.step_lr!r}")
+
+
 def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig,
                    class_names: list[str], meta: dict | None = None) -> tuple[QuantizedModel, Net]:
     """Quantize a trained float network; returns the quantized model and the (possibly retrained) float net."""
@@ -505,6 +517,8 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     check_per_channel(cfg.per_channel)
     if cfg.method in RETRAINING_METHODS:
         check_siq_config(cfg.siq)
+    if cfg.method == "siq+":
+        check_plus_config(cfg.plus)
     quantizable(float_net.arch)
     bits = cfg.bits_per_layer(float_net)
     seed_everything(cfg.seed)

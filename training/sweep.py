@@ -31,7 +31,8 @@ Result records (one JSON object per line in `out`, written atomically at the end
     scored: images, or source images when the test set has crops grouped per image), evaluator, plus
     quantize_act_bits, history (SIQ rounds), cell and model (cache keys), cached (taken from the cache this run),
     codebook_bits, calibration, per_channel, input_bits (the input image's bits where they differ from act_bits)
-    and siq_dropout (SIQ retraining's dropout rate where it differs from the architecture's).
+    siq_dropout (SIQ retraining's dropout rate where it differs from the architecture's) and distill (siq+'s
+    distillation [weight, temperature] where they differ from the defaults).
 
 Running on a cluster: cells go through joblib, so any joblib backend distributes them without code changes. With
 Dask (`pip install distributed`)::
@@ -265,6 +266,21 @@ def _retraining_dropout(cell: Cell, qcfg: dict) -> float | None:
     return qcfg["siq"].get("dropout")
 
 
+def _distillation(cell: Cell, qcfg: dict) -> list[float] | None:
+    """[weight, temperature] of siq+'s distillation term where it was set apart from the default; None otherwise
+    (and for cells that do not distil)."""
+    if cell.weight_bits is None:
+        return None
+    base, off = method_variant(cell.method)
+    if base != "siq+":
+        return None
+    plus = _cell_quantize_fields(qcfg, cell.method)["plus"]
+    default = SIQPlusConfig().without(off)
+    if (plus["distill"], plus["temperature"]) == (default.distill, default.temperature):
+        return None
+    return [plus["distill"], plus["temperature"]]
+
+
 def _cell_quantize_fields(qcfg: dict, method: str) -> dict:
     """The sweep's QuantizeConfig template as this cell's method uses it (a siq+ variant turns ingredients off)."""
     base, off = method_variant(method)
@@ -476,7 +492,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
                     "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration,
                     "per_channel": per_channel, "input_bits": input_bits if cell.act_bits is not None else None,
-                    "siq_dropout": _retraining_dropout(cell, qcfg)}
+                    "siq_dropout": _retraining_dropout(cell, qcfg), "distill": _distillation(cell, qcfg)}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
