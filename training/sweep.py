@@ -78,7 +78,7 @@ from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
 from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
 from .quantizers import (METHODS, QUANTIZE_NEUTRAL, RETRAINING_METHODS, SIQ_NEUTRAL, QuantizeConfig, SIQConfig,
-                         SIQPlusConfig, check_per_channel, method_variant)
+                         SIQPlusConfig, check_per_channel, check_plus_config, check_siq_config, method_variant)
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
@@ -459,6 +459,10 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         raise SiqError(f"threads must be a whole number >= 1 (or None), got {threads!r}")
     train_cfg = train_cfg or TrainConfig()
     siq_cfg = siq_cfg or SIQConfig()
+    plus_cfg = plus_cfg or SIQPlusConfig()
+    # refused here, not in the first cell after the float models have trained
+    check_siq_config(siq_cfg)
+    check_plus_config(plus_cfg)
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / ".siq_cache"
 
@@ -473,7 +477,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     check_per_channel(per_channel)
     if input_bits is not None:
         input_bits = check_bits(input_bits, "input bits")
-    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg or SIQPlusConfig(), calibration,
+    qcfg = _quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg, calibration,
                               per_channel, input_bits)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
