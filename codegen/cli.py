@@ -91,6 +91,9 @@ def _add_distill(p):
                         "default 0.5)")
     p.add_argument("--distill-temperature", type=float, default=None, metavar="T",
                    help="siq+: softmax temperature of the distillation term (default 4)")
+    p.add_argument("--real-steps", action="store_true",
+                   help="siq+: train the feature-map steps as real numbers, then fold them into the layers around "
+                        "them so the firmware stays shift-only (default: power-of-two steps throughout)")
 
 
 def _add_input_bits(p):
@@ -164,6 +167,10 @@ def plus_config(args, off=()):
         plus = replace(plus, distill=args.distill)
     if args.distill_temperature is not None:
         plus = replace(plus, temperature=args.distill_temperature)
+    if args.real_steps:
+        if "steps" in off:
+            raise SiqError("--real-steps: the learned activation steps are turned off by --plus-off steps")
+        plus = replace(plus, real_steps=True)
     check_plus_config(plus)
     return plus
 

@@ -6,8 +6,8 @@ import torch
 from training.errors import SiqError
 from training.integer import build_integer_model, run_integer
 from training.quant import CALIBRATION_SAMPLES, best_shift, quantize_activation, round_half_up, snap_codebook
-from training.quantizers import (METHODS, LearnedSteps, QuantizeConfig, SIQConfig, SIQPlusConfig, kmeans_codebook,
-                                 method_variant, quantize_model, uniform_codebook, uniform_codes)
+from training.quantizers import (METHODS, LearnedSteps, QuantizeConfig, SIQConfig, SIQPlusConfig, check_plus_config,
+                                 kmeans_codebook, method_variant, quantize_model, uniform_codebook, uniform_codes)
 
 
 def test_round_half_up_on_exact_halves_and_negatives():
@@ -219,6 +219,73 @@ def test_siq_plus_trains_activation_steps_into_the_model(tiny_nets, digits):
     assert learned.shifts != fixed.shifts  # a large step learning rate moves at least one of them
     outputs = run_integer(build_integer_model(learned), digits.test_x[:100])
     assert all(0 <= out.min() and out.max() <= 3 for out in outputs[:-1])
+
+
+def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
+    """A network run with real feature-map steps c_p 2^-s_p and the folded network run with the power-of-two
+    steps 2^-s_p produce the same codes at every point (so the same predictions), up to float64 rounding of
+    the scaled weights; the folded lrn constants and codebook centroids are the ones the fold scaled."""
+    import copy
+
+    from training.quant import TrainingHooks, quantization_points
+    from training.quantizers import _Hooks, fold_step_scales
+    net = copy.deepcopy(tiny_nets[True]).double().eval()
+    arch = net.arch
+    points = quantization_points(arch)
+    shifts = {-1: 4, **{p: 2 for p in points}}
+    steps = LearnedSteps(shifts, bits=3, real=True).double()
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for p in points:  # real log2 scales t; nearest shifts 1..3, factors c = 2^(s - t) in [2^-0.45, 2^0.45]
+            steps.log2_scale[str(p)].fill_(2 + rng.uniform(-0.95, 0.95))
+    scales = steps.scales()
+    assert scales[-1] == 1.0 and all(abs(np.log2(scales[p])) <= 0.5 for p in points)
+    assert any(abs(np.log2(scales[p])) > 0.1 for p in points)
+    x = torch.as_tensor(digits.test_x[:300]).double() / 256.0
+    before, after = [], []
+    with torch.no_grad():
+        logits = net(x, _Hooks(3, shifts, {}, steps), collect=before)
+    conv = arch.weighted_layers()[0]
+    books = {conv: (np.array([-0.5, 0.25, 1.0]), np.zeros(net.layers[conv].weight.numel(), dtype=np.int64))}
+    folded = copy.deepcopy(net)
+    fold_step_scales(folded, books, scales)
+    with torch.no_grad():
+        folded_logits = folded(x, TrainingHooks(3, steps.shifts()), collect=after)
+    for p in points:  # collect holds every layer's output: point p's codes are its tensor over its step
+        codes = before[p] * 2.0 ** -np.log2(scales[p]) * 2.0 ** steps.shifts()[p]
+        folded_codes = after[p] * 2.0 ** steps.shifts()[p]
+        assert torch.allclose(codes, torch.floor(codes + 0.5), atol=1e-9)
+        assert torch.equal(torch.floor(codes + 0.5), folded_codes), f"point {p}"
+    assert torch.allclose(logits, folded_logits, rtol=0, atol=1e-9)
+    lrn = [i for i, layer in enumerate(arch.layers) if layer.type == "lrn"][0]
+    r = (scales[lrn] / scales[lrn - 2]) ** (1 / arch.layers[lrn].beta)  # conv, relu, pool, lrn
+    assert folded.arch.layers[lrn].k == pytest.approx(arch.layers[lrn].k * r)
+    assert folded.layers[lrn].alpha == pytest.approx(arch.layers[lrn].alpha * scales[lrn - 2] ** 2 * r)
+    assert np.allclose(books[conv][0], np.array([-0.5, 0.25, 1.0]) / scales[conv + 1])  # the input's c is 1
+
+
+def test_siq_plus_real_steps_give_a_shift_only_bit_exact_model(tiny_nets, digits, tmp_path):
+    """--real-steps trains steps off the power-of-two grid, then folds them: the quantized model has integer
+    shifts and folded lrn constants, and the fake-quant model, the numpy reference and the C agree exactly."""
+    from test_per_channel import assert_scores_equal, check_builds
+
+    from training.quant import evaluate_exact
+    base = dict(method="siq+", conv_bits=2, fc_bits=4, act_bits=2, siq=SIQConfig(rounds=2, epochs_per_round=2))
+    qm, net = quantize_model(tiny_nets[True], digits.train_x, digits.train_y,
+                             QuantizeConfig(**base, plus=SIQPlusConfig(real_steps=True, step_lr=0.2)),
+                             digits.class_names)
+    assert all(isinstance(s, int) for s in qm.shifts.values())
+    lrn = [i for i, layer in enumerate(qm.arch.layers) if layer.type == "lrn"][0]
+    assert (qm.arch.layers[lrn].k, qm.arch.layers[lrn].alpha) != \
+        (tiny_nets[True].arch.layers[lrn].k, tiny_nets[True].arch.layers[lrn].alpha)
+    images = digits.test_x[:100]
+    _, expected = check_builds(qm, images, tmp_path, builds=("reference",))
+    assert_scores_equal(evaluate_exact(qm, net, images), expected, "fake-quant model")
+    accuracy = np.mean(expected.argmax(1) == digits.test_y[:100])
+    assert accuracy > 0.5, accuracy
+    with pytest.raises(SiqError, match="learned steps"):
+        check_plus_config(SIQPlusConfig(real_steps=True, learn_act_steps=False))
+    assert not SIQPlusConfig(real_steps=True).without(["steps"]).real_steps
 
 
 def test_siq_plus_variants_parse_and_refuse_unknown_ingredients():

@@ -372,6 +372,14 @@ def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
                              **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1)})
     assert strong[0]["distill"] == [0.9, 4.0] and strong[0]["cell"] != by_method["siq+"]["cell"]
     assert strong[1]["distill"] is None
+    # real activation steps (folded into powers of two): a cell of their own; the variant without learned steps
+    # has nothing to fold, so it is the same cell as before
+    assert by_method["siq+"]["real_steps"] is False and by_method["siq+-steps"]["real_steps"] is None
+    real = sweep.run_sweep("digits", arch_file, ["siq+", "siq+-steps"], [2], [2], out=tmp_path / "r.jsonl",
+                           cache_dir=cache, plus_cfg=SIQPlusConfig(real_steps=True),
+                           **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1)})
+    assert real[0]["real_steps"] is True and real[0]["cell"] != by_method["siq+"]["cell"]
+    assert real[1]["cell"] == by_method["siq+-steps"]["cell"] and real[1]["cached"]
     summary = report.render_report([tmp_path / "v.jsonl"], tmp_path / "report", title="variants")
     assert (tmp_path / "report" / "report.md").is_file() and summary["groups"]
 

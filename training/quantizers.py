@@ -18,11 +18,12 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
-from .arch import Conv, Dense
+from .arch import LRN, Conv, Dense
 from .errors import SiqError
 from .nets import Net
 from .quant import (SHIFT_RANGE, QuantizedModel, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits,
-                    pad_rows, point_bits, quantizable, quantize_biases, round_half_up, snap_codebook)
+                    input_point_of, pad_rows, point_bits, quantizable, quantize_biases, relu_follows, round_half_up,
+                    snap_codebook)
 from .train import TrainConfig, fit, seed_everything
 
 METHODS: dict = {}
@@ -82,7 +83,11 @@ class SIQPlusConfig:
         a round, so the network adapts gradually to the final width.
     learn_act_steps: the power-of-two step of the input and of every feature map is trained (LSQ with a
         rounded log2 step and straight-through estimators), starting from the calibrated shifts; `step_lr` is
-        the Adam learning rate of the log2 steps (units: bits of shift)."""
+        the Adam learning rate of the log2 steps (units: bits of shift).
+    real_steps: the feature-map steps (not the input's) are trained as real numbers, not rounded to powers of two;
+        at the end each point's step c 2^-s (s its nearest shift, 2^-1/2 <= c <= 2^1/2) is made 2^-s by folding
+        c into the layers around the point (fold_step_scales), which leaves every code unchanged, so the firmware
+        stays shift-only. Off by default (the cache keys of earlier cells stay as they were)."""
     quantize_fc: bool = True
     finetune_centroids: bool = True
     distill: float = 0.5
@@ -90,6 +95,7 @@ class SIQPlusConfig:
     progressive: bool = True
     learn_act_steps: bool = True
     step_lr: float = 0.01
+    real_steps: bool = False
 
     def without(self, ingredients) -> "SIQPlusConfig":
         """This config with the named ingredients (PLUS_INGREDIENTS keys) turned off, for ablations."""
@@ -97,9 +103,13 @@ class SIQPlusConfig:
         if unknown:
             raise SiqError(f"unknown siq+ ingredient(s) {', '.join(unknown)} (known: {', '.join(PLUS_INGREDIENTS)})")
         off = {PLUS_INGREDIENTS[name]: (0.0 if name == "distill" else False) for name in ingredients}
+        if "steps" in ingredients:
+            off["real_steps"] = False  # a mode of the learned steps
         return replace(self, **off)
 
 
+# SIQPlusConfig fields added after results were cached, at the values that change nothing (left out of cache keys)
+PLUS_NEUTRAL = {"real_steps": False}
 # siq+ ingredients by their short name (CLI --plus-off, sweep method variants like "siq+-distill")
 PLUS_INGREDIENTS = {"fc": "quantize_fc", "centroids": "finetune_centroids", "distill": "distill",
                     "progressive": "progressive", "steps": "learn_act_steps"}
@@ -363,28 +373,73 @@ class LearnedSteps(torch.nn.Module):
 
     quantize(x) = clamp(floor(x 2^s + 1/2), 0, 2^a - 1) 2^-s, with straight-through estimators for both roundings
     (of x 2^s and of t): the gradient reaching t is LSQ's step gradient (round(v) - v inside the range,
-    2^a - 1 above it) times d(2^-s)/dt."""
+    2^a - 1 above it) times d(2^-s)/dt.
 
-    def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None):
+    real=True: the feature maps' steps are 2^-t itself (t clamped to SHIFT_RANGE, not rounded); the input's stays
+    a power of two (the firmware quantizes raw pixels with a shift). scales() gives what fold_step_scales needs."""
+
+    def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None, real: bool = False):
         super().__init__()
         self.bits = bits
         self.input_bits = input_bits
+        self.real = real
         self.log2_scale = torch.nn.ParameterDict(
             {str(p): torch.nn.Parameter(torch.tensor(float(s))) for p, s in shifts.items()})
 
-    def _shift(self, point: int) -> torch.Tensor:
+    def _log2_scale(self, point: int) -> torch.Tensor:
         t = self.log2_scale[str(point)]
+        if self.real and point != -1:
+            return torch.clamp(t, float(SHIFT_RANGE.start), float(SHIFT_RANGE.stop - 1))
         rounded = torch.clamp(torch.floor(t.detach() + 0.5), SHIFT_RANGE.start, SHIFT_RANGE.stop - 1)
         return t + (rounded - t).detach()
 
+    def _nearest_shift(self, point: int) -> int:
+        t = float(self._log2_scale(point).detach())
+        return int(np.clip(np.floor(t + 0.5), SHIFT_RANGE.start, SHIFT_RANGE.stop - 1))
+
     def quantize(self, point: int, x: torch.Tensor) -> torch.Tensor:
-        scale = 2.0 ** self._shift(point)
+        scale = 2.0 ** self._log2_scale(point)
         top = 2 ** point_bits(point, self.bits, self.input_bits) - 1
         v = torch.clamp(x * scale, 0.0, float(top))
         return (v + (torch.floor(v + 0.5) - v).detach()) / scale
 
     def shifts(self) -> dict[int, int]:
-        return {int(p): int(self._shift(int(p)).detach()) for p in self.log2_scale}
+        """Each point's power-of-two shift (with real steps: the nearest one, see scales)."""
+        return {int(p): self._nearest_shift(int(p)) for p in self.log2_scale}
+
+    def scales(self) -> dict[int, float]:
+        """c per point: the trained step is c 2^-s for the shift s of shifts() (1 where steps are powers of two)."""
+        return {int(p): 2.0 ** (self._nearest_shift(int(p)) - float(self._log2_scale(int(p)).detach()))
+                for p in self.log2_scale}
+
+
+def fold_step_scales(net: Net, books: dict, scales: dict[int, float]) -> None:
+    """Make every activation step a power of two without changing a single code: point p's tensor, trained as
+    codes * c_p 2^-s_p, becomes codes * 2^-s_p. The layer producing it (conv/dense before the relu) is scaled by
+    1/c_p (weights and bias), the layer consuming it by c_p (weights; max-pool commutes with a positive scale).
+    An lrn point q fed by point p: lrn(c_p x) / c_q is an lrn of x with k' = k r and alpha' = alpha c_p^2 r,
+    r = (c_q / c_p)^(1/beta), so only its constants change (the firmware's lrn table is computed from them).
+    The logits keep their scale (c = 1 past the last point). net (weights, biases, lrn modules, arch) and the
+    books' centroids are changed in place."""
+    arch = net.arch
+    layers = list(arch.layers)
+    for i, layer in enumerate(arch.layers):
+        c_in = scales.get(input_point_of(arch, i), 1.0)
+        if isinstance(layer, (Conv, Dense)):
+            c_out = scales.get(i + 1, 1.0) if relu_follows(arch, i) else 1.0
+            module = net.layers[i]
+            with torch.no_grad():
+                module.weight.mul_(c_in / c_out)
+                if module.bias is not None:
+                    module.bias.div_(c_out)
+            if i in books:
+                centroids, assignment = books[i]
+                books[i] = (np.asarray(centroids, dtype=np.float64) * (c_in / c_out), assignment)
+        elif isinstance(layer, LRN):
+            r = (scales.get(i, 1.0) / c_in) ** (1.0 / layer.beta)
+            layers[i] = replace(layer, k=layer.k * r, alpha=layer.alpha * c_in**2 * r)
+            net.layers[i].k, net.layers[i].alpha = layers[i].k, layers[i].alpha
+    net.arch = replace(arch, layers=tuple(layers))
 
 
 class _Hooks(TrainingHooks):
@@ -434,7 +489,8 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
                                           reduction="batchmean") * temperature**2
         return (1 - pcfg.distill) * loss + pcfg.distill * soft
 
-    steps = LearnedSteps(context["shifts"], cfg.act_bits, cfg.input_bits) if pcfg.learn_act_steps else None
+    steps = (LearnedSteps(context["shifts"], cfg.act_bits, cfg.input_bits, pcfg.real_steps)
+             if pcfg.learn_act_steps else None)
     history, alpha = [], scfg.alpha
     for round_index in range(rounds):
         _load_quantized_weights(net, books)
@@ -470,6 +526,8 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         if final_round:
             break
     context["history"] = history
+    if steps is not None and steps.real:
+        fold_step_scales(net, books, steps.scales())
     rest = {i: _kmeans(net, i, b, context) for i, b in bits.items() if i not in retrained}
     return {**books, **rest}
 
@@ -504,6 +562,8 @@ def check_plus_config(pcfg: SIQPlusConfig) -> None:
         raise SiqError(f"siq+ distillation temperature must be a positive number, got {temperature!r}")
     if not isinstance(pcfg.step_lr, (int, float)) or not np.isfinite(pcfg.step_lr) or pcfg.step_lr <= 0:
         raise SiqError(f"siq+ activation-step learning rate must be a positive number, got {pcfg.step_lr!r}")
+    if pcfg.real_steps and not pcfg.learn_act_steps:
+        raise SiqError("siq+ real activation steps need the learned steps (they are turned off)")
 
 
 def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig,

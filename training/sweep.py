@@ -31,8 +31,9 @@ Result records (one JSON object per line in `out`, written atomically at the end
     scored: images, or source images when the test set has crops grouped per image), evaluator, plus
     quantize_act_bits, history (SIQ rounds), cell and model (cache keys), cached (taken from the cache this run),
     codebook_bits, calibration, per_channel, input_bits (the input image's bits where they differ from act_bits)
-    siq_dropout (SIQ retraining's dropout rate where it differs from the architecture's) and distill (siq+'s
-    distillation [weight, temperature] where they differ from the defaults).
+    siq_dropout (SIQ retraining's dropout rate where it differs from the architecture's), distill (siq+'s
+    distillation [weight, temperature] where they differ from the defaults) and real_steps (siq+ trained real
+    feature-map steps and folded them into powers of two; null where no steps were learned).
 
 Running on a cluster: cells go through joblib, so any joblib backend distributes them without code changes. With
 Dask (`pip install distributed`)::
@@ -77,8 +78,8 @@ from .errors import SiqError
 from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
 from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
-from .quantizers import (METHODS, QUANTIZE_NEUTRAL, RETRAINING_METHODS, SIQ_NEUTRAL, QuantizeConfig, SIQConfig,
-                         SIQPlusConfig, check_per_channel, check_plus_config, check_siq_config, method_variant)
+from .quantizers import (METHODS, PLUS_NEUTRAL, QUANTIZE_NEUTRAL, RETRAINING_METHODS, SIQ_NEUTRAL, QuantizeConfig,
+                         SIQConfig, SIQPlusConfig, check_per_channel, check_plus_config, check_siq_config, method_variant)
 from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
 
 CACHE_VERSION = 1
@@ -253,6 +254,8 @@ def _cell_key(model_key: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
         what["quantize"] = {k: v for k, v in _cell_quantize_fields(qcfg, cell.method).items() if k not in unused}
         if "siq" in what["quantize"]:
             what["quantize"]["siq"] = _without_neutral(what["quantize"]["siq"], SIQ_NEUTRAL)
+        if "plus" in what["quantize"]:
+            what["quantize"]["plus"] = _without_neutral(what["quantize"]["plus"], PLUS_NEUTRAL)
         if METHOD_VERSIONS.get(base, 1) != 1:
             what["version"] = METHOD_VERSIONS[base]
     return _digest("cell", CACHE_VERSION, model_key, what)[:24]
@@ -279,6 +282,15 @@ def _distillation(cell: Cell, qcfg: dict) -> list[float] | None:
     if (plus["distill"], plus["temperature"]) == (default.distill, default.temperature):
         return None
     return [plus["distill"], plus["temperature"]]
+
+
+def _real_steps(cell: Cell, qcfg: dict) -> bool | None:
+    """Whether siq+ trained real feature-map steps (folded into powers of two); None for cells without learned
+    steps."""
+    if cell.weight_bits is None or method_variant(cell.method)[0] != "siq+":
+        return None
+    plus = _cell_quantize_fields(qcfg, cell.method)["plus"]
+    return bool(plus["real_steps"]) if plus["learn_act_steps"] else None
 
 
 def _cell_quantize_fields(qcfg: dict, method: str) -> dict:
@@ -496,7 +508,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
                     "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration,
                     "per_channel": per_channel, "input_bits": input_bits if cell.act_bits is not None else None,
-                    "siq_dropout": _retraining_dropout(cell, qcfg), "distill": _distillation(cell, qcfg)}
+                    "siq_dropout": _retraining_dropout(cell, qcfg), "distill": _distillation(cell, qcfg),
+                    "real_steps": _real_steps(cell, qcfg)}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
