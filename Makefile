@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 OUT ?= out
 
-.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel sweep-plus-session6 sweep-plus-session7 sweep-plus-session9 clean \
+.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel sweep-plus-session6 sweep-plus-session7 sweep-plus-session9 sweep-plus-session10 clean \
 	toolchain
 
 setup: $(STAMP)
@@ -260,6 +260,42 @@ sweep-plus-session9: setup
 	$(PLUS) --dataset mnist5k --seeds 0,1,2,3 --epochs 60 --per-channel conv --siq-epochs 4 --siq-lr 1e-3 \
 		--codebook-bits 12 --siq-dropout 0.2 --methods siq+ --weight-bits 2,float --act-bits 2,float \
 		--out docs/results/mnist5k-session9.jsonl
+
+
+# Session 10. Real activation steps (--real-steps: the feature-map steps trained as real numbers, then folded into
+# the layers around each point, so the firmware stays shift-only). Fashion held out (seed 0): distillation
+# temperature 1 at A2; real steps at A2 (T 2, session 9's choice there) and at A4. mnist5k held out (8 seeds,
+# 1,250 images): the distillation temperature (4, 2, 1, 0.5), weight 0.9, longer retraining and real steps.
+# Test split: the choices, with every seed run reported.
+S10OUT := docs/results/fashion-plus-session10
+S10MOUT := docs/results/mnist5k-session10
+S10 := $(S9) --real-steps
+S10M := $(PLUS) --dataset mnist5k --epochs 60 --per-channel conv --siq-epochs 4 --siq-lr 1e-3 --codebook-bits 12 \
+	--siq-dropout 0.2 --methods siq+
+S10MV := $(S10M) --validation 0.25 --seeds 0,1,2,3,4,5,6,7
+S10MV2 := $(S10MV) --weight-bits 2 --act-bits 2
+sweep-plus-session10: setup
+	$(VAL) $(R2) $(S7) --siq-dropout 0.2 --distill-temperature 1 --methods siq+ --weight-bits 2,4 --act-bits 2 \
+		--out $(S10OUT)-val-1.jsonl
+	$(VAL) $(R2) $(S7) --siq-dropout 0.2 --real-steps --distill-temperature 2 --methods siq+ --weight-bits 2,4 \
+		--act-bits 2 --out $(S10OUT)-val-2.jsonl
+	$(VAL) $(R2) $(S7) --siq-dropout 0.2 --real-steps --methods siq+ --weight-bits 2,4 --act-bits 4 \
+		--out $(S10OUT)-val-3.jsonl
+	cat $(S10OUT)-val-[0-9].jsonl > $(S10OUT)-validation.jsonl && rm $(S10OUT)-val-[0-9].jsonl
+	$(S10) --seeds 0,1,2,3 --distill-temperature 2 --methods siq+ --weight-bits 2,4 --act-bits 2 --out $(S10OUT)-1.jsonl
+	$(S10) --seeds 0,1,2,3 --methods siq+ --weight-bits 2,4 --act-bits 4 --out $(S10OUT)-2.jsonl
+	cat $(S10OUT)-[0-9].jsonl > $(S10OUT).jsonl && rm $(S10OUT)-[0-9].jsonl
+	$(S10MV) --weight-bits 2,float --act-bits 2,float --out $(S10MOUT)-val-1.jsonl
+	$(S10MV2) --distill-temperature 2 --out $(S10MOUT)-val-2.jsonl
+	$(S10MV2) --distill-temperature 1 --out $(S10MOUT)-val-3.jsonl
+	$(S10MV2) --distill-temperature 0.5 --out $(S10MOUT)-val-4.jsonl
+	$(S10MV2) --distill-temperature 1 --distill 0.9 --out $(S10MOUT)-val-5.jsonl
+	$(S10MV2) --distill-temperature 1 --siq-rounds 6 --out $(S10MOUT)-val-6.jsonl
+	$(S10MV2) --distill-temperature 1 --siq-epochs 6 --out $(S10MOUT)-val-7.jsonl
+	$(S10MV2) --distill-temperature 1 --real-steps --out $(S10MOUT)-val-8.jsonl
+	cat $(S10MOUT)-val-[0-9].jsonl > $(S10MOUT)-validation.jsonl && rm $(S10MOUT)-val-[0-9].jsonl
+	$(S10M) --seeds 0,1,2,3 --distill-temperature 1 --real-steps --weight-bits 2,float --act-bits 2,float \
+		--out $(S10MOUT).jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
