@@ -264,7 +264,8 @@ sweep-plus-session9: setup
 
 # Session 10. Real activation steps (--real-steps: the feature-map steps trained as real numbers, then folded into
 # the layers around each point, so the firmware stays shift-only). Fashion held out (seed 0): distillation
-# temperature 1 at A2; real steps at A2 (T 2, session 9's choice there) and at A4. mnist5k held out (8 seeds,
+# temperature 1 at A2; real steps at A2 (T 2, session 9's choice there) and at A4; 6 rounds at W2A2 (4 x 4 has
+# only its last round at 2 weight bits). mnist5k held out (8 seeds,
 # 1,250 images): the distillation temperature (4, 2, 1, 0.5), weight 0.9, longer retraining and real steps.
 # Test split: the choices, with every seed run reported.
 S10OUT := docs/results/fashion-plus-session10
@@ -281,9 +282,13 @@ sweep-plus-session10: setup
 		--act-bits 2 --out $(S10OUT)-val-2.jsonl
 	$(VAL) $(R2) $(S7) --siq-dropout 0.2 --real-steps --methods siq+ --weight-bits 2,4 --act-bits 4 \
 		--out $(S10OUT)-val-3.jsonl
+	$(VAL) $(R2) $(S7) --siq-dropout 0.2 --real-steps --distill-temperature 2 --siq-rounds 6 --methods siq+ \
+		--weight-bits 2 --act-bits 2 --out $(S10OUT)-val-4.jsonl
 	cat $(S10OUT)-val-[0-9].jsonl > $(S10OUT)-validation.jsonl && rm $(S10OUT)-val-[0-9].jsonl
 	$(S10) --seeds 0,1,2,3 --distill-temperature 2 --methods siq+ --weight-bits 2,4 --act-bits 2 --out $(S10OUT)-1.jsonl
 	$(S10) --seeds 0,1,2,3 --methods siq+ --weight-bits 2,4 --act-bits 4 --out $(S10OUT)-2.jsonl
+	$(S10) --seeds 0,1,2,3 --distill-temperature 2 --siq-rounds 6 --methods siq+ --weight-bits 2 --act-bits 2 \
+		--out $(S10OUT)-3.jsonl
 	cat $(S10OUT)-[0-9].jsonl > $(S10OUT).jsonl && rm $(S10OUT)-[0-9].jsonl
 	$(S10MV) --weight-bits 2,float --act-bits 2,float --out $(S10MOUT)-val-1.jsonl
 	$(S10MV2) --distill-temperature 2 --out $(S10MOUT)-val-2.jsonl
