@@ -227,6 +227,7 @@ def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
     the scaled weights; the folded lrn constants and codebook centroids are the ones the fold scaled."""
     import copy
 
+    from training.nets import images_to_input
     from training.quant import TrainingHooks, quantization_points
     from training.quantizers import _Hooks, fold_step_scales
     net = copy.deepcopy(tiny_nets[True]).double().eval()
@@ -241,7 +242,7 @@ def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
     scales = steps.scales()
     assert scales[-1] == 1.0 and all(abs(np.log2(scales[p])) <= 0.5 for p in points)
     assert any(abs(np.log2(scales[p])) > 0.1 for p in points)
-    x = torch.as_tensor(digits.test_x[:300]).double() / 256.0
+    x = images_to_input(digits.test_x[:300], torch.float64)
     before, after = [], []
     with torch.no_grad():
         logits = net(x, _Hooks(3, shifts, {}, steps), collect=before)
@@ -252,7 +253,7 @@ def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
     with torch.no_grad():
         folded_logits = folded(x, TrainingHooks(3, steps.shifts()), collect=after)
     for p in points:  # collect holds every layer's output: point p's codes are its tensor over its step
-        codes = before[p] * 2.0 ** -np.log2(scales[p]) * 2.0 ** steps.shifts()[p]
+        codes = before[p] / scales[p] * 2.0 ** steps.shifts()[p]
         folded_codes = after[p] * 2.0 ** steps.shifts()[p]
         assert torch.allclose(codes, torch.floor(codes + 0.5), atol=1e-9)
         assert torch.equal(torch.floor(codes + 0.5), folded_codes), f"point {p}"
