@@ -94,6 +94,9 @@ def _add_distill(p):
     p.add_argument("--real-steps", action="store_true",
                    help="siq+: train the feature-map steps as real numbers, then fold them into the layers around "
                         "them so the firmware stays shift-only (default: power-of-two steps throughout)")
+    p.add_argument("--progressive-acts", type=int, default=None, metavar="N",
+                   help="siq+: start the activations N bits above the target and lower them one bit a round "
+                        "(default 0: the target width from the first round)")
 
 
 def _add_input_bits(p):
@@ -171,6 +174,11 @@ def plus_config(args, off=()):
         if "steps" in off:
             raise SiqError("--real-steps: the learned activation steps are turned off by --plus-off steps")
         plus = replace(plus, real_steps=True)
+    if args.progressive_acts is not None:
+        if args.progressive_acts and ("steps" in off or "progressive" in off):
+            raise SiqError("--progressive-acts: the learned activation steps or progressive lowering are turned "
+                           "off by --plus-off")
+        plus = replace(plus, progressive_acts=args.progressive_acts)
     check_plus_config(plus)
     return plus
 

@@ -124,6 +124,8 @@ def test_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
     (["quantize", "x.pt", "--distill", "1.5"], "distillation weight must be in [0, 1]"),
     (["quantize", "x.pt", "--plus-off", "distill", "--distill", "0.5"], "turned off by --plus-off distill"),
     (["quantize", "x.pt", "--plus-off", "steps", "--real-steps"], "turned off by --plus-off steps"),
+    (["quantize", "x.pt", "--progressive-acts", "9"], "progressive activation bits must be a whole number 0..7"),
+    (["quantize", "x.pt", "--plus-off", "progressive", "--progressive-acts", "2"], "turned off by --plus-off"),
     (["sweep", "--dataset", "digits", "--distill-temperature", "0"], "distillation temperature must be a positive"),
     (["quantize", "x.pt", "--codebook-bits", "16"], "codebook bits must be a whole number from 2 to 15"),
     (["quantize", "x.pt", "--per-channel", "dense"], "invalid choice: 'dense'"),

@@ -289,6 +289,52 @@ def test_siq_plus_real_steps_give_a_shift_only_bit_exact_model(tiny_nets, digits
     assert not SIQPlusConfig(real_steps=True).without(["steps"]).real_steps
 
 
+def test_lowering_the_activation_width_keeps_each_clipped_range():
+    """set_bits: a point going from w to w' bits gets a step (2^w - 1) / (2^w' - 1) as large, so the top code still
+    sits at the same value (exactly with real steps; at the nearest power of two otherwise). An input with its
+    own width is left alone."""
+    steps = LearnedSteps({-1: 3, 1: 2, 3: 3}, bits=4, input_bits=None, real=True)
+    top = {p: (2**4 - 1) * 2.0 ** -float(t.detach()) for p, t in steps.log2_scale.items()}
+    steps.set_bits(2)
+    assert steps.bits == 2
+    for p, t in steps.log2_scale.items():
+        if p != "-1":  # the input's step stays a power of two
+            assert (2**2 - 1) * 2.0 ** -float(t.detach()) == pytest.approx(top[p])
+    assert steps.shifts()[-1] == 3 - 2  # 15/3 = 5 times the step: log2 5 = 2.32 -> 2 shifts coarser
+    own = LearnedSteps({-1: 3, 1: 2}, bits=4, input_bits=8)
+    own.set_bits(3)
+    assert own.shifts() == {-1: 3, 1: 1}
+
+
+def test_siq_plus_progressive_acts_lower_the_activations_to_a_bit_exact_model(tiny_nets, digits, tmp_path):
+    """--progressive-acts 2 at A2 over 3 rounds trains the activations at 4, 3, then 2 bits; the result is an
+    ordinary A2 model: fake-quant model, numpy reference and C agree exactly."""
+    from test_per_channel import assert_scores_equal, check_builds
+
+    from training.quant import evaluate_exact
+    base = dict(method="siq+", conv_bits=2, fc_bits=4, act_bits=2, siq=SIQConfig(rounds=3, epochs_per_round=1))
+    qm, net = quantize_model(tiny_nets[True], digits.train_x, digits.train_y,
+                             QuantizeConfig(**base, plus=SIQPlusConfig(progressive_acts=2, real_steps=True)),
+                             digits.class_names)
+    assert [r["act_bits"] for r in qm.meta["history"]] == [4, 3, 2]
+    assert qm.act_bits == 2 and all(isinstance(s, int) for s in qm.shifts.values())
+    images = digits.test_x[:100]
+    _, expected = check_builds(qm, images, tmp_path, builds=("reference",))
+    assert_scores_equal(evaluate_exact(qm, net, images), expected, "fake-quant model")
+    assert np.mean(expected.argmax(1) == digits.test_y[:100]) > 0.5
+    # fewer rounds than extra bits: the last round is still at the target width
+    short = QuantizeConfig(**{**base, "siq": SIQConfig(rounds=2, epochs_per_round=1)},
+                           plus=SIQPlusConfig(progressive_acts=3))
+    qm, _ = quantize_model(tiny_nets[True], digits.train_x, digits.train_y, short, digits.class_names)
+    assert [r["act_bits"] for r in qm.meta["history"]] == [3, 2]
+    for bad in (-1, 8, 1.5, True):
+        with pytest.raises(SiqError, match="progressive activation bits"):
+            check_plus_config(SIQPlusConfig(progressive_acts=bad))
+    with pytest.raises(SiqError, match="learned steps"):
+        check_plus_config(SIQPlusConfig(progressive_acts=1, learn_act_steps=False))
+    assert SIQPlusConfig(progressive_acts=2).without(["progressive"]).progressive_acts == 0
+
+
 def test_siq_plus_variants_parse_and_refuse_unknown_ingredients():
     assert method_variant("siq+-distill-steps") == ("siq+", ["distill", "steps"])
     assert method_variant("kmeans") == ("kmeans", [])

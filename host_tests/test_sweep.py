@@ -380,6 +380,13 @@ def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
                            **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1)})
     assert real[0]["real_steps"] is True and real[0]["cell"] != by_method["siq+"]["cell"]
     assert real[1]["cell"] == by_method["siq+-steps"]["cell"] and real[1]["cached"]
+    # progressive activation bits: likewise a cell of their own, and nothing to lower without learned steps
+    assert by_method["siq+"]["progressive_acts"] == 0 and by_method["siq+-steps"]["progressive_acts"] is None
+    lowered = sweep.run_sweep("digits", arch_file, ["siq+", "siq+-steps"], [2], [2], out=tmp_path / "p.jsonl",
+                              cache_dir=cache, plus_cfg=SIQPlusConfig(progressive_acts=1),
+                              **{**SCHEDULE, "siq_cfg": SIQConfig(rounds=1, epochs_per_round=1)})
+    assert lowered[0]["progressive_acts"] == 1 and lowered[0]["cell"] != by_method["siq+"]["cell"]
+    assert lowered[1]["cell"] == by_method["siq+-steps"]["cell"] and lowered[1]["cached"]
     summary = report.render_report([tmp_path / "v.jsonl"], tmp_path / "report", title="variants")
     assert (tmp_path / "report" / "report.md").is_file() and summary["groups"]
 

@@ -87,7 +87,10 @@ class SIQPlusConfig:
     real_steps: the feature-map steps (not the input's) are trained as real numbers, not rounded to powers of two;
         at the end each point's step c 2^-s (s its nearest shift, 2^-1/2 <= c <= 2^1/2) is made 2^-s by folding
         c into the layers around the point (fold_step_scales), which leaves every code unchanged, so the firmware
-        stays shift-only. Off by default (the cache keys of earlier cells stay as they were)."""
+        stays shift-only. Off by default (the cache keys of earlier cells stay as they were).
+    progressive_acts: the activations (input included, unless it has its own width) start this many bits above
+        the target in round 1 and lose one bit a round until they reach it; each lowering widens the learned steps
+        so the clipped range stays the same. 0 (default): the target width from round 1."""
     quantize_fc: bool = True
     finetune_centroids: bool = True
     distill: float = 0.5
@@ -96,6 +99,7 @@ class SIQPlusConfig:
     learn_act_steps: bool = True
     step_lr: float = 0.01
     real_steps: bool = False
+    progressive_acts: int = 0
 
     def without(self, ingredients) -> "SIQPlusConfig":
         """This config with the named ingredients (PLUS_INGREDIENTS keys) turned off, for ablations."""
@@ -105,11 +109,13 @@ class SIQPlusConfig:
         off = {PLUS_INGREDIENTS[name]: (0.0 if name == "distill" else False) for name in ingredients}
         if "steps" in ingredients:
             off["real_steps"] = False  # a mode of the learned steps
+        if "steps" in ingredients or "progressive" in ingredients:
+            off["progressive_acts"] = 0  # lowers the learned steps' width
         return replace(self, **off)
 
 
 # SIQPlusConfig fields added after results were cached, at the values that change nothing (left out of cache keys)
-PLUS_NEUTRAL = {"real_steps": False}
+PLUS_NEUTRAL = {"real_steps": False, "progressive_acts": 0}
 # siq+ ingredients by their short name (CLI --plus-off, sweep method variants like "siq+-distill")
 PLUS_INGREDIENTS = {"fc": "quantize_fc", "centroids": "finetune_centroids", "distill": "distill",
                     "progressive": "progressive", "steps": "learn_act_steps"}
@@ -403,6 +409,17 @@ class LearnedSteps(torch.nn.Module):
         v = torch.clamp(x * scale, 0.0, float(top))
         return (v + (torch.floor(v + 0.5) - v).detach()) / scale
 
+    def set_bits(self, bits: int) -> None:
+        """Change the activation width, keeping each point's clipped range (2^w - 1) step: a point going from
+        w to w' bits gets a step (2^w - 1) / (2^w' - 1) times as large (rounded to a power of two where steps are).
+        The input keeps its own width where it has one."""
+        with torch.no_grad():
+            for p, t in self.log2_scale.items():
+                old = point_bits(int(p), self.bits, self.input_bits)
+                new = point_bits(int(p), bits, self.input_bits)
+                t += float(np.log2((2**new - 1) / (2**old - 1)))
+        self.bits = bits
+
     def shifts(self) -> dict[int, int]:
         """Each point's power-of-two shift (with real steps: the nearest one, see scales)."""
         return {int(p): self._nearest_shift(int(p)) for p in self.log2_scale}
@@ -489,10 +506,17 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
                                           reduction="batchmean") * temperature**2
         return (1 - pcfg.distill) * loss + pcfg.distill * soft
 
+    def round_act_bits(round_index: int) -> int:
+        # one bit a round from target + progressive_acts down to the target, reached by the last round at the latest
+        extra = min(max(0, pcfg.progressive_acts - round_index), rounds - 1 - round_index)
+        return min(8, cfg.act_bits + extra)
+
     steps = (LearnedSteps(context["shifts"], cfg.act_bits, cfg.input_bits, pcfg.real_steps)
              if pcfg.learn_act_steps else None)
     history, alpha = [], scfg.alpha
     for round_index in range(rounds):
+        if steps is not None:
+            steps.set_bits(round_act_bits(round_index))
         _load_quantized_weights(net, books)
         codebooks = {i: TrainableCodebook(books[i][0]) for i in retrained}
         if not pcfg.finetune_centroids:
@@ -520,6 +544,7 @@ def siq_plus(net: Net, bits: dict[int, int], context: dict):
         total = sum(tuned[i][1].size for i in retrained)
         history.append({"round": round_index + 1, "alpha": alpha, "loss": log[-1]["loss"],
                         "bits": {str(i): b for i, b in round_bits(round_index).items()},
+                        **({"act_bits": steps.bits} if pcfg.progressive_acts else {}),
                         "shifts": {str(p): s for p, s in context["shifts"].items()},
                         "assignment_change": changed / total})
         alpha *= scfg.growth
@@ -564,6 +589,11 @@ def check_plus_config(pcfg: SIQPlusConfig) -> None:
         raise SiqError(f"siq+ activation-step learning rate must be a positive number, got {pcfg.step_lr!r}")
     if pcfg.real_steps and not pcfg.learn_act_steps:
         raise SiqError("siq+ real activation steps need the learned steps (they are turned off)")
+    lead = pcfg.progressive_acts
+    if isinstance(lead, bool) or not isinstance(lead, int) or not 0 <= lead <= 7:
+        raise SiqError(f"siq+ progressive activation bits must be a whole number 0..7, got {lead!r}")
+    if lead and not pcfg.learn_act_steps:
+        raise SiqError("siq+ progressive activation bits need the learned steps (they are turned off)")
 
 
 def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig,

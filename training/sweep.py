@@ -32,8 +32,9 @@ Result records (one JSON object per line in `out`, written atomically at the end
     quantize_act_bits, history (SIQ rounds), cell and model (cache keys), cached (taken from the cache this run),
     codebook_bits, calibration, per_channel, input_bits (the input image's bits where they differ from act_bits)
     siq_dropout (SIQ retraining's dropout rate where it differs from the architecture's), distill (siq+'s
-    distillation [weight, temperature] where they differ from the defaults) and real_steps (siq+ trained real
-    feature-map steps and folded them into powers of two; null where no steps were learned).
+    distillation [weight, temperature] where they differ from the defaults), real_steps (siq+ trained real
+    feature-map steps and folded them into powers of two; null where no steps were learned) and progressive_acts
+    (the extra activation bits siq+ started from; null where no steps were learned).
 
 Running on a cluster: cells go through joblib, so any joblib backend distributes them without code changes. With
 Dask (`pip install distributed`)::
@@ -293,6 +294,14 @@ def _real_steps(cell: Cell, qcfg: dict) -> bool | None:
     return bool(plus["real_steps"]) if plus["learn_act_steps"] else None
 
 
+def _progressive_acts(cell: Cell, qcfg: dict) -> int | None:
+    """How many bits above the target siq+ started the activations; None for cells without learned steps."""
+    if cell.weight_bits is None or method_variant(cell.method)[0] != "siq+":
+        return None
+    plus = _cell_quantize_fields(qcfg, cell.method)["plus"]
+    return int(plus["progressive_acts"]) if plus["learn_act_steps"] else None
+
+
 def _cell_quantize_fields(qcfg: dict, method: str) -> dict:
     """The sweep's QuantizeConfig template as this cell's method uses it (a siq+ variant turns ingredients off)."""
     base, off = method_variant(method)
@@ -509,7 +518,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
                     "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration,
                     "per_channel": per_channel, "input_bits": input_bits if cell.act_bits is not None else None,
                     "siq_dropout": _retraining_dropout(cell, qcfg), "distill": _distillation(cell, qcfg),
-                    "real_steps": _real_steps(cell, qcfg)}
+                    "real_steps": _real_steps(cell, qcfg), "progressive_acts": _progressive_acts(cell, qcfg)}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
