@@ -337,6 +337,29 @@ def test_same_seed_gives_byte_identical_checkpoints_and_models(tmp_path, capsys)
     assert sha256(tmp_path / "other.pt") != digests[0]["float.pt"]
 
 
+def test_training_gives_the_same_weights_on_any_thread_count():
+    """fit pins torch to TRAIN_THREADS: a seed's weights do not depend on how many threads the caller (or the
+    machine) gives torch. Without the pin, paper-mnist's conv gradients sum differently on 2 threads than on 1."""
+    from training.arch import PRESETS
+    from training.train import seed_everything
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(512, 1, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, size=512)
+    weights = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            seed_everything(0)
+            net = Net(PRESETS["paper-mnist"])
+            fit(net, x, y, TrainConfig(epochs=1, seed=0))
+            weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(weights[0], weights[1])
+    assert torch.get_num_threads() == previous
+
+
 def test_step_train_keeps_timings_out_of_the_checkpoint(digits, tmp_path):
     from training.train import load_checkpoint
     arch = tmp_path / "tiny.json"

@@ -59,7 +59,6 @@ to be kept; the float models are trained by the calling process before the cells
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -81,7 +80,8 @@ from .integer import build_integer_model, integer_scores
 from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
 from .quantizers import (METHODS, PLUS_NEUTRAL, QUANTIZE_NEUTRAL, RETRAINING_METHODS, SIQ_NEUTRAL, QuantizeConfig,
                          SIQConfig, SIQPlusConfig, check_per_channel, check_plus_config, check_siq_config, method_variant)
-from .train import RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint, train_float
+from .train import (RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
+                    torch_threads, train_float)
 
 CACHE_VERSION = 1
 # Bumped when a method's algorithm changes, so that its cached cells are recomputed (others keep theirs).
@@ -360,20 +360,6 @@ def evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: d
         return _evaluate_cell(cell, data, checkpoint, fc_bits, qcfg)
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Run the block with `threads` torch intra-op threads (None = leave as is), then restore the setting."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: dict) -> dict:
     start = time.perf_counter()
     net, _ = load_checkpoint(checkpoint)
@@ -449,8 +435,9 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     train_cfg: float training (its seed is replaced by each sweep seed); siq_cfg: SIQ schedule; plus_cfg: siq+'s
         ingredients (variants turn some off).
     jobs: joblib n_jobs for the cells (-1 = all cores).
-    threads: torch intra-op threads for the float training and every cell (restored afterwards); None = one per
-        worker when jobs != 1, torch's setting otherwise. Small networks on a busy machine run far faster with 1.
+    threads: torch intra-op threads for evaluating every cell (restored afterwards); None = one per worker when
+        jobs != 1, torch's setting otherwise. Training (float and retraining) always runs on train.TRAIN_THREADS,
+        so the weights do not depend on this.
     cache_dir: float checkpoints and finished cells (default: `.siq_cache` beside `out`).
     codebook_bits, calibration_images, calibration (the activation-shift rule), per_channel (which layers get
         a codebook per output channel), input_bits (the input image's width where it differs from each cell's
