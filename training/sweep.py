@@ -285,21 +285,13 @@ def _distillation(cell: Cell, qcfg: dict) -> list[float] | None:
     return [plus["distill"], plus["temperature"]]
 
 
-def _real_steps(cell: Cell, qcfg: dict) -> bool | None:
-    """Whether siq+ trained real feature-map steps (folded into powers of two); None for cells without learned
-    steps."""
+def _learned_steps_setting(cell: Cell, qcfg: dict, name: str):
+    """A setting of siq+'s learned activation steps for this cell (real_steps: real feature-map steps folded into
+    powers of two; progressive_acts: the extra activation bits it started from); None for cells without them."""
     if cell.weight_bits is None or method_variant(cell.method)[0] != "siq+":
         return None
     plus = _cell_quantize_fields(qcfg, cell.method)["plus"]
-    return bool(plus["real_steps"]) if plus["learn_act_steps"] else None
-
-
-def _progressive_acts(cell: Cell, qcfg: dict) -> int | None:
-    """How many bits above the target siq+ started the activations; None for cells without learned steps."""
-    if cell.weight_bits is None or method_variant(cell.method)[0] != "siq+":
-        return None
-    plus = _cell_quantize_fields(qcfg, cell.method)["plus"]
-    return int(plus["progressive_acts"]) if plus["learn_act_steps"] else None
+    return plus[name] if plus["learn_act_steps"] else None
 
 
 def _cell_quantize_fields(qcfg: dict, method: str) -> dict:
@@ -505,7 +497,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
                     "model": model_key, "codebook_bits": codebook_bits, "calibration": calibration,
                     "per_channel": per_channel, "input_bits": input_bits if cell.act_bits is not None else None,
                     "siq_dropout": _retraining_dropout(cell, qcfg), "distill": _distillation(cell, qcfg),
-                    "real_steps": _real_steps(cell, qcfg), "progressive_acts": _progressive_acts(cell, qcfg)}
+                    "real_steps": _learned_steps_setting(cell, qcfg, "real_steps"),
+                    "progressive_acts": _learned_steps_setting(cell, qcfg, "progressive_acts")}
         cached = _read_json(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
