@@ -76,6 +76,7 @@ def _add_quant(p):
     p.add_argument("--siq-lr", type=float, default=3e-4, help="Adam learning rate of SIQ's retraining")
     p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
+    _add_siq_penalty(p)
     _add_siq_augment(p)
     _add_calibration(p)
     _add_per_channel(p)
@@ -119,6 +120,14 @@ def _add_per_channel(p):
                         "for the conv layers or all layers, instead of one per layer (default %(default)s)")
 
 
+def _add_siq_penalty(p):
+    p.add_argument("--siq-alpha", type=float, default=None,
+                   help="weight of the continuation penalty ||w - Q(w)||^2 / ||w||^2 in the first retraining round "
+                        "(default 0.1)")
+    p.add_argument("--siq-growth", type=float, default=None,
+                   help="factor by which that penalty's weight grows each round (default 4)")
+
+
 def _add_siq_augment(p):
     p.add_argument("--siq-augment-shift", type=int, default=0,
                    help="random translation in pixels during SIQ retraining (default: none, as in the paper)")
@@ -129,10 +138,14 @@ def _add_siq_augment(p):
 
 
 def siq_config(args):
-    from training.quantizers import SIQConfig
-    return SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
-                     quantize_fc=getattr(args, "siq_fc", False), augment_shift=args.siq_augment_shift,
-                     augment_flip=args.siq_flip, dropout=args.siq_dropout)
+    from training.quantizers import SIQConfig, check_siq_config
+    penalty = {k: getattr(args, a) for k, a in (("alpha", "siq_alpha"), ("growth", "siq_growth"))
+               if getattr(args, a) is not None}
+    cfg = SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
+                    quantize_fc=getattr(args, "siq_fc", False), augment_shift=args.siq_augment_shift,
+                    augment_flip=args.siq_flip, dropout=args.siq_dropout, **penalty)
+    check_siq_config(cfg)
+    return cfg
 
 
 def train_config(args):
@@ -384,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--siq-rounds", type=int, default=4)
     p.add_argument("--siq-lr", type=float, default=3e-4)
     p.add_argument("--siq-epochs", type=int, default=2)
+    _add_siq_penalty(p)
     _add_siq_augment(p)
     _add_distill(p)
     _add_calibration(p)

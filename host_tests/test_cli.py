@@ -127,6 +127,8 @@ def test_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
     (["quantize", "x.pt", "--progressive-acts", "9"], "progressive activation bits must be a whole number 0..7"),
     (["quantize", "x.pt", "--plus-off", "progressive", "--progressive-acts", "2"], "turned off by --plus-off"),
     (["sweep", "--dataset", "digits", "--distill-temperature", "0"], "distillation temperature must be a positive"),
+    (["quantize", "x.pt", "--siq-growth", "0"], "SIQ growth must be a positive number"),
+    (["sweep", "--dataset", "digits", "--siq-alpha", "-1"], "alpha >= 0"),
     (["quantize", "x.pt", "--codebook-bits", "16"], "codebook bits must be a whole number from 2 to 15"),
     (["quantize", "x.pt", "--per-channel", "dense"], "invalid choice: 'dense'"),
     (["sweep", "--dataset", "digits", "--codebook-bits", "1"], "codebook bits must be a whole number from 2 to 15"),
@@ -183,3 +185,16 @@ def test_export_refuses_a_foreign_folder(pipeline_out, tmp_path):
     assert_refused(siq("export", pipeline_out / "quantized.pt", "--out", foreign), "--force")
     assert sorted(p.name for p in foreign.iterdir()) == ["main.c"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".foreign")]  # no temp left behind
+
+
+def test_continuation_penalty_options_reach_the_siq_config():
+    """--siq-alpha / --siq-growth set SIQ's continuation penalty for quantize, pipeline and sweep alike; left out,
+    the paper-style defaults (0.1, x4 a round) stay, so earlier cache keys stay valid."""
+    from codegen.cli import build_parser, siq_config
+    from training.quantizers import SIQConfig
+    parser = build_parser()
+    for argv in (["quantize", "x.pt"], ["pipeline"], ["sweep"]):
+        default = siq_config(parser.parse_args(argv))
+        assert (default.alpha, default.growth) == (SIQConfig().alpha, SIQConfig().growth)
+        tuned = siq_config(parser.parse_args(argv + ["--siq-alpha", "0.05", "--siq-growth", "2"]))
+        assert (tuned.alpha, tuned.growth) == (0.05, 2.0)
