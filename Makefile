@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 OUT ?= out
 
-.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel sweep-plus-session6 sweep-plus-session7 sweep-plus-session9 sweep-plus-session10 sweep-plus-session11 clean \
+.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel sweep-plus-session6 sweep-plus-session7 sweep-plus-session9 sweep-plus-session10 sweep-plus-session11 sweep-plus-session12 clean \
 	toolchain
 
 setup: $(STAMP)
@@ -333,6 +333,29 @@ sweep-plus-session11: setup
 	$(S10M) --seeds 0,1,2,3,4,5,6,7 --epochs 100 --distill-temperature 1 --real-steps --weight-bits 2,float \
 		--act-bits 2,float --out $(S11MOUT)-2.jsonl
 	cat $(S11MOUT)-[0-9].jsonl > $(S11MOUT).jsonl && rm $(S11MOUT)-[0-9].jsonl
+
+# Session 12. Fashion W2A2 held out (seeds 0 and 1) against session 10/11's choice (6 rounds, T 2, real steps):
+# SIQ's continuation penalty alpha_r ||w - Q(w)||^2 / ||w||^2 grows x4 a round by default (0.1 ... 102 at round 6);
+# held constant at 0.1 or 0.3 (--siq-growth 1 [--siq-alpha 0.3]) and switched off (--siq-alpha 0); and a retraining
+# rate of 2e-3 (seed 0).
+# Test split, 4 seeds: the penalty held constant. mnist5k held out (8 seeds): an 80-epoch float recipe, and the
+# constant penalty on the 60- and 100-epoch float models.
+S12OUT := docs/results/fashion-plus-session12
+S12MOUT := docs/results/mnist5k-session12
+S12T := $(S10) --seeds 0,1,2,3 --distill-temperature 2 --siq-rounds 6 --methods siq+ --weight-bits 2 --act-bits 2
+
+sweep-plus-session12: setup
+	$(S11V) --siq-lr 2e-3 --out $(S12OUT)-val-1.jsonl
+	$(S11V) --seeds 0,1 --siq-growth 1 --out $(S12OUT)-val-2.jsonl
+	$(S11V) --seeds 0,1 --siq-alpha 0 --out $(S12OUT)-val-3.jsonl
+	$(S11V) --seeds 0,1 --siq-growth 1 --siq-alpha 0.3 --out $(S12OUT)-val-4.jsonl
+	cat $(S12OUT)-val-[0-9].jsonl > $(S12OUT)-validation.jsonl && rm $(S12OUT)-val-[0-9].jsonl
+	$(S12T) --siq-growth 1 --out $(S12OUT)-1.jsonl
+	cat $(S12OUT)-[0-9].jsonl > $(S12OUT).jsonl && rm $(S12OUT)-[0-9].jsonl
+	$(S11MV) --epochs 80 --weight-bits 2,float --act-bits 2,float --out $(S12MOUT)-val-1.jsonl
+	$(S11MV) --weight-bits 2 --act-bits 2 --siq-growth 1 --out $(S12MOUT)-val-2.jsonl
+	$(S11MV) --epochs 100 --weight-bits 2 --act-bits 2 --siq-growth 1 --out $(S12MOUT)-val-3.jsonl
+	cat $(S12MOUT)-val-[0-9].jsonl > $(S12MOUT)-validation.jsonl && rm $(S12MOUT)-val-[0-9].jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
