@@ -573,7 +573,7 @@ def check_siq_config(scfg: SIQConfig) -> None:
     rate = scfg.dropout
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0):
         raise SiqError(f"SIQ retraining dropout must be in [0, 1), got {rate!r}")
-    if not 0.0 <= scfg.tolerance <= 1.0 or scfg.alpha < 0:
+    if not 0.0 <= scfg.tolerance <= 1.0 or not np.isfinite(scfg.alpha) or scfg.alpha < 0:
         raise SiqError(f"SIQ tolerance must be in [0, 1] and alpha >= 0, got {scfg.tolerance!r}, {scfg.alpha!r}")
 
 
