@@ -336,9 +336,9 @@ sweep-plus-session11: setup
 
 # Session 12. Fashion W2A2 held out (seeds 0 and 1) against session 10/11's choice (6 rounds, T 2, real steps):
 # SIQ's continuation penalty alpha_r ||w - Q(w)||^2 / ||w||^2 grows x4 a round by default (0.1 ... 102 at round 6);
-# held constant at 0.1 or 0.3 (--siq-growth 1 [--siq-alpha 0.3]) and switched off (--siq-alpha 0); and a retraining
+# held constant at 0.03, 0.1 or 0.3 (--siq-growth 1 [--siq-alpha A]) and switched off (--siq-alpha 0); and a retraining
 # rate of 2e-3 (seed 0); the constant penalty with 8 rounds; and at W2A4 (4 rounds, seed 0).
-# Test split, 4 seeds: the penalty held constant. mnist5k held out (8 seeds): an 80-epoch float recipe, and the
+# Test split, 4 seeds: the penalty held constant at 0.1 and at 0.03. mnist5k held out (8 seeds): an 80-epoch float recipe, and the
 # constant penalty on the 60- and 100-epoch float models.
 S12OUT := docs/results/fashion-plus-session12
 S12MOUT := docs/results/mnist5k-session12
@@ -352,8 +352,10 @@ sweep-plus-session12: setup
 	$(S10) --validation 0.1 --seeds 0 --methods siq+ --weight-bits 2 --act-bits 4 --siq-growth 1 \
 		--out $(S12OUT)-val-5.jsonl
 	$(S11V) --seeds 0,1 --siq-rounds 8 --siq-growth 1 --out $(S12OUT)-val-6.jsonl
+	$(S11V) --seeds 0,1 --siq-growth 1 --siq-alpha 0.03 --out $(S12OUT)-val-7.jsonl
 	cat $(S12OUT)-val-[0-9].jsonl > $(S12OUT)-validation.jsonl && rm $(S12OUT)-val-[0-9].jsonl
 	$(S12T) --siq-growth 1 --out $(S12OUT)-1.jsonl
+	$(S12T) --siq-growth 1 --siq-alpha 0.03 --out $(S12OUT)-2.jsonl
 	cat $(S12OUT)-[0-9].jsonl > $(S12OUT).jsonl && rm $(S12OUT)-[0-9].jsonl
 	$(S11MV) --epochs 80 --weight-bits 2,float --act-bits 2,float --out $(S12MOUT)-val-1.jsonl
 	$(S11MV) --weight-bits 2 --act-bits 2 --siq-growth 1 --out $(S12MOUT)-val-2.jsonl
