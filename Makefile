@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 OUT ?= out
 
-.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel sweep-plus-session6 sweep-plus-session7 sweep-plus-session9 sweep-plus-session10 sweep-plus-session11 sweep-plus-session12 clean \
+.PHONY: setup firmware test bench sweep sweep-plus sweep-plus-validation sweep-plus-validation3 sweep-plus-per-channel sweep-plus-session6 sweep-plus-session7 sweep-plus-session9 sweep-plus-session10 sweep-plus-session11 sweep-plus-session12 sweep-plus-session13 clean \
 	toolchain
 
 setup: $(STAMP)
@@ -361,6 +361,22 @@ sweep-plus-session12: setup
 	$(S11MV) --weight-bits 2 --act-bits 2 --siq-growth 1 --out $(S12MOUT)-val-2.jsonl
 	$(S11MV) --epochs 100 --weight-bits 2 --act-bits 2 --siq-growth 1 --out $(S12MOUT)-val-3.jsonl
 	cat $(S12MOUT)-val-[0-9].jsonl > $(S12MOUT)-validation.jsonl && rm $(S12MOUT)-val-[0-9].jsonl
+
+# Session 13. Fashion W2A2 held out on four seeds (0-3) instead of two: the penalty held at 0.01, and seeds 2 and 3
+# for 0.03 and 0.1 (seeds 0 and 1 are in session 12's file); 6 retraining epochs a round instead of 4 at 0.03.
+# Test split: the choice (0.03) on seeds 4-7 beside session 12's seeds 0-3, decided before seeds 4-7 were run
+# because the 4-seed mean (86.47 %) was inside one standard error of the target.
+# mnist5k held out (8 seeds): a 70-epoch float recipe, between the 60-epoch one (gap 0.15 pp) and the 80 and 100 ones.
+S13OUT := docs/results/fashion-plus-session13
+S13MOUT := docs/results/mnist5k-session13
+sweep-plus-session13: setup
+	$(S11V) --seeds 0,1,2,3 --siq-growth 1 --siq-alpha 0.01 --out $(S13OUT)-val-1.jsonl
+	$(S11V) --seeds 2,3 --siq-growth 1 --siq-alpha 0.03 --out $(S13OUT)-val-2.jsonl
+	$(S11V) --seeds 2,3 --siq-growth 1 --out $(S13OUT)-val-3.jsonl
+	$(S11V) --seeds 0,1 --siq-growth 1 --siq-alpha 0.03 --siq-epochs 6 --out $(S13OUT)-val-4.jsonl
+	cat $(S13OUT)-val-[0-9].jsonl > $(S13OUT)-validation.jsonl && rm $(S13OUT)-val-[0-9].jsonl
+	$(S12T) --seeds 4,5,6,7 --siq-growth 1 --siq-alpha 0.03 --out $(S13OUT).jsonl
+	$(S11MV) --epochs 70 --weight-bits 2,float --act-bits 2,float --out $(S13MOUT)-validation.jsonl
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .siq_cache
