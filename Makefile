@@ -42,7 +42,7 @@ test: setup
 	$(PY) -m pytest -q host_tests
 
 bench: setup
-	$(PY) -m codegen.bench --out $(OUT)/bench.json
+	$(PY) -m siq.codegen.bench --out $(OUT)/bench.json
 
 # The committed experiments (docs/): the 1-4 x 1-4 grid, then weight bits 1-8 and float at 4-bit and float
 # activations, for uniform, k-means and SIQ. Cells are cached in .siq_cache, so an interrupted sweep resumes.

@@ -1,3 +1,1 @@
 """Client side of siq: lowering to an integer model, memory plan, bit packing, C rendering, host/target builds."""
-
-__version__ = "0.1.0"

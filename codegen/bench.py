@@ -7,7 +7,7 @@ code, weights and RAM from the link map. Also: the reference-kernel build (lower
 host-C latency per image against PyTorch eager float at batch 1 and 256, wall time of float training per epoch
 and of SIQ end to end. Prints a table beside the CMSIS-NN figures of issue 8 and writes JSON.
 
-    python -m codegen.bench --out out/bench.json [--fashion] [--cpus cortex-m4] [--opts=-O2]
+    python -m siq.codegen.bench --out out/bench.json [--fashion] [--cpus cortex-m4] [--opts=-O2]
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def train_model(work: Path, dataset: str, epochs: int) -> tuple[Path, float]:
 
 
 def count(model_dir: Path, image, cpu: str, opt: str, work: Path) -> dict:
-    from codegen import target
+    from siq.codegen import target
     insn = target.instructions_per_inference(model_dir, "siq_model", cpu, None, image, opt, work_dir=work)
     size = target.footprint(work / "plain" / "firmware.elf", "siq_model")
     return {"cpu": cpu, "opt": opt, "instructions": insn["total"], "per_op": insn["per_op"],
@@ -72,8 +72,8 @@ def count(model_dir: Path, image, cpu: str, opt: str, work: Path) -> dict:
 def host_latency(model_dir: Path, lm, images: np.ndarray, net, work: Path, repeats: int = 7) -> dict:
     import torch
 
-    from codegen.host import build_host
-    from training.nets import images_to_input
+    from siq.codegen.host import build_host
+    from siq.training.nets import images_to_input
     host = build_host(model_dir, lm.prefix, work / "host")
     batch = images[:256]
     per_image = []
@@ -115,10 +115,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from codegen.export import write_sources
-    from codegen.lower import lower
-    from training.quant import load_quantized
-    from training.train import load_checkpoint
+    from siq.codegen.export import write_sources
+    from siq.codegen.lower import lower
+    from siq.training.quant import load_quantized
+    from siq.training.train import load_checkpoint
 
     result: dict = {"machine": machine(), "network": "paper-mnist SIQ W4A4, FC 8 bits", "macs": MACS,
                     "cmsis_nn_reference": CMSIS_NN, "goals": GOALS}
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         lm = lower(qm)
         reference_dir = work / "reference"
         write_sources(lower(qm, fast=False), reference_dir)
-        from training.data import load_dataset
+        from siq.training.data import load_dataset
         data = load_dataset("mnist5k", seed=0)
         image = data.test_x[0]
         rows = []

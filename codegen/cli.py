@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from training.errors import SiqError
+from siq.training.errors import SiqError
 
 EXIT_USAGE = 2
 
@@ -42,7 +42,7 @@ def layer_bits(text: str) -> dict[int, int]:
 
 
 def _add_data(p, default_dataset="mnist5k"):
-    from training.data import DATASETS
+    from siq.training.data import DATASETS
     p.add_argument("--dataset", default=default_dataset, help=f"one of {', '.join(DATASETS)} (default %(default)s)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (fashion, mnist)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split where the dataset has none")
@@ -63,7 +63,7 @@ def _add_train(p):
 
 
 def _add_quant(p):
-    from training.quantizers import METHODS
+    from siq.training.quantizers import METHODS
     p.add_argument("--method", default="siq", choices=sorted(METHODS))
     p.add_argument("--weight-bits", type=bits, default=4, help="conv kernel bits (default %(default)s)")
     p.add_argument("--act-bits", type=bits, default=4, help="input and feature-map bits (default %(default)s)")
@@ -107,14 +107,14 @@ def _add_input_bits(p):
 
 
 def _add_calibration(p):
-    from training.quant import CALIBRATION_RULES
+    from siq.training.quant import CALIBRATION_RULES
     p.add_argument("--calibration", choices=CALIBRATION_RULES, default="float",
                    help="activation-shift rule: on the float network's tensors, or point by point on the tensors "
                         "the quantized points before it produce (default %(default)s)")
 
 
 def _add_per_channel(p):
-    from training.quantizers import PER_CHANNEL_CHOICES
+    from siq.training.quantizers import PER_CHANNEL_CHOICES
     p.add_argument("--per-channel", choices=PER_CHANNEL_CHOICES, default="none",
                    help="one codebook per output channel (a row of 2^bits values each, same fixed-point exponent) "
                         "for the conv layers or all layers, instead of one per layer (default %(default)s)")
@@ -138,7 +138,7 @@ def _add_siq_augment(p):
 
 
 def siq_config(args):
-    from training.quantizers import SIQConfig, check_siq_config
+    from siq.training.quantizers import SIQConfig, check_siq_config
     penalty = {k: getattr(args, a) for k, a in (("alpha", "siq_alpha"), ("growth", "siq_growth"))
                if getattr(args, a) is not None}
     cfg = SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
@@ -172,7 +172,7 @@ def plus_config(args, off=()):
     """siq+'s ingredients from --distill / --distill-temperature (and --plus-off where the command has it)."""
     from dataclasses import replace
 
-    from training.quantizers import SIQPlusConfig, check_plus_config
+    from siq.training.quantizers import SIQPlusConfig, check_plus_config
     try:
         plus = SIQPlusConfig().without(off)
     except SiqError as exc:
@@ -197,8 +197,8 @@ def plus_config(args, off=()):
 
 
 def quant_config(args):
-    from training.quant import check_codebook_bits
-    from training.quantizers import QuantizeConfig
+    from siq.training.quant import check_codebook_bits
+    from siq.training.quantizers import QuantizeConfig
     check_codebook_bits(args.codebook_bits)
     off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
     plus = plus_config(args, off)
@@ -211,7 +211,7 @@ def quant_config(args):
 # ---------------------------------------------------------------- commands
 
 def cmd_train(args):
-    from training.fileio import check_output_file
+    from siq.training.fileio import check_output_file
 
     from .pipeline import step_train
     check_output_file(args.out)  # before training, not after
@@ -219,8 +219,8 @@ def cmd_train(args):
 
 
 def cmd_quantize(args):
-    from training.fileio import check_output_file
-    from training.train import load_checkpoint
+    from siq.training.fileio import check_output_file
+    from siq.training.train import load_checkpoint
 
     check_output_file(args.out)
     config = quant_config(args)  # every option is checked before the checkpoint and data are loaded
@@ -232,9 +232,9 @@ def cmd_quantize(args):
 
 
 def cmd_eval(args):
-    from training.integer import integer_scores
-    from training.quant import load_quantized
-    from training.train import accuracy, load_checkpoint, predict_scores
+    from siq.training.integer import integer_scores
+    from siq.training.quant import load_quantized
+    from siq.training.train import accuracy, load_checkpoint, predict_scores
 
     from .lower import lower
     from .pipeline import load_for_model
@@ -254,7 +254,7 @@ def cmd_eval(args):
 
 
 def _kind(path: Path) -> str:
-    from training.fileio import load_torch
+    from siq.training.fileio import load_torch
     try:
         load_torch(path, "checkpoint")
         return "checkpoint"
@@ -267,7 +267,7 @@ def _kind(path: Path) -> str:
 
 
 def cmd_export(args):
-    from training.quant import load_quantized
+    from siq.training.quant import load_quantized
 
     from .pipeline import load_for_model, step_export
     qm = load_quantized(args.model)
@@ -276,7 +276,7 @@ def cmd_export(args):
 
 
 def cmd_verify(args):
-    from training.quant import load_quantized
+    from siq.training.quant import load_quantized
 
     from .lower import lower
     from .pipeline import load_for_model, step_verify
@@ -328,7 +328,7 @@ def cmd_report(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from siq import __version__
     parser = Parser(prog="siq", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"siq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.errors import SiqError
+from siq.training.errors import SiqError
 
 
 def sweep_command(args) -> int:
-    from training.sweep import parse_bits, run_sweep
+    from siq.training.sweep import parse_bits, run_sweep
 
     from .cli import plus_config, siq_config, train_config
     try:
@@ -29,8 +29,8 @@ def sweep_command(args) -> int:
 
 
 def report_command(args) -> int:
-    from training.report import paper_reference_for, render_report
-    from training.sweep import read_results
+    from siq.training.report import paper_reference_for, render_report
+    from siq.training.sweep import read_results
     records = read_results(args.results)
     if not records:
         raise SiqError("no results in " + ", ".join(args.results))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.errors import SiqError
+from siq.training.errors import SiqError
 
 from .export import header_macros
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.errors import SiqError
-from training.integer import (Conv2dRequant, DenseRequant, DenseScores, IntegerModel, LRNRequant, MaxPool2d,
+from siq.training.errors import SiqError
+from siq.training.integer import (Conv2dRequant, DenseRequant, DenseScores, IntegerModel, LRNRequant, MaxPool2d,
                               QuantizeInput, build_integer_model)
-from training.quant import QuantizedModel, codebook_entry_bytes
+from siq.training.quant import QuantizedModel, codebook_entry_bytes
 
-from . import __version__
+from siq import __version__
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner
 

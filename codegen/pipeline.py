@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from training.arch import Arch, load_arch
-from training.data import Dataset, load_dataset
-from training.errors import SiqError
-from training.fileio import atomic_directory
-from training.integer import integer_scores
-from training.nets import Net
-from training.quant import QuantizedModel, save_quantized
-from training.quantizers import QuantizeConfig, quantize_model
-from training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
+from siq.training.arch import Arch, load_arch
+from siq.training.data import Dataset, load_dataset
+from siq.training.errors import SiqError
+from siq.training.fileio import atomic_directory
+from siq.training.integer import integer_scores
+from siq.training.nets import Net
+from siq.training.quant import QuantizedModel, save_quantized
+from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                             train_float)
 
 from .export import json_default, model_report, report_markdown, write_sources
@@ -25,7 +25,7 @@ from .lower import LoweredModel, lower
 from .render import render
 from .verify import describe_mismatch, verify
 
-# Documented short schedules (chosen on the validation split carved from training data, see README).
+# Documented short schedules (chosen on the validation split carved from siq.training data, see README).
 SCHEDULES = {
     "mnist5k": TrainConfig(epochs=30, batch_size=64, lr=3e-3, augment_shift=2),
     "fashion": TrainConfig(epochs=15, batch_size=64, lr=2e-3, augment_shift=1),

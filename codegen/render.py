@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-TEMPLATE_ROOT = Path(str(resources.files("firmware_template")))
+TEMPLATE_ROOT = Path(str(resources.files("siq.firmware_template")))
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATE_ROOT)),

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from codegen import __version__
-from codegen.export import header_macros
-from codegen.render import render, template_path
-from codegen.vectors import check_vectors, write_test_vectors
-from training.errors import SiqError
-from training.fileio import atomic_directory, atomic_write_bytes
+from siq import __version__
+from siq.codegen.export import header_macros
+from siq.codegen.render import render, template_path
+from siq.codegen.vectors import check_vectors, write_test_vectors
+from siq.training.errors import SiqError
+from siq.training.fileio import atomic_directory, atomic_write_bytes
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -639,7 +639,7 @@ def run_target_step(model_dir: str | Path, prefix: str, lm, data, cpu: str | Non
     """
     import time
 
-    from training.integer import integer_scores
+    from siq.training.integer import integer_scores
 
     cpu, board = resolve_target(cpu, board)
     require_toolchain(host_cc=True)
@@ -679,7 +679,7 @@ def run_target_command(args) -> int:
     """`siq target DIR --cpu C [--board B] [--prefix P] [--opt O] [--images N]`: 0 when the board agrees."""
     import json
 
-    from training.quant import load_quantized
+    from siq.training.quant import load_quantized
 
     from .lower import lower
     from .pipeline import load_for_model

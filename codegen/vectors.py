@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from codegen import __version__
-from codegen.export import int32_literal, number_lines
-from codegen.render import render
-from training.errors import SiqError
+from siq import __version__
+from siq.codegen.export import int32_literal, number_lines
+from siq.codegen.render import render
+from siq.training.errors import SiqError
 
 IMAGE_NUMBERS_PER_LINE = 32
 SCORE_NUMBERS_PER_LINE = 16

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.integer import first_mismatch, run_integer, unpack_codes
-from training.nets import Net, images_to_input
-from training.quant import ExactHooks, QuantizedModel, evaluate_exact, input_point_of
-from training.train import accuracy
+from siq.training.integer import first_mismatch, run_integer, unpack_codes
+from siq.training.nets import Net, images_to_input
+from siq.training.quant import ExactHooks, QuantizedModel, evaluate_exact, input_point_of
+from siq.training.train import accuracy
 
 from .host import HostModel, build_host
 from .lower import LoweredModel

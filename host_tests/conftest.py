@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from training.arch import Arch, load_arch
-from training.data import load_dataset
-from training.train import TrainConfig, train_float
+from siq.training.arch import Arch, load_arch
+from siq.training.data import load_dataset
+from siq.training.train import TrainConfig, train_float
 
 
 def tiny_arch(lrn: bool = True, input_shape=(1, 8, 8), classes: int = 10) -> Arch:
@@ -39,7 +39,7 @@ def tiny_nets(digits):
 def preset_nets():
     """Untrained (seeded) paper presets: bit-exactness does not depend on training."""
     import torch
-    from training.nets import Net
+    from siq.training.nets import Net
     torch.manual_seed(0)
     return {name: Net(load_arch(name)) for name in ("paper-mnist", "paper-office")}
 
@@ -65,7 +65,7 @@ FAST_ARCH = {"name": "fast-kernels", "input": [1, 18, 18], "layers": [
 def fast_setup():
     """The untrained (seeded) FAST_ARCH net and 120 random images, two of them all 0 and all 255."""
     import torch
-    from training.nets import Net
+    from siq.training.nets import Net
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     images = (rng.random((120, 1, 18, 18)) ** 2 * 255).astype(np.uint8)

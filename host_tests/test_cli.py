@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def siq(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "codegen.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "siq.codegen.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, stdin=subprocess.DEVNULL)
 
 
@@ -75,7 +75,7 @@ def test_per_channel_codebooks_quantize_export_and_verify(pipeline_out, tmp_path
     result = siq("quantize", pipeline_out / "float.pt", "--method", "kmeans", "--weight-bits", 2,
                  "--per-channel", "conv", "--out", quantized)
     assert result.returncode == 0, result.stderr[-2000:]
-    from training.quant import load_quantized
+    from siq.training.quant import load_quantized
     qm = load_quantized(quantized)
     convs = [i for i in qm.arch.weighted_layers() if qm.arch.layers[i].type == "conv"]
     assert all(qm.layers[i].per_channel == (i in convs) for i in qm.layers)
@@ -94,7 +94,7 @@ def test_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
                  "--out", quantized)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "W4A2 input 8 bits" in result.stdout + result.stderr
-    from training.quant import load_quantized
+    from siq.training.quant import load_quantized
     qm = load_quantized(quantized)
     assert (qm.act_bits, qm.input_bits) == (2, 8)
     export = tmp_path / "export"
@@ -191,8 +191,8 @@ def test_export_refuses_a_foreign_folder(pipeline_out, tmp_path):
 def test_continuation_penalty_options_reach_the_siq_config():
     """--siq-alpha / --siq-growth set SIQ's continuation penalty for quantize, pipeline and sweep alike; left out,
     the paper-style defaults (0.1, x4 a round) stay, so earlier cache keys stay valid."""
-    from codegen.cli import build_parser, siq_config
-    from training.quantizers import SIQConfig
+    from siq.codegen.cli import build_parser, siq_config
+    from siq.training.quantizers import SIQConfig
     parser = build_parser()
     for argv in (["quantize", "x.pt"], ["pipeline"], ["sweep"]):
         default = siq_config(parser.parse_args(argv))

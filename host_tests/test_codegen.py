@@ -6,18 +6,18 @@ import subprocess
 import numpy as np
 import pytest
 
-from codegen.export import model_report, render_sources, write_sources
-from codegen.host import STRICT_FLAGS, build_host
-from codegen.lower import lower
-from codegen.pack import pack_indices, packed_size, read_index, unpack_indices
-from codegen.verify import verify
+from siq.codegen.export import model_report, render_sources, write_sources
+from siq.codegen.host import STRICT_FLAGS, build_host
+from siq.codegen.lower import lower
+from siq.codegen.pack import pack_indices, packed_size, read_index, unpack_indices
+from siq.codegen.verify import verify
 from conftest import tiny_arch
-from training.arch import Arch
-from training.errors import SiqError
-from training.integer import build_integer_model, integer_scores
-from training.quant import LayerCodebook, QuantizedModel, evaluate_exact
-from training.quantizers import QuantizeConfig, quantize_model
-from training.nets import Net
+from siq.training.arch import Arch
+from siq.training.errors import SiqError
+from siq.training.integer import build_integer_model, integer_scores
+from siq.training.quant import LayerCodebook, QuantizedModel, evaluate_exact
+from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.nets import Net
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
@@ -194,7 +194,7 @@ def test_unsupported_configurations_refused_at_lowering(tiny_nets, digits):
 def test_weight_bit_positions_must_fit_uint32(tiny_nets, digits, monkeypatch):
     """The C addresses index i at bit i * bits in a uint32_t: a layer past 2^32 - 1 bits is refused when lowered
     (shown with the limit lowered to the size of the tiny net's largest layer)."""
-    import codegen.lower as lowering
+    import siq.codegen.lower as lowering
     qm = _quantized(tiny_nets[False], digits, 4, 4)
     largest = max(lc.indices.size * lc.bits for lc in qm.layers.values())
     monkeypatch.setattr(lowering, "MAX_WEIGHT_BITS", largest)
@@ -206,8 +206,8 @@ def test_weight_bit_positions_must_fit_uint32(tiny_nets, digits, monkeypatch):
 
 def test_exact_model_matches_host_on_a_trained_net(mnist5k, tmp_path):
     """A real (briefly trained) paper-mnist at W4A4 FC8 on real MNIST digits."""
-    from training.arch import load_arch
-    from training.train import TrainConfig, train_float
+    from siq.training.arch import load_arch
+    from siq.training.train import TrainConfig, train_float
     net, _ = train_float(load_arch("paper-mnist"), mnist5k.train_x[:1000], mnist5k.train_y[:1000],
                          TrainConfig(epochs=1))
     qm = _quantized(net, mnist5k, 4, 4, fc_bits=8)
@@ -223,7 +223,7 @@ def test_conv_filter_scratch_fits_the_decoded_filter(k, size):
     """The arena scratch of a fast conv holds C_IN * K rows of the decoded filter's row words: lane pairs where a
     dual-MAC body exists for (K, input code bits), one word per tap otherwise (K = 1; K = 3 on 4-bit codes).
     Found by the long hypothesis profile: K = 1 had no entry and K = 3 on 4-bit codes got 2 words a row, not 3."""
-    from codegen.lower import filter_row_words
+    from siq.codegen.lower import filter_row_words
     arch = Arch.from_dict({"name": f"k{k}", "input": [1, size, size], "layers": [
         {"type": "conv", "out": 2, "k": k}, {"type": "relu"}, {"type": "maxpool", "k": 2},
         {"type": "conv", "out": 3, "k": k}, {"type": "relu"}, {"type": "maxpool", "k": 2}, {"type": "flatten"},

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import (DATASETS, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, Dataset, image_crops,
+from siq.training.data import (DATASETS, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, Dataset, image_crops,
                            load_dataset, read_idx_images, read_idx_labels)
-from training.errors import SiqError
+from siq.training.errors import SiqError
 
 
 # --- mnist5k -----------------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from codegen.export import render_sources, write_sources
-from codegen.lower import lower
+from siq.codegen.export import render_sources, write_sources
+from siq.codegen.lower import lower
 from test_per_channel import assert_scores_equal, check_builds, host_scores
-from training.integer import accumulator_bound, build_integer_model, integer_scores
-from training.quant import evaluate_exact, load_quantized, save_quantized
-from training.quantizers import QuantizeConfig, quantize_model
+from siq.training.integer import accumulator_bound, build_integer_model, integer_scores
+from siq.training.quant import evaluate_exact, load_quantized, save_quantized
+from siq.training.quantizers import QuantizeConfig, quantize_model
 
 
 def quantized(net, images, act_bits: int, input_bits: int | None, conv_bits: int = 4, fc_bits: int = 8):
@@ -57,7 +57,7 @@ def test_input_codes_use_their_own_range(fast_setup, tmp_path):
     net, images = fast_setup
     qm = quantized(net, images, 2, 8)
     model = build_integer_model(qm)
-    from training.integer import quantize_input
+    from siq.training.integer import quantize_input
     codes = quantize_input(images, model.ops[0])
     assert codes.max() > 3
     narrow = quantized(net, images, 2, None)
@@ -85,7 +85,7 @@ def test_model_file_keeps_input_bits(fast_setup, tmp_path):
 
 def test_siq_plus_learns_the_input_step_in_its_range(fast_setup):
     """siq+ trains the activation steps; with an 8-bit input the input point's codes span 0..255."""
-    from training.quantizers import LearnedSteps
+    from siq.training.quantizers import LearnedSteps
     steps = LearnedSteps({-1: 8, 1: 2}, bits=2, input_bits=8)
     x = torch.linspace(0, 1, 257)
     assert float(steps.quantize(-1, x).detach().max() * 2**8) == 255
@@ -93,14 +93,14 @@ def test_siq_plus_learns_the_input_step_in_its_range(fast_setup):
 
 
 def test_refused_input_bits(fast_setup):
-    from training.errors import SiqError
+    from siq.training.errors import SiqError
     net, images = fast_setup
     with pytest.raises(SiqError, match="input bits"):
         quantized(net, images, 2, 9)
 
 
 def test_corrupt_input_bits_in_a_model_file_are_refused(fast_setup, tmp_path):
-    from training.errors import SiqError
+    from siq.training.errors import SiqError
     net, images = fast_setup
     qm = quantized(net, images, 2, 8)
     qm.input_bits = 9

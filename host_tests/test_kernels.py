@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codegen.export import render_sources, write_sources
-from codegen.host import build_host
-from codegen.lower import lower
-from training.integer import integer_scores
-from training.quantizers import QuantizeConfig, quantize_model
+from siq.codegen.export import render_sources, write_sources
+from siq.codegen.host import build_host
+from siq.codegen.lower import lower
+from siq.training.integer import integer_scores
+from siq.training.quantizers import QuantizeConfig, quantize_model
 
 BUILDS = {"fast": [], "dsp": ["-DSIQ_EMULATE_DSP"], "reference": ["-DSIQ_REFERENCE_KERNELS"]}
 
@@ -91,7 +91,7 @@ def test_reference_only_lowering_emits_no_fast_code(fast_setup):
 def test_fast_kernels_bit_exact_on_cortex_m4(codebook_bits, preset_nets, rng, tmp_path):
     """The real SMLAD path (ACLE intrinsics, unaligned word loads) on the emulated Cortex-M4, with int8 codebooks
     and with int16 ones at the widest values the lane pairing allows."""
-    from codegen import target
+    from siq.codegen import target
     net = preset_nets["paper-mnist"]
     images = (rng.random((64, 1, 28, 28)) ** 3 * 255).astype(np.uint8)
     qm = _quantize(net, images, 4, 4, fc_bits=8, codebook_bits=codebook_bits)

@@ -13,15 +13,17 @@ def test_wheel_ships_templates_and_runs_from_anywhere(tmp_path):
                     "-w", str(tmp_path / "wheel")], check=True, capture_output=True)
     wheel = next((tmp_path / "wheel").glob("siq-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "firmware_template").rglob("*")
+    shipped = {"siq/" + str(p.relative_to(ROOT)) for p in (ROOT / "firmware_template").rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert shipped <= names, shipped - names
+    # one installed namespace: nothing but siq/ and its dist-info at the top of the wheel
+    assert {n.split("/")[0] for n in names} == {"siq", wheel.name.rsplit("-", 3)[0] + ".dist-info"}
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    script = ("import codegen.render as r, codegen.target as t; "
+    script = ("import siq.codegen.render as r, siq.codegen.target as t; "
               "print(r.TEMPLATE_ROOT); print(r.template_path('boards/startup.c')); "
               "print(len(r.render('bundle/model.mk.j2', prefix='m', upper='M', version='x', config_hash='y')))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -3,11 +3,11 @@ float >= 97%, SIQ W4A4 within 0.5 pp of float, and at W2A4 SIQ > k-means >= unif
 Accuracies come from the integer reference, i.e. what the firmware computes."""
 import pytest
 
-from codegen.pipeline import default_schedule
-from training.arch import load_arch
-from training.integer import build_integer_model, integer_scores
-from training.quantizers import QuantizeConfig, quantize_model
-from training.train import accuracy, predict_scores, train_float
+from siq.codegen.pipeline import default_schedule
+from siq.training.arch import load_arch
+from siq.training.integer import build_integer_model, integer_scores
+from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.train import accuracy, predict_scores, train_float
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,15 @@ import re
 import numpy as np
 import pytest
 
-from codegen.export import model_report, render_sources, report_markdown, write_sources
-from codegen.host import build_host
-from codegen.lower import lower
+from siq.codegen.export import model_report, render_sources, report_markdown, write_sources
+from siq.codegen.host import build_host
+from siq.codegen.lower import lower
 from conftest import tiny_arch
-from training.errors import SiqError
-from training.integer import build_integer_model, integer_scores
-from training.nets import Net
-from training.quant import LayerCodebook, QuantizedModel, codebook_entry_bytes, pad_rows
-from training.quantizers import QuantizeConfig, quantize_model
+from siq.training.errors import SiqError
+from siq.training.integer import build_integer_model, integer_scores
+from siq.training.nets import Net
+from siq.training.quant import LayerCodebook, QuantizedModel, codebook_entry_bytes, pad_rows
+from siq.training.quantizers import QuantizeConfig, quantize_model
 from test_kernels import BUILDS  # the fast, emulated-DSP and reference builds
 
 
@@ -238,7 +238,7 @@ def test_lowering_refuses_codebooks_that_do_not_fit(fast_setup):
 def test_per_channel_bit_exact_on_cortex_m4(preset_nets, rng, tmp_path):
     """paper-mnist W4A4 FC8 (the firmware defaults), every layer per channel: the SMLAD conv path with nibble
     codes and the 8-bit-index dense quads on the emulated Cortex-M4. A missing toolchain fails (SiqError)."""
-    from codegen import target
+    from siq.codegen import target
     net = preset_nets["paper-mnist"]
     images = (rng.random((64, 1, 28, 28)) ** 3 * 255).astype(np.uint8)
     qm = converted(quantized(net, images, 4, 8, 4), lambda lc: shifted_rows(lc, 8))

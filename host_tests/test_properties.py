@@ -13,16 +13,16 @@ import torch
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
-from codegen.export import write_sources
-from codegen.host import build_host
-from codegen.lower import lower
-from codegen.pack import pack_indices, packed_size, read_index, unpack_indices
-from training.arch import Arch
-from training.errors import SiqError
-from training.integer import integer_scores
-from training.nets import Net
-from training.quant import evaluate_exact
-from training.quantizers import QuantizeConfig, quantize_model
+from siq.codegen.export import write_sources
+from siq.codegen.host import build_host
+from siq.codegen.lower import lower
+from siq.codegen.pack import pack_indices, packed_size, read_index, unpack_indices
+from siq.training.arch import Arch
+from siq.training.errors import SiqError
+from siq.training.integer import integer_scores
+from siq.training.nets import Net
+from siq.training.quant import evaluate_exact
+from siq.training.quantizers import QuantizeConfig, quantize_model
 
 
 @st.composite

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.errors import SiqError
-from training.integer import build_integer_model, run_integer
-from training.quant import CALIBRATION_SAMPLES, best_shift, quantize_activation, round_half_up, snap_codebook
-from training.quantizers import (METHODS, LearnedSteps, QuantizeConfig, SIQConfig, SIQPlusConfig, check_plus_config,
+from siq.training.errors import SiqError
+from siq.training.integer import build_integer_model, run_integer
+from siq.training.quant import CALIBRATION_SAMPLES, best_shift, quantize_activation, round_half_up, snap_codebook
+from siq.training.quantizers import (METHODS, LearnedSteps, QuantizeConfig, SIQConfig, SIQPlusConfig, check_plus_config,
                                  kmeans_codebook, method_variant, quantize_model, uniform_codebook, uniform_codes)
 
 
@@ -38,8 +38,8 @@ def test_calibration_samples_a_point_with_more_activations_than_float32_counts_e
 def _identity_lrn_net():
     """input -> conv 1x1 (weight 1, bias 0) -> relu -> lrn -> dense: the relu passes the input through, lrn
     scales it by about k^-beta = 2^-0.75."""
-    from training.arch import LRN, Arch, Conv, Dense, Flatten, ReLU
-    from training.nets import Net
+    from siq.training.arch import LRN, Arch, Conv, Dense, Flatten, ReLU
+    from siq.training.nets import Net
     net = Net(Arch("identity-lrn", (1, 4, 4), (Conv(1, 1), ReLU(), LRN(), Flatten(), Dense(2))))
     with torch.no_grad():
         net.layers[0].weight.fill_(1.0)
@@ -51,7 +51,7 @@ def test_sequential_calibration_keeps_lrn_codes_apart_at_two_bits():
     """On float tensors MSE gives lrn the step of its input, so that relu codes 1 and 2 (x 0.59 -> 0.59, 1.19
     steps) round to the same lrn code; calibrated on the quantized relu codes, lrn gets half that step and
     keeps the four codes apart."""
-    from training.quant import calibrate_shifts
+    from siq.training.quant import calibrate_shifts
     net = _identity_lrn_net()
     images = np.arange(256, dtype=np.uint8).repeat(16).reshape(256, 1, 4, 4)
     plain = calibrate_shifts(net, images, 2, "float")
@@ -67,8 +67,8 @@ def test_sequential_calibration_keeps_lrn_codes_apart_at_two_bits():
 
 @pytest.mark.parametrize("which", ["identity-lrn", "tiny"])
 def test_sequential_calibration_scores_each_point_on_the_quantized_points_before_it(tiny_nets, digits, which):
-    from training.nets import images_to_input
-    from training.quant import TrainingHooks, calibrate_shifts, quantization_points
+    from siq.training.nets import images_to_input
+    from siq.training.quant import TrainingHooks, calibrate_shifts, quantization_points
     if which == "tiny":
         net, images = tiny_nets[True], digits.train_x[:300]
     else:
@@ -227,9 +227,9 @@ def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
     the scaled weights; the folded lrn constants and codebook centroids are the ones the fold scaled."""
     import copy
 
-    from training.nets import images_to_input
-    from training.quant import TrainingHooks, quantization_points
-    from training.quantizers import _Hooks, fold_step_scales
+    from siq.training.nets import images_to_input
+    from siq.training.quant import TrainingHooks, quantization_points
+    from siq.training.quantizers import _Hooks, fold_step_scales
     net = copy.deepcopy(tiny_nets[True]).double().eval()
     arch = net.arch
     points = quantization_points(arch)
@@ -270,7 +270,7 @@ def test_siq_plus_real_steps_give_a_shift_only_bit_exact_model(tiny_nets, digits
     shifts and folded lrn constants, and the fake-quant model, the numpy reference and the C agree exactly."""
     from test_per_channel import assert_scores_equal, check_builds
 
-    from training.quant import evaluate_exact
+    from siq.training.quant import evaluate_exact
     base = dict(method="siq+", conv_bits=2, fc_bits=4, act_bits=2, siq=SIQConfig(rounds=2, epochs_per_round=2))
     qm, net = quantize_model(tiny_nets[True], digits.train_x, digits.train_y,
                              QuantizeConfig(**base, plus=SIQPlusConfig(real_steps=True, step_lr=0.2)),
@@ -311,7 +311,7 @@ def test_siq_plus_progressive_acts_lower_the_activations_to_a_bit_exact_model(ti
     ordinary A2 model: fake-quant model, numpy reference and C agree exactly."""
     from test_per_channel import assert_scores_equal, check_builds
 
-    from training.quant import evaluate_exact
+    from siq.training.quant import evaluate_exact
     base = dict(method="siq+", conv_bits=2, fc_bits=4, act_bits=2, siq=SIQConfig(rounds=3, epochs_per_round=1))
     qm, net = quantize_model(tiny_nets[True], digits.train_x, digits.train_y,
                              QuantizeConfig(**base, plus=SIQPlusConfig(progressive_acts=2, real_steps=True)),
@@ -346,9 +346,9 @@ def test_siq_plus_variants_parse_and_refuse_unknown_ingredients():
 
 
 def test_training_augmentations_and_dropout_override():
-    from training.arch import load_arch
-    from training.nets import Net
-    from training.train import dropout_rate, random_flip, random_shift
+    from siq.training.arch import load_arch
+    from siq.training.nets import Net
+    from siq.training.train import dropout_rate, random_flip, random_shift
     g = torch.Generator().manual_seed(0)
     batch = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
     flipped = random_flip(batch.repeat(50, 1, 1, 1), g)
@@ -371,7 +371,7 @@ def test_training_augmentations_and_dropout_override():
 def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, monkeypatch):
     """The alternation ends on retraining: the result is the codebook the last round trained with (each weight
     at its nearest centroid), not a re-clustering of the latent weights that the network never saw."""
-    from training import quantizers
+    from siq.training import quantizers
     used = []
     real_nearest = quantizers.nearest
     monkeypatch.setattr(quantizers, "nearest", lambda c: used.append(np.sort(c)) or real_nearest(c))
@@ -391,7 +391,7 @@ def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, mo
 def test_siq_retraining_takes_the_configured_augmentation(tiny_nets, digits, monkeypatch, method):
     """SIQConfig.augment_shift/augment_flip/dropout reach every round's retraining (off / the architecture's
     dropout by default, as in the paper)."""
-    from training import quantizers
+    from siq.training import quantizers
     seen = []
     real_fit = quantizers.fit
     monkeypatch.setattr(quantizers, "fit", lambda net, x, y, cfg, *a, **k: seen.append(cfg) or real_fit(
@@ -421,7 +421,7 @@ def test_per_channel_codebooks_give_each_output_channel_its_own_row(method, tiny
     never indexed there), the dense layers keep one codebook; the integer reference computes with the rows."""
     import copy
 
-    from training.quant import evaluate_exact
+    from siq.training.quant import evaluate_exact
     net = tiny_nets[True]
     cfg = QuantizeConfig(method=method, conv_bits=1, fc_bits=3, act_bits=3, per_channel="conv",
                          siq=SIQConfig(rounds=2, epochs_per_round=1))
@@ -446,7 +446,7 @@ def test_per_channel_codebooks_give_each_output_channel_its_own_row(method, tiny
 def test_per_channel_kmeans_beats_one_codebook_at_one_bit(tiny_nets):
     """One sign-split pair of values per output channel fits each channel's scale: lower weight error than one
     pair for the layer (the reason to pay a row of codebook per channel)."""
-    from training.quantizers import centroid_values, per_row
+    from siq.training.quantizers import centroid_values, per_row
     w = tiny_nets[True].layers[0].weight.detach().double().numpy()
     errors = {}
     for per_channel in (False, True):

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from codegen.cli import main
-from codegen.export import write_sources
-from codegen.lower import lower
-from codegen.pipeline import OUTPUT_MARKER, step_train
-from codegen.verify import verify
+from siq.codegen.cli import main
+from siq.codegen.export import write_sources
+from siq.codegen.lower import lower
+from siq.codegen.pipeline import OUTPUT_MARKER, step_train
+from siq.codegen.verify import verify
 from conftest import tiny_arch
-from training.errors import SiqError
-from training.fileio import atomic_directory, atomic_write_bytes
-from training.nets import Net
-from training.quant import save_quantized
-from training.quantizers import QuantizeConfig, SIQConfig, quantize_model
-from training.train import TrainConfig, fit, save_checkpoint
+from siq.training.errors import SiqError
+from siq.training.fileio import atomic_directory, atomic_write_bytes
+from siq.training.nets import Net
+from siq.training.quant import save_quantized
+from siq.training.quantizers import QuantizeConfig, SIQConfig, quantize_model
+from siq.training.train import TrainConfig, fit, save_checkpoint
 
 
 def run(capsys, *args) -> tuple[int, str]:
@@ -254,7 +254,7 @@ def test_image_folders_refused_through_the_cli(tmp_path, capsys):
 # ---------------------------------------------------------------- robust quantizers
 
 def test_siq_divergence_is_a_clear_error_and_writes_nothing(digits, tmp_path):
-    from codegen.pipeline import step_quantize
+    from siq.codegen.pipeline import step_quantize
     torch.manual_seed(0)
     net = Net(tiny_arch())
     cfg = QuantizeConfig(method="siq", calibration_images=100, siq=SIQConfig(rounds=2, epochs_per_round=1, lr=1e30))
@@ -340,8 +340,8 @@ def test_same_seed_gives_byte_identical_checkpoints_and_models(tmp_path, capsys)
 def test_training_gives_the_same_weights_on_any_thread_count():
     """fit pins torch to TRAIN_THREADS: a seed's weights do not depend on how many threads the caller (or the
     machine) gives torch. Without the pin, paper-mnist's conv gradients sum differently on 2 threads than on 1."""
-    from training.arch import PRESETS
-    from training.train import seed_everything
+    from siq.training.arch import PRESETS
+    from siq.training.train import seed_everything
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(512, 1, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, size=512)
@@ -361,7 +361,7 @@ def test_training_gives_the_same_weights_on_any_thread_count():
 
 
 def test_step_train_keeps_timings_out_of_the_checkpoint(digits, tmp_path):
-    from training.train import load_checkpoint
+    from siq.training.train import load_checkpoint
     arch = tmp_path / "tiny.json"
     arch.write_text(json.dumps(tiny_arch(lrn=False).to_dict()))
     _, _, metrics = step_train("digits", str(arch), TrainConfig(epochs=1), tmp_path / "f.pt", log=lambda *a: None)

@@ -10,12 +10,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from codegen.export import write_sources
-from codegen.lower import lower
-from training.arch import load_arch
-from training.integer import integer_scores
-from training.quantizers import QuantizeConfig, quantize_model
-from training.train import TrainConfig, train_float
+from siq.codegen.export import write_sources
+from siq.codegen.lower import lower
+from siq.training.arch import load_arch
+from siq.training.integer import integer_scores
+from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.train import TrainConfig, train_float
 
 SANITIZE = ["-std=c99", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
             "-g", "-O1"]
@@ -131,9 +131,9 @@ def test_sanitized_build_matches_the_reference(conv_bits, fc_bits, act_bits, def
 def test_requantization_shift_beyond_31_is_refused_or_safe(tmp_path):
     """A fine output step after a coarse accumulator (shift = s_in + e - s_out = 8 + 0 - 60 = -52): lowering must
     refuse it with a SiqError, or the C must compute it without a shift of 32 or more."""
-    from training.arch import Arch
-    from training.errors import SiqError
-    from training.quant import LayerCodebook, QuantizedModel
+    from siq.training.arch import Arch
+    from siq.training.errors import SiqError
+    from siq.training.quant import LayerCodebook, QuantizedModel
     arch = Arch.from_dict({"name": "shift", "input": [1, 2, 2], "layers": [
         {"type": "conv", "out": 1, "k": 1}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "out": 2}]})
     layers = {0: LayerCodebook(1, np.array([1]), 0, np.zeros((1, 1, 1, 1), np.uint8)),

@@ -8,13 +8,13 @@ import joblib
 import numpy as np
 import pytest
 
-from training import quantizers, report, sweep
-from training.errors import SiqError
-from training.integer import build_integer_model, integer_scores
-from training.quant import evaluate_exact
-from training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
-from training.report import PAPER_MNIST, PAPER_OFFICE, fewest_weight_bits, aggregate, pareto_front, render_report
-from training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
+from siq.training import quantizers, report, sweep
+from siq.training.errors import SiqError
+from siq.training.integer import build_integer_model, integer_scores
+from siq.training.quant import evaluate_exact
+from siq.training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
+from siq.training.report import PAPER_MNIST, PAPER_OFFICE, fewest_weight_bits, aggregate, pareto_front, render_report
+from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 TINY_ARCH = {"name": "tiny", "input": [1, 8, 8], "layers": [
     {"type": "conv", "out": 4, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
@@ -140,7 +140,7 @@ def test_float_network_is_trained_and_the_float_cell_agrees(sweeps):
 def test_integer_cell_equals_an_independent_exact_evaluation(sweeps):
     """Re-quantize one cell from the cached checkpoint and score it with the float64 exact model."""
     root, full, few = sweeps
-    from training.data import load_dataset
+    from siq.training.data import load_dataset
     ds = load_dataset("digits", seed=0)
     chosen = [r for r in full + few if (r["method"], r["conv_bits"], r["act_bits"], r["seed"]) in
               (("uniform", 3, 2, 0), ("kmeans", 2, 4, 1))]
@@ -160,7 +160,7 @@ def test_integer_cell_equals_an_independent_exact_evaluation(sweeps):
 def test_grouped_test_set_is_scored_per_source_image(tmp_path, arch_file):
     """Each digits test image as two crops of one source image (itself and a one-pixel shift): accuracy is over the
     360 source images, each predicted from the summed scores of its crops."""
-    from training.data import Dataset, load_dataset
+    from siq.training.data import Dataset, load_dataset
     ds = load_dataset("digits", seed=0)
     test_x = np.stack([ds.test_x, np.roll(ds.test_x, 1, axis=3)], axis=1).reshape(-1, *ds.test_x.shape[1:])
     test_y, groups = np.repeat(ds.test_y, 2), np.repeat(np.arange(len(ds.test_y)), 2)
@@ -335,7 +335,7 @@ def test_seeds_are_averaged_per_cell():
 def test_a_wider_input_is_a_method_row_of_its_own():
     """Records with input_bits set (e.g. 8-bit input, 2-bit feature maps) are not averaged with the paper's one
     width for all: they get their own row, labelled with the input width."""
-    from training.report import method_label
+    from siq.training.report import method_label
     wide = {**_record("siq+", 2, 2, 0.14), "input_bits": 8}
     group, = aggregate([_record("siq+", 2, 2, 0.16), wide, {**_record("siq+", 2, 2, 0.17, seed=1), "input_bits": None}])
     assert group.cells[("siq+", 2, 2)].mean == pytest.approx(0.165)

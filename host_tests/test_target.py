@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from codegen import target
-from codegen.vectors import write_test_vectors
-from training.errors import SiqError
+from siq.codegen import target
+from siq.codegen.vectors import write_test_vectors
+from siq.training.errors import SiqError
 
 DUMMY = Path(__file__).parent / "fixtures" / "dummy_model"
 PREFIX = "siq_dummy"
@@ -193,8 +193,8 @@ def test_vectors_must_match_the_model(vectors, tmp_path):
 
 
 def test_pipeline_step_reports_and_keeps_the_firmware(vectors, tmp_path, monkeypatch):
-    """run_target_step takes its expected scores from training.integer.integer_scores: the numpy twin here."""
-    import training.integer
+    """run_target_step takes its expected scores from siq.training.integer.integer_scores: the numpy twin here."""
+    import siq.training.integer
     monkeypatch.setattr(training.integer, "integer_scores", lambda model, images: siq_dummy_infer(images)[1])
     model = tmp_path / "model"
     shutil.copytree(DUMMY, model)

@@ -5,13 +5,13 @@ A missing cross compiler or QEMU fails these tests (make setup installs them); n
 import numpy as np
 import pytest
 
-from codegen.export import write_sources
-from codegen.lower import lower
-from codegen.target import build_elf, footprint, run_self_test
-from training.arch import load_arch
-from training.integer import integer_scores
-from training.quantizers import QuantizeConfig, quantize_model
-from training.train import TrainConfig, train_float
+from siq.codegen.export import write_sources
+from siq.codegen.lower import lower
+from siq.codegen.target import build_elf, footprint, run_self_test
+from siq.training.arch import load_arch
+from siq.training.integer import integer_scores
+from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.train import TrainConfig, train_float
 
 
 @pytest.fixture(scope="module")
