@@ -1,0 +1,36 @@
+"""Fixed-point semantics shared by the fake-quant PyTorch model, the numpy integer reference and the C.
+
+Numbers (all steps are powers of two, so every scaling is a shift and float64 holds every value exactly):
+  * input:        x = pixel * 2^-8;  code = clamp(floor(x * 2^s + 1/2), 0, 2^a - 1);  value = code * 2^-s
+  * feature maps: the output of every relu and lrn layer is quantized the same way with its own shift s
+                  (unsigned, a bits; the relu makes them non-negative, the clamp is the relu).
+  * weights:      each conv/dense layer has an integer codebook c_k in [-2^(B-1), 2^(B-1) - 1] (B = codebook
+                  bits, 8 by default) and an exponent e: weight = c_k * 2^-e; each weight is an index k (b bits).
+                  A per-channel layer has one codebook row c_{o,k} per output channel o (same e for all rows).
+  * biases:       integers on the accumulator grid: bias = bias_int * 2^-(s_in + e).
+  * accumulator:  acc = bias_int + sum(code * c_k) is the pre-activation times 2^(s_in + e), an int32.
+  * requantize:   out = clamp(floor(acc * 2^-(s_in + e - s_out) + 1/2), 0, 2^a - 1)  (Eq. 5, round half up).
+  * lrn:          out = clamp(floor(q * m[S >> t] * 2^-F + 1/2), 0, 2^a - 1) with S the windowed sum of q^2 and
+                  m a table of fixed-point reciprocals (lrn_table); the float model uses the very same table.
+Calibration rule: each tensor's shift s is the one (from -8 to 24) minimising the mean squared quantization
+error on calibration images from the training split, measured on the float network's tensors.
+
+Modules: fixedpoint (Eq. 5, bit widths, quantization points), lrn (the integer lrn table), calibrate (activation
+shifts), codebook (integer codebooks), model (QuantizedModel and its file), hooks (exact evaluation and
+quantization-aware training). Every name is re-exported here: callers import from `siq.training.quant`.
+"""
+from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, best_shift, calibrate_shifts
+from .codebook import (MAX_CODEBOOK_BITS, LayerCodebook, check_codebook_bits, codebook_entry_bytes, codebook_weights,
+                       pad_rows, snap_codebook)
+from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, quantizable,
+                         quantization_points, quantize_activation, relu_follows, round_half_up)
+from .hooks import ExactHooks, TrainingHooks, evaluate_exact, ste
+from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
+from .model import QuantizedModel, load_quantized, quantize_biases, save_quantized
+
+__all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "INT32_MAX", "LRN_TABLE_BITS", "MAX_CODEBOOK_BITS",
+           "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel", "TrainingHooks", "best_shift",
+           "calibrate_shifts", "check_bits", "check_codebook_bits", "codebook_entry_bytes", "codebook_weights",
+           "evaluate_exact", "input_point_of", "load_quantized", "lrn_table", "lrn_window_sum", "pad_rows",
+           "point_bits", "quantizable", "quantization_points", "quantize_activation", "quantize_biases",
+           "relu_follows", "round_half_up", "save_quantized", "snap_codebook", "ste"]
