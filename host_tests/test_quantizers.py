@@ -229,7 +229,7 @@ def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
 
     from siq.training.nets import images_to_input
     from siq.training.quant import TrainingHooks, quantization_points
-    from siq.training.quantizers import _Hooks, fold_step_scales
+    from siq.training.quantizers import PlusHooks, fold_step_scales
     net = copy.deepcopy(tiny_nets[True]).double().eval()
     arch = net.arch
     points = quantization_points(arch)
@@ -245,7 +245,7 @@ def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
     x = images_to_input(digits.test_x[:300], torch.float64)
     before, after = [], []
     with torch.no_grad():
-        logits = net(x, _Hooks(3, shifts, {}, steps), collect=before)
+        logits = net(x, PlusHooks(3, shifts, {}, steps), collect=before)
     conv = arch.weighted_layers()[0]
     books = {conv: (np.array([-0.5, 0.25, 1.0]), np.zeros(net.layers[conv].weight.numel(), dtype=np.int64))}
     folded = copy.deepcopy(net)
@@ -372,9 +372,10 @@ def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, mo
     """The alternation ends on retraining: the result is the codebook the last round trained with (each weight
     at its nearest centroid), not a re-clustering of the latent weights that the network never saw."""
     from siq.training import quantizers
+    from siq.training.quantizers import siq as loop
     used = []
-    real_nearest = quantizers.nearest
-    monkeypatch.setattr(quantizers, "nearest", lambda c: used.append(np.sort(c)) or real_nearest(c))
+    real_nearest = loop.nearest
+    monkeypatch.setattr(loop, "nearest", lambda c: used.append(np.sort(c)) or real_nearest(c))
     cfg = QuantizeConfig(method="siq", conv_bits=2, fc_bits=4, act_bits=4,
                          siq=SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0))
     qm, retrained = quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)
@@ -390,11 +391,11 @@ def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, mo
 @pytest.mark.parametrize("method", ["siq", "siq+"])
 def test_siq_retraining_takes_the_configured_augmentation(tiny_nets, digits, monkeypatch, method):
     """SIQConfig.augment_shift/augment_flip/dropout reach every round's retraining (off / the architecture's
-    dropout by default, as in the paper)."""
-    from siq.training import quantizers
+    dropout by default, as in the paper). Both methods train through the one loop in quantizers/siq.py."""
+    from siq.training.quantizers import siq as loop
     seen = []
-    real_fit = quantizers.fit
-    monkeypatch.setattr(quantizers, "fit", lambda net, x, y, cfg, *a, **k: seen.append(cfg) or real_fit(
+    real_fit = loop.fit
+    monkeypatch.setattr(loop, "fit", lambda net, x, y, cfg, *a, **k: seen.append(cfg) or real_fit(
         net, x, y, cfg, *a, **k))
     for siq in (SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0),
                 SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0, augment_shift=2, augment_flip=True,

@@ -4,7 +4,7 @@ The same module runs three ways:
   * float training and evaluation (no hooks);
   * quantization-aware retraining: float32, straight-through fake quantization of weights and activations;
   * exact evaluation: float64 with power-of-two activation steps and fixed-point codebooks, which computes
-    bit for bit what the integer C computes (see training/quant.py).
+    bit for bit what the integer C computes (see training/quant/__init__.py).
 """
 from __future__ import annotations
 

@@ -78,12 +78,16 @@ from .errors import SiqError
 from .fileio import atomic_write_bytes
 from .integer import build_integer_model, integer_scores
 from .quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
-from .quantizers import (METHODS, PLUS_NEUTRAL, QUANTIZE_NEUTRAL, RETRAINING_METHODS, SIQ_NEUTRAL, QuantizeConfig,
-                         SIQConfig, SIQPlusConfig, check_per_channel, check_plus_config, check_siq_config, method_variant)
+from .quantizers import (METHODS, RETRAINING_METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig, check_per_channel,
+                         check_plus_config, check_siq_config, method_variant)
 from .train import (RECIPE_DEFAULTS, TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                     torch_threads, train_float)
 
 CACHE_VERSION = 1
+# Config fields left out of cell keys at these values, so that cells keep the keys they had before the fields existed
+SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False, "dropout": None}
+QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "none", "input_bits": None}
+PLUS_NEUTRAL = {"real_steps": False, "progressive_acts": 0}
 # Bumped when a method's algorithm changes, so that its cached cells are recomputed (others keep theirs).
 # siq 2: the result is the codebook of the last retraining, not a re-clustering after it.
 METHOD_VERSIONS = {"siq": 2, "siq+": 2}

@@ -1,0 +1,98 @@
+"""Weight quantizers (server side): uniform, k-means (adaptive), supervised iterative quantization (SIQ) and siq+.
+
+quantize_model prepares one typed QuantizerInput (a float32 copy of the trained network, the bits per layer, the
+training data, the calibrated activation shifts, the configs), runs the method registered under the config's
+name (METHODS; siq+ variants with ingredients turned off resolve too, e.g. "siq+-distill"), and turns the
+QuantizerOutput's float codebooks into a QuantizedModel on the firmware's fixed-point grid. A new method is a
+function QuantizerInput -> QuantizerOutput under @register("name") in a module imported here.
+
+Modules: config (QuantizeConfig, SIQConfig, SIQPlusConfig and their checks), interface (input, output,
+registry), codebooks (uniform and k-means codebooks, nearest-centroid rule), uniform, kmeans, siq (the retraining
+loop and the paper's SIQ), siq_plus (siq+'s ingredients as hooks into that loop), steps (learned activation
+steps and their fold). Every name callers use is re-exported here.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from ..errors import SiqError
+from ..nets import Net
+from ..quant import (QuantizedModel, calibrate_shifts, check_bits, check_codebook_bits, quantizable,
+                     quantize_biases, snap_codebook)
+from ..train import seed_everything
+from . import kmeans, siq, siq_plus, uniform  # noqa: F401  (each module registers its method on import)
+from .codebooks import (TrainableCodebook, centroid_values, gather, kmeans_codebook, layer_kmeans, layer_weights,
+                        load_book_weights, nearest, nearest_assignment, nearest_index, per_row, uniform_codebook,
+                        uniform_codes)
+from .config import (PER_CHANNEL_CHOICES, PLUS_INGREDIENTS, QuantizeConfig, SIQConfig, SIQPlusConfig,
+                     check_per_channel, check_plus_config, check_siq_config)
+from .interface import (METHODS, FloatCodebook, Method, Quantizer, QuantizerInput, QuantizerOutput, method_variant,
+                        register, resolve_method)
+from .siq import Retraining, continuation_penalty, retrain
+from .siq_plus import PlusHooks, PlusRetraining
+from .steps import LearnedSteps, fold_step_scales
+
+# the methods whose retraining SIQConfig schedules, in registration order
+RETRAINING_METHODS = tuple(name for name, method in METHODS.items() if method.retrains)
+
+__all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_METHODS", "FloatCodebook",
+           "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer", "QuantizerInput",
+           "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook", "centroid_values",
+           "check_per_channel", "check_plus_config", "check_siq_config", "continuation_penalty", "fold_step_scales",
+           "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
+           "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
+           "resolve_method", "retrain", "uniform_codebook", "uniform_codes"]
+
+
+def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig) -> QuantizerInput:
+    """Check cfg (before any training starts) and build the method's input: a float32 copy of the network, the
+    bits per layer and the activation shifts calibrated on a seeded sample of the training images."""
+    method = resolve_method(cfg.method)
+    act_bits = check_bits(cfg.act_bits, "activation bits")
+    input_bits = act_bits if cfg.input_bits is None else check_bits(cfg.input_bits, "input bits")
+    check_codebook_bits(cfg.codebook_bits)
+    check_per_channel(cfg.per_channel)
+    cfg = method.configure(cfg)
+    if method.retrains:
+        check_siq_config(cfg.siq)
+    if method.ingredients:
+        check_plus_config(cfg.plus)
+    quantizable(float_net.arch)
+    bits = cfg.bits_per_layer(float_net)
+    seed_everything(cfg.seed)
+    net = copy.deepcopy(float_net).float()
+    rng = np.random.default_rng(cfg.seed)
+    calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
+    shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration, input_bits)
+    return QuantizerInput(net=net, bits=bits, train_x=train_x, train_y=train_y, config=cfg, seed=cfg.seed,
+                          act_bits=act_bits, input_bits=input_bits, shifts=shifts, per_channel=frozenset(cfg.per_channel_layers(net)),
+                          calibration_images=calib)
+
+
+def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig,
+                   class_names: list[str], meta: dict | None = None) -> tuple[QuantizedModel, Net]:
+    """Quantize a trained float network; returns the quantized model and the (possibly retrained) float net."""
+    job = prepare(float_net, train_x, train_y, cfg)
+    start = time.time()
+    out = resolve_method(cfg.method).run(job)
+    out.seconds = time.time() - start
+    net, cfg = job.net, job.config
+    missing = sorted(set(job.bits) - set(out.books))
+    if missing:
+        raise SiqError(f"quantization method {cfg.method!r} left layer(s) {missing} without a codebook")
+    layers = {i: snap_codebook(c, a.reshape(net.layers[i].weight.shape), job.bits[i], cfg.codebook_bits)
+              for i, (c, a) in out.books.items()}
+    biases = quantize_biases(net.arch, net, out.shifts, layers)
+    info = {"method": cfg.method, "config": _jsonable(asdict(cfg)), "history": out.history, **(meta or {})}
+    return QuantizedModel(net.arch, job.act_bits, out.shifts, layers, biases, list(class_names), info,
+                          job.input_bits), net
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {str(k): _jsonable(v) for k, v in d.items()}
+    return d
