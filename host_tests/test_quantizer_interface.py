@@ -10,7 +10,7 @@ from siq.training.errors import SiqError
 from siq.training.quant import snap_codebook
 from siq.training.quantizers import (METHODS, RETRAINING_METHODS, FloatCodebook, QuantizeConfig, QuantizerInput,
                                      QuantizerOutput, SIQConfig, SIQPlusConfig, prepare, quantize_model, register,
-                                     resolve_method)
+                                     resolve_method, run)
 
 QUICK = SIQConfig(rounds=2, epochs_per_round=1)
 
@@ -51,7 +51,8 @@ def test_quantize_model_is_the_method_output_snapped_onto_the_grid(method, tiny_
     cfg = _config(method)
     qm, retrained = quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)
     job = prepare(tiny_nets[True], digits.train_x, digits.train_y, cfg)
-    out = METHODS[method].run(job)
+    out = run(job)
+    assert out.seconds > 0
     for i, (centroids, assignment) in out.books.items():
         expected = snap_codebook(centroids, assignment.reshape(job.net.layers[i].weight.shape), job.bits[i], 8)
         assert np.array_equal(qm.layers[i].codebook, expected.codebook)

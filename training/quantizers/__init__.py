@@ -45,7 +45,7 @@ __all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_MET
            "check_per_channel", "check_plus_config", "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
-           "resolve_method", "retrain", "uniform_codebook", "uniform_codes"]
+           "resolve_method", "retrain", "run", "uniform_codebook", "uniform_codes"]
 
 
 def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig) -> QuantizerInput:
@@ -69,17 +69,25 @@ def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: Quant
     calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
     shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration, input_bits)
     return QuantizerInput(net=net, bits=bits, train_x=train_x, train_y=train_y, config=cfg, seed=cfg.seed,
-                          act_bits=act_bits, input_bits=input_bits, shifts=shifts, per_channel=frozenset(cfg.per_channel_layers(net)),
+                          act_bits=act_bits, input_bits=input_bits, shifts=shifts,
+                          per_channel=frozenset(cfg.per_channel_layers(net)),
                           calibration_images=calib)
+
+
+def run(job: QuantizerInput) -> QuantizerOutput:
+    """Run the method job.config names on a prepared input, timed (the time stays out of the model's record:
+    it differs from run to run)."""
+    start = time.time()
+    out = resolve_method(job.config.method).run(job)
+    out.seconds = time.time() - start
+    return out
 
 
 def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig,
                    class_names: list[str], meta: dict | None = None) -> tuple[QuantizedModel, Net]:
     """Quantize a trained float network; returns the quantized model and the (possibly retrained) float net."""
     job = prepare(float_net, train_x, train_y, cfg)
-    start = time.time()
-    out = resolve_method(cfg.method).run(job)
-    out.seconds = time.time() - start
+    out = run(job)
     net, cfg = job.net, job.config
     missing = sorted(set(job.bits) - set(out.books))
     if missing:

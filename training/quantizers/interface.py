@@ -50,7 +50,7 @@ class QuantizerOutput:
     # Real activation steps c 2^-s folded into the layers around each point (1 where steps are powers of two);
     # empty for methods that keep the calibrated power-of-two steps.
     step_scales: dict[int, float] = field(default_factory=dict)
-    seconds: float = 0.0                                     # wall-clock time of the method
+    seconds: float = 0.0                                     # wall-clock time of the method (set by run)
 
 
 Quantizer = Callable[[QuantizerInput], QuantizerOutput]

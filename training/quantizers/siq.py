@@ -11,8 +11,6 @@ its hooks (which layers, at which widths, which weight quantizer, loss, extra pa
 do at the end). The loop itself, and so the order of every seeded step, is written only here."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -84,7 +82,6 @@ class Retraining:
 
 def retrain(job: QuantizerInput, strategy: Retraining) -> QuantizerOutput:
     """SIQ's alternation under `strategy`; job.net is retrained in place."""
-    start = time.time()
     net, scfg = job.net, job.config.siq
     retrained = strategy.retrained
     books = {i: layer_kmeans(job, i, b) for i, b in strategy.round_bits(0).items()}
@@ -114,7 +111,7 @@ def retrain(job: QuantizerInput, strategy: Retraining) -> QuantizerOutput:
         books = {i: layer_kmeans(job, i, b, init=init[i]) for i, b in strategy.round_bits(round_index + 1).items()}
     strategy.finish(books)
     rest = {i: layer_kmeans(job, i, b) for i, b in job.bits.items() if i not in retrained}
-    return QuantizerOutput({**books, **rest}, strategy.shifts, history, strategy.step_scales, time.time() - start)
+    return QuantizerOutput({**books, **rest}, strategy.shifts, history, strategy.step_scales)
 
 
 def continuation_penalty(net: Net, quantizers: dict, alpha: float):
