@@ -214,6 +214,7 @@ def test_siq_returns_the_codebook_its_last_retraining_used(tiny_nets, digits, mo
                          siq=SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0))
     qm, retrained = quantize_model(tiny_nets[True], digits.train_x, digits.train_y, cfg, digits.class_names)
     convs = retrained.arch.weighted_layers()[:2]
+    assert len(used) == 2 * len(convs)  # every round's quantizers come from the loop's nearest()
     last_round = used[-len(convs):]
     for i, centroids in zip(convs, last_round):
         w = retrained.layers[i].weight.detach().double().numpy()
