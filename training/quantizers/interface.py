@@ -1,8 +1,9 @@
 """The typed contract between quantize_model and the methods, and the registry of methods by name.
 
-A method is a function QuantizerInput -> QuantizerOutput. It reads everything it needs from the input (nothing
-is shared or written back), and hands back float codebooks per weighted layer plus the activation shifts the
-model should use; quantize_model then puts the codebooks on the firmware's fixed-point grid."""
+A method is a function QuantizerInput -> QuantizerOutput. It reads everything it needs from the input and
+writes nothing back into it (retraining methods train input.net, which is their own copy of the network), and
+hands back float codebooks per weighted layer plus the activation shifts the model should use; quantize_model
+then puts the codebooks on the firmware's fixed-point grid."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
