@@ -1,4 +1,4 @@
-"""`siq sweep` and `siq report`: thin command wrappers over training/sweep.py and training/report.py."""
+"""`siq sweep` and `siq report`: thin command wrappers over siq.training.experiments (sweep, report)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from siq.training.errors import SiqError
 
 
 def sweep_command(args) -> int:
-    from siq.training.sweep import parse_bits, run_sweep
+    from siq.training.experiments.sweep import parse_bits, run_sweep
 
     from .cli import plus_config, siq_config, train_config
     try:
@@ -29,8 +29,8 @@ def sweep_command(args) -> int:
 
 
 def report_command(args) -> int:
-    from siq.training.report import paper_reference_for, render_report
-    from siq.training.sweep import read_results
+    from siq.training.experiments.report import paper_reference_for, render_report
+    from siq.training.experiments.records import read_results
     records = read_results(args.results)
     if not records:
         raise SiqError("no results in " + ", ".join(args.results))
