@@ -1,9 +1,10 @@
-"""`siq sweep` and `siq report`: thin command wrappers over siq.training.experiments (sweep, report)."""
+"""`siq sweep`, `siq report` and `siq study`: thin command wrappers over siq.training.experiments (sweep, report)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from siq.training.errors import SiqError
+from siq.training.experiments.records import read_results
 
 
 def sweep_command(args) -> int:
@@ -30,7 +31,6 @@ def sweep_command(args) -> int:
 
 def report_command(args) -> int:
     from siq.training.experiments.report import paper_reference_for, render_report
-    from siq.training.experiments.records import read_results
     records = read_results(args.results)
     if not records:
         raise SiqError("no results in " + ", ".join(args.results))
@@ -42,4 +42,37 @@ def report_command(args) -> int:
         means = {m: (None if v is None else round(100 * v, 2)) for m, v in group["mean_error_1to4"].items()}
         print(f"{name}: 16-cell mean error % {means}; fewest weight bits reaching float error "
               f"{group['fewest_weight_bits']}")
+    return 0
+
+
+def study_command(args) -> int:
+    """`siq study run|list|report`: studies (docs/studies/*.toml) run, listed, or their reports rendered."""
+    from siq.training.experiments.report import paper_reference_for, render_report
+    from siq.training.experiments.study import find_studies, load_study, run_study
+
+    if args.action == "list":
+        folders = args.studies or ["docs/studies"]
+        for folder in folders:
+            for s in find_studies(folder):
+                splits = "+".join(sorted({run.split for run in s.runs}))
+                print(f"{s.name}  [{len(s.runs)} runs, {splits}]\n    {s.question}")
+        return 0
+    paths = args.studies or sorted(str(p) for p in Path("docs/studies").glob("*.toml"))
+    if not paths:
+        raise SiqError("no study files given and none in docs/studies")
+    studies = [load_study(p) for p in paths]  # every file is checked before anything runs
+    for s in studies:
+        docs = s.path.resolve().parent.parent
+        results_dir = Path(args.results_dir) if args.results_dir else docs / "results"
+        if args.action == "run":
+            written = run_study(s, results_dir, cache_dir=args.cache_dir, jobs=args.jobs)
+            for name, records in written.items():
+                print(f"{s.name}: {len(records)} cells -> {results_dir / name}")
+        for report in s.reports:
+            records = read_results([results_dir / name for name in report.results])
+            summary = render_report([results_dir / name for name in report.results], docs / report.out,
+                                    title=report.title, act_bits=report.act_bits,
+                                    paper_reference=paper_reference_for(records[0]["dataset"],
+                                                                        records[0].get("arch")))
+            print(f"{s.name}: report {summary['report']}")
     return 0

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-
-import numpy as np
 from dataclasses import dataclass, field
 
+import numpy as np
 
 from .grid import FLOAT_METHOD
 
