@@ -5,6 +5,8 @@ from pathlib import Path
 
 from siq.training.errors import SiqError
 from siq.training.experiments.records import read_results
+from siq.training.experiments.report import paper_reference_for, render_report
+from siq.training.experiments.study import find_studies, load_study, run_study
 
 
 def sweep_command(args) -> int:
@@ -30,7 +32,6 @@ def sweep_command(args) -> int:
 
 
 def report_command(args) -> int:
-    from siq.training.experiments.report import paper_reference_for, render_report
     records = read_results(args.results)
     if not records:
         raise SiqError("no results in " + ", ".join(args.results))
@@ -47,9 +48,6 @@ def report_command(args) -> int:
 
 def study_command(args) -> int:
     """`siq study run|list|report`: studies (docs/studies/*.toml) run, listed, or their reports rendered."""
-    from siq.training.experiments.report import paper_reference_for, render_report
-    from siq.training.experiments.study import find_studies, load_study, run_study
-
     if args.action == "list":
         folders = args.studies or ["docs/studies"]
         for folder in folders:
@@ -61,18 +59,21 @@ def study_command(args) -> int:
     if not paths:
         raise SiqError("no study files given and none in docs/studies")
     studies = [load_study(p) for p in paths]  # every file is checked before anything runs
-    for s in studies:
-        docs = s.path.resolve().parent.parent
-        results_dir = Path(args.results_dir) if args.results_dir else docs / "results"
-        if args.action == "run":
-            written = run_study(s, results_dir, cache_dir=args.cache_dir, jobs=args.jobs)
+
+    def results_dir(s) -> Path:
+        return Path(args.results_dir) if args.results_dir else s.path.parent.parent / "results"
+    if args.action == "run":
+        for s in studies:
+            written = run_study(s, results_dir(s), cache_dir=args.cache_dir, jobs=args.jobs)
             for name, records in written.items():
-                print(f"{s.name}: {len(records)} cells -> {results_dir / name}")
+                print(f"{s.name}: {len(records)} cells -> {results_dir(s) / name}")
+    # reports after every run: a study's report may compare its results with another study's
+    for s in studies:
         for report in s.reports:
-            records = read_results([results_dir / name for name in report.results])
-            summary = render_report([results_dir / name for name in report.results], docs / report.out,
-                                    title=report.title, act_bits=report.act_bits,
-                                    paper_reference=paper_reference_for(records[0]["dataset"],
-                                                                        records[0].get("arch")))
+            files = [results_dir(s) / name for name in report.results]
+            records = read_results(files)
+            summary = render_report(files, s.path.parent.parent / report.out, title=report.title,
+                                    act_bits=report.act_bits,
+                                    paper_reference=paper_reference_for(records[0]["dataset"], records[0].get("arch")))
             print(f"{s.name}: report {summary['report']}")
     return 0

@@ -154,3 +154,13 @@ def test_cache_schema_sees_training_recipes():
         "m", grid.Cell("siq", 2, 2, 0), 8, quantize_template(8, 2000, SIQConfig(), study.SIQPlusConfig()))
     with pytest.raises(SiqError):
         run_sweep("digits", "paper-mnist", [], "2", "2", out="unused.jsonl")
+
+
+def test_readme_tables_are_what_the_committed_results_say():
+    from siq.training.experiments import readme
+    text = (DOCS.parent / "README.md").read_text()
+    assert readme.generate(text, DOCS.parent) == text, \
+        "README.md disagrees with the committed results: run python -m siq.training.experiments.readme"
+    # and the check can fail: a typed figure inside the markers is not what the results say
+    tampered = text.replace("| mnist5k · SIQ (the paper's method) | [97.5 %]", "| mnist5k · SIQ (the paper's method) | [99.9 %]")
+    assert tampered != text and readme.generate(tampered, DOCS.parent) != tampered
