@@ -164,3 +164,7 @@ def test_readme_tables_are_what_the_committed_results_say():
     # and the check can fail: a typed figure inside the markers is not what the results say
     tampered = text.replace("| mnist5k · SIQ (the paper's method) | [97.5 %]", "| mnist5k · SIQ (the paper's method) | [99.9 %]")
     assert tampered != text and readme.generate(tampered, DOCS.parent) != tampered
+    docs_text = (DOCS / "README.md").read_text()
+    assert readme.generate_docs_readme(docs_text, DOCS.parent) == docs_text, \
+        "docs/README.md's index of studies is stale: run python -m siq.training.experiments.readme"
+    assert readme.main(["--check"]) == 0

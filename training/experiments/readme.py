@@ -1,9 +1,10 @@
 """The README's figures, generated from committed evidence instead of typed: the results table (between
 <!-- results --> markers) from the studies' committed results, the bench table (between <!-- bench --> markers)
-from docs/results/bench.json (a copy of `make bench`'s out/bench.json).
+from docs/results/bench.json (a copy of `make bench`'s out/bench.json), and docs/README.md's index of studies
+(between <!-- studies --> markers) from docs/studies.
 
-    python -m siq.training.experiments.readme           rewrite README.md
-    python -m siq.training.experiments.readme --check   exit 1 when README.md differs from what would be written
+    python -m siq.training.experiments.readme           rewrite README.md and docs/README.md
+    python -m siq.training.experiments.readme --check   exit 1 when either differs from what would be written
 
 Each results-table value is the mean test accuracy, over the seeds a study run made, of one cell of one run of a
 study (ROWS names them), so every figure links to the study that measured it; a run's records are the slice of its
@@ -19,7 +20,7 @@ from pathlib import Path
 from siq.training.errors import SiqError
 
 from .grid import cells_for
-from .study import Study, load_study
+from .study import Study, find_studies, load_study
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = (("float", None, None), ("W4A4", 4, 4), ("W2A4", 2, 4), ("W2A2", 2, 2))
@@ -130,6 +131,14 @@ def bench_table(bench: dict) -> str:
     return "\n".join(lines)
 
 
+def studies_index(studies_dir: Path) -> str:
+    lines = ["| study | question | results |", "|---|---|---|"]
+    for s in find_studies(studies_dir):
+        files = ", ".join(f"[{name}](results/{name})" for name in s.results_files())
+        lines.append(f"| [{s.name}](studies/{s.name}.toml) | {s.question} | {files} |")
+    return "\n".join(lines)
+
+
 def replace_between(text: str, marker: str, body: str) -> str:
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
@@ -146,6 +155,10 @@ def generate(readme_text: str, root: Path = ROOT) -> str:
     return replace_between(text, "bench", bench_table(bench))
 
 
+def generate_docs_readme(text: str, root: Path = ROOT) -> str:
+    return replace_between(text, "studies", studies_index(root / "docs" / "studies"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="rewrite the README's results and bench tables from committed "
                                                  "results")
@@ -153,18 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=str(ROOT), help="the repository (README.md, docs/)")
     args = parser.parse_args(argv)
     root = Path(args.root)
-    readme = root / "README.md"
-    current = readme.read_text()
-    wanted = generate(current, root)
-    if args.check:
+    stale = []
+    for path, make in ((root / "README.md", generate), (root / "docs" / "README.md", generate_docs_readme)):
+        current = path.read_text()
+        wanted = make(current, root)
         if wanted != current:
-            print("README.md is not what the committed results say: run python -m siq.training.experiments.readme",
-                  file=sys.stderr)
-            return 1
-        return 0
-    if wanted != current:
-        readme.write_text(wanted)
-        print("README.md rewritten")
+            stale.append(path)
+            if not args.check:
+                path.write_text(wanted)
+                print(f"{path} rewritten")
+    if args.check and stale:
+        print(f"{', '.join(map(str, stale))}: not what the committed results say: run python -m "
+              "siq.training.experiments.readme", file=sys.stderr)
+        return 1
     return 0
 
 
