@@ -48,6 +48,7 @@ _NUMBER = (int, float)
 OPTIONS = {
     "dataset": (str,), "arch": (str,), "split_seed": (int,), "data_dir": (str,),
     "epochs": (int,), "lr": _NUMBER, "batch_size": (int,), "augment_shift": (int,), "flip": (bool,),
+    "lr_schedule": (str,),
     "dropout": _NUMBER, "label_smoothing": _NUMBER, "weight_decay": _NUMBER,
     "methods": (list,), "weight_bits": (str, int), "act_bits": (str, int), "input_bits": (int,), "fc_bits": (int,),
     "seeds": (list, int), "codebook_bits": (int,), "calibration": (str,), "per_channel": (str,),
@@ -74,7 +75,7 @@ class Run:
         """Keyword arguments of run_sweep (all but out, cache_dir, jobs, progress)."""
         o = self.options
         train = {k: o[k] for k in ("epochs", "lr", "batch_size", "augment_shift", "dropout", "label_smoothing",
-                                   "weight_decay") if k in o}
+                                   "weight_decay", "lr_schedule") if k in o}
         if "flip" in o:
             train["augment_flip"] = o["flip"]
         siq = {name: o[key] for key, name in (("siq_rounds", "rounds"), ("siq_epochs", "epochs_per_round"),
@@ -138,6 +139,14 @@ def _check_run(where: str, o: dict) -> None:
     missing = [k for k in REQUIRED if k not in o]
     if missing:
         _fail(where, f"missing {', '.join(missing)}")
+    if not o["results"].endswith(".jsonl") or "/" in o["results"] or o["results"].startswith("."):
+        _fail(where, f"results must be a .jsonl file name (written in the results folder), got {o['results']!r}")
+    check_sweep_options(where, o)
+
+
+def check_sweep_options(where: str, o: dict) -> None:
+    """Refuse, in one line, sweep options that run_sweep or the configs would refuse later (after training)."""
+    _check_options(where, o)
     if o["split"] not in SPLITS:
         _fail(where, f"split must be one of {', '.join(SPLITS)}, got {o['split']!r}")
     if (o["split"] == "validation") != ("validation" in o):
@@ -145,8 +154,6 @@ def _check_run(where: str, o: dict) -> None:
               else "split 'test' scores the test split: remove the validation fraction")
     if "validation" in o and not 0.0 < o["validation"] < 1.0:
         _fail(where, f"validation fraction must be in (0, 1), got {o['validation']}")
-    if not o["results"].endswith(".jsonl") or "/" in o["results"] or o["results"].startswith("."):
-        _fail(where, f"results must be a .jsonl file name (written in the results folder), got {o['results']!r}")
     if not o["methods"] or not all(isinstance(m, str) for m in o["methods"]):
         _fail(where, f"methods must be a non-empty list of method names, got {o['methods']!r}")
     seeds = o.get("seeds", [0])
@@ -159,13 +166,17 @@ def _check_run(where: str, o: dict) -> None:
         _fail(where, f"per_channel must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {o['per_channel']!r}")
     if o.get("epochs", 1) < 1:
         _fail(where, f"epochs must be at least 1, got {o['epochs']}")
+    for key, low, high in (("dropout", 0.0, 1.0), ("label_smoothing", 0.0, 1.0), ("weight_decay", 0.0, None)):
+        value = o.get(key)
+        if value is not None and not (low <= value and (high is None or value < high)):
+            _fail(where, f"{key} must be " + (f"in [{low:g}, {high:g})" if high else f">= {low:g}") + f", got {value}")
     try:
         for m in o["methods"]:
             method_variant(m)
         for key in ("weight_bits", "act_bits"):
             parse_bits(str(o[key]))
         check_codebook_bits(o.get("codebook_bits", 8))
-        arguments = Run(0, o, o["split"], o["results"]).sweep_arguments()
+        arguments = Run(0, o, o["split"], o.get("results", "")).sweep_arguments()
         check_siq_config(arguments["siq_cfg"])
         check_plus_config(arguments["plus_cfg"])
     except SiqError as exc:
