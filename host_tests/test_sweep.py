@@ -14,7 +14,8 @@ from siq.training.errors import SiqError
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.quant import evaluate_exact
 from siq.training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
-from siq.training.experiments.report import PAPER_MNIST, PAPER_OFFICE, fewest_weight_bits, aggregate, pareto_front, render_report
+from siq.training.experiments.report import (PAPER_MNIST, PAPER_OFFICE, aggregate, fewest_weight_bits, pareto_front,
+                                             render_report)
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 TINY_ARCH = {"name": "tiny", "input": [1, 8, 8], "layers": [

@@ -99,10 +99,12 @@ def _n(value: int) -> str:
 
 def bench_table(bench: dict) -> str:
     macs = bench["macs"]
-    lines = [f"`make bench` ({bench['network']}, {_n(macs)} MACs, {bench['machine'].get('toolchain', 'arm-none-eabi-gcc')}"
-             f", {bench['machine'].get('qemu', 'QEMU')} with our TCG plugin; instruction counts are exact and identical "
-             "on every run; RAM = static arena + worst-case stack):", "",
-             "| core | opt | instructions / inference | per MAC | model code | weights (rodata) | RAM (arena + stack) |",
+    machine = bench["machine"]
+    lines = [f"`make bench` ({bench['network']}, {_n(macs)} MACs, {machine.get('toolchain', 'arm-none-eabi-gcc')}, "
+             f"{machine.get('qemu', 'QEMU')} with our TCG plugin; instruction counts are exact and identical on "
+             "every run; RAM = static arena + worst-case stack):", "",
+             "| core | opt | instructions / inference | per MAC | model code | weights (rodata) "
+             "| RAM (arena + stack) |",
              "|---|---|---|---|---|---|---|"]
     for row in bench["firmware"]:
         core = row["cpu"].replace("cortex-m", "Cortex-M")
@@ -110,8 +112,8 @@ def bench_table(bench: dict) -> str:
                      f"{_n(row['code_bytes'])} B | {_n(row['weights_bytes'])} B | {_n(row['bss_bytes'])} B + "
                      f"{_n(row['stack_bytes'])} B |")
     ref = bench["reference_kernels_cortex_m4_O2"]
-    lines.append(f"| Cortex-M4, reference kernels | -O2 | {_n(ref['instructions'])} | {ref['instructions'] / macs:.1f} | "
-                 f"{_n(ref['code_bytes'])} B | | |")
+    lines.append(f"| Cortex-M4, reference kernels | -O2 | {_n(ref['instructions'])} | "
+                 f"{ref['instructions'] / macs:.1f} | {_n(ref['code_bytes'])} B | | |")
     m4 = next(r for r in bench["firmware"] if (r["cpu"], r["opt"]) == ("cortex-m4", "-O2"))
     cmsis = bench["cmsis_nn_reference"]
     int8 = cmsis["cmsis_nn_int8"]["-O2"]
