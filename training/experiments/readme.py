@@ -22,7 +22,10 @@ from siq.training.errors import SiqError
 from .grid import cells_for
 from .study import Study, find_studies, load_study
 
+# The source tree this module sits in (an installed copy has no README beside it: then the working folder)
 ROOT = Path(__file__).resolve().parents[2]
+if not (ROOT / "docs" / "studies").is_dir():
+    ROOT = Path.cwd()
 COLUMNS = (("float", None, None), ("W4A4", 4, 4), ("W2A4", 2, 4), ("W2A2", 2, 2))
 # (row label, {column: [(study, run number, method), ...]}): the runs whose cells give each column, seeds pooled.
 # The float column is the float network itself (the float_accuracy of the row's W2A2 records).
