@@ -169,3 +169,28 @@ def test_readme_tables_are_what_the_committed_results_say():
     assert readme.generate_docs_readme(docs_text, DOCS.parent) == docs_text, \
         "docs/README.md's index of studies is stale: run python -m siq.training.experiments.readme"
     assert readme.main(["--check"]) == 0
+
+
+def test_the_study_format_example_is_a_valid_study(tmp_path):
+    """The example in study.py's docstring is what a study file looks like: it must load."""
+    doc = study.__doc__
+    example = doc[doc.index("    question ="):doc.index("\nRun options")]
+    path = tmp_path / "example.toml"
+    path.write_text("\n".join(line[4:] for line in example.splitlines()))
+    s = study.load_study(path)
+    assert s.runs[0].split == "validation" and s.reports[0].out == "fashion-float-recipe"
+
+
+@pytest.mark.parametrize("path", [p for p in STUDIES if study.load_study(p).reports], ids=lambda p: p.stem)
+def test_committed_reports_are_what_the_committed_results_render(path, tmp_path):
+    """The reports in docs/ are generated (siq study report), not edited: rendering them again from the committed
+    results gives the same Markdown."""
+    from siq.training.experiments.report import paper_reference_for, render_report
+    for report in study.load_study(path).reports:
+        files = [Path("docs/results") / name for name in report.results]
+        records = read_results([DOCS.parent / f for f in files])
+        reference = paper_reference_for(records[0]["dataset"], records[0].get("arch"))
+        render_report([DOCS.parent / f for f in files], tmp_path / report.out, title=report.title,
+                      act_bits=report.act_bits, paper_reference=reference)
+        fresh = (tmp_path / report.out / "report.md").read_text().replace(str(DOCS.parent) + "/", "")
+        assert fresh == (DOCS / report.out / "report.md").read_text(), report.out

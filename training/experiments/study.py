@@ -23,7 +23,7 @@
 Run options are those of `siq sweep` (underscores for dashes) and mean the same; a run states its whole float
 recipe (no dataset-dependent schedule is applied): options left out take the library defaults (TrainConfig,
 SIQConfig, SIQPlusConfig, QuantizeConfig). The same options give the same cache keys, so re-running a study from a
-cache that holds its cells reproduces its committed results byte for byte but for the `cached` flags.
+cache that holds its cells reproduces its committed results record for record (test_studies checks the keys).
 A bad study is refused in one line (SiqError) before anything is trained.
 """
 from __future__ import annotations
