@@ -125,14 +125,21 @@ def bench_table(bench: dict) -> str:
               f"{_n(cmsis['cmsis_nn_int4']['-O2'])}), kernel code {cmsis['kernel_code_bytes']}, activation RAM "
               f"{_n(cmsis['activation_ram_bytes'])} B: siq's M4 build needs {m4['instructions'] / int8:.2f}× the "
               "instructions.", "",
-              f"Host C (one image at a time, one thread): {host['host_c_us_per_image']} µs per image; PyTorch eager "
-              f"float, batch 1: {host['torch_eager_batch1_us_per_image']} µs per image, batch 256: "
-              f"{host['torch_eager_batch256_us_per_image']} µs per image."]
+              f"Host C (one image at a time, one thread): {host['host_c_us_per_image']} µs per image. PyTorch eager "
+              f"float on the same network: {host['torch_eager_batch1_us_per_image']} µs per image at batch 1 "
+              f"({host['torch_eager_batch1_us_per_image'] / host['host_c_us_per_image']:.1f}× the C) and "
+              f"{host['torch_eager_batch256_us_per_image']} µs per image at batch 256 (batched PyTorch is "
+              f"{host['host_c_us_per_image'] / host['torch_eager_batch256_us_per_image']:.1f}× faster per image than "
+              "the one-image C loop)."]
     wall = bench.get("wall_time", {})
-    if wall:
-        parts = [f"{name} {t['float_seconds_per_epoch']} s" for name, t in wall.items()
-                 if t.get("float_seconds_per_epoch") is not None]
-        lines += ["", "Float training, one torch thread, seconds per epoch: " + ", ".join(parts) + "."]
+    epochs = [f"{name} {t['float_seconds_per_epoch']} s" for name, t in wall.items()
+              if t.get("float_seconds_per_epoch") is not None]
+    if epochs:
+        lines += ["", "Training wall time (training always runs on one torch thread, so that a seed's weights do not "
+                  "depend on the core count), seconds per float epoch: " + ", ".join(epochs) + "."
+                  + "".join(f" The {name} pipeline end to end ({t['epochs']} float epoch(s), SIQ W4A4, export, "
+                            f"four-way verification) takes {t['siq_end_to_end_seconds']} s."
+                            for name, t in wall.items() if t.get("siq_end_to_end_seconds") is not None)]
     return "\n".join(lines)
 
 
