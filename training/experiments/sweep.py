@@ -22,7 +22,8 @@ Caches (default `<folder of out>/.siq_cache/`, or `cache_dir`):
                              config and seed
     cells/<cell key>.json    one finished cell (its result record); key = hash of the model key and everything that
                              configures the cell (method, widths, codebook bits, calibration, SIQ config for "siq")
-Delete a file to recompute it; unreadable cache files are recomputed too.
+Both keys follow the versioned schema in cache.py. Delete a file to recompute it; unreadable cache files are
+recomputed too.
 
 Result records (one JSON object per line in `out`, written atomically at the end), see RECORD_FIELDS:
     dataset, arch, method, weight_bits ({layer index: bits or null}), conv_bits, fc_bits, act_bits (null = float),
