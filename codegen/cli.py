@@ -1,4 +1,4 @@
-"""siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report.
+"""siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report, study.
 
 Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
 """
@@ -322,6 +322,11 @@ def cmd_sweep(args):
     return sweep_command(args)
 
 
+def cmd_study(args):
+    from .experiments import study_command
+    return study_command(args)
+
+
 def cmd_report(args):
     from .experiments import report_command
     return report_command(args)
@@ -418,6 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="siq sweep")
     p.add_argument("--act-bits", type=bits, default=4, help="activation bits of the Fig. 4 analogue")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("study", help="run, list or report the studies (docs/studies/*.toml: experiments as data)")
+    p.add_argument("action", choices=("run", "list", "report"))
+    p.add_argument("studies", nargs="*", help="study files (default: every docs/studies/*.toml); list: folders")
+    p.add_argument("--cache-dir", default=".siq_cache")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--results-dir", help="results folder (default: docs/results beside the study's folder)")
+    p.set_defaults(func=cmd_study)
     return parser
 
 

@@ -1,36 +1,58 @@
-"""`siq sweep` and `siq report`: thin command wrappers over training/sweep.py and training/report.py."""
+"""`siq sweep`, `siq report` and `siq study`: thin command wrappers over siq.training.experiments (sweep, report)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from siq.training.errors import SiqError
+from siq.training.experiments.records import read_results
+from siq.training.experiments.report import paper_reference_for, render_report
+from siq.training.experiments.study import Run, check_sweep_options, find_studies, load_study, run_study
+from siq.training.experiments.sweep import run_sweep
+
+from .pipeline import default_schedule
 
 
-def sweep_command(args) -> int:
-    from siq.training.sweep import parse_bits, run_sweep
-
-    from .cli import plus_config, siq_config, train_config
+def sweep_options(args) -> dict:
+    """`siq sweep`'s arguments as study run options: a sweep is a one-run study whose float recipe is the
+    dataset's documented schedule (pipeline.SCHEDULES) with the given options on top."""
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SiqError(f"--seeds wants whole numbers separated by commas, got {args.seeds!r}") from None
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    records = run_sweep(args.dataset, args.arch, methods, parse_bits(args.weight_bits), parse_bits(args.act_bits),
-                        out=Path(args.out), fc_bits=args.fc_bits, seed=seeds, train_cfg=train_config(args),
-                        siq_cfg=siq_config(args), plus_cfg=plus_config(args),
-                        codebook_bits=args.codebook_bits, jobs=args.jobs, data_dir=args.data_dir,
-                        cache_dir=args.cache_dir, calibration=args.calibration, per_channel=args.per_channel,
-                        input_bits=args.input_bits,
-                        data_seed=args.split_seed, validation=args.validation,
-                        subset=None if args.train_size is None and args.test_size is None
-                        else (args.train_size, args.test_size))
+    schedule = default_schedule(args.dataset)
+    recipe = {"epochs": schedule.epochs, "lr": schedule.lr, "batch_size": schedule.batch_size,
+              "augment_shift": schedule.augment_shift, "flip": schedule.augment_flip,
+              "dropout": schedule.dropout, "label_smoothing": schedule.label_smoothing,
+              "weight_decay": schedule.weight_decay, "lr_schedule": schedule.lr_schedule}
+    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+             "augment_shift": args.augment_shift, "flip": args.flip, "dropout": args.dropout,
+             "label_smoothing": args.label_smoothing, "weight_decay": args.weight_decay}
+    recipe.update({k: v for k, v in given.items() if v is not None})
+    options = {"dataset": args.dataset, "arch": args.arch, "split_seed": args.split_seed,
+               "methods": [m.strip() for m in args.methods.split(",") if m.strip()], "seeds": seeds,
+               "weight_bits": args.weight_bits, "act_bits": args.act_bits, "fc_bits": args.fc_bits,
+               "codebook_bits": args.codebook_bits, "calibration": args.calibration, "per_channel": args.per_channel,
+               "siq_rounds": args.siq_rounds, "siq_lr": args.siq_lr, "siq_epochs": args.siq_epochs,
+               "siq_augment_shift": args.siq_augment_shift, "siq_flip": args.siq_flip, "real_steps": args.real_steps,
+               "split": "test" if args.validation is None else "validation", **recipe}
+    optional = {"data_dir": args.data_dir, "input_bits": args.input_bits, "siq_alpha": args.siq_alpha,
+                "siq_growth": args.siq_growth, "siq_dropout": args.siq_dropout, "distill": args.distill,
+                "distill_temperature": args.distill_temperature, "progressive_acts": args.progressive_acts,
+                "train_size": args.train_size, "test_size": args.test_size, "validation": args.validation}
+    options.update({k: v for k, v in optional.items() if v is not None})
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def sweep_command(args) -> int:
+    options = sweep_options(args)
+    check_sweep_options("siq sweep", options)
+    run = Run(1, options, options["split"], Path(args.out).name)
+    records = run_sweep(**run.sweep_arguments(), out=Path(args.out), jobs=args.jobs, cache_dir=args.cache_dir)
     print(f"{len(records)} cells -> {args.out}")
     return 0
 
 
 def report_command(args) -> int:
-    from siq.training.report import paper_reference_for, render_report
-    from siq.training.sweep import read_results
     records = read_results(args.results)
     if not records:
         raise SiqError("no results in " + ", ".join(args.results))
@@ -42,4 +64,37 @@ def report_command(args) -> int:
         means = {m: (None if v is None else round(100 * v, 2)) for m, v in group["mean_error_1to4"].items()}
         print(f"{name}: 16-cell mean error % {means}; fewest weight bits reaching float error "
               f"{group['fewest_weight_bits']}")
+    return 0
+
+
+def study_command(args) -> int:
+    """`siq study run|list|report`: studies (docs/studies/*.toml) run, listed, or their reports rendered."""
+    if args.action == "list":
+        folders = args.studies or ["docs/studies"]
+        for folder in folders:
+            for s in find_studies(folder):
+                splits = "+".join(sorted({run.split for run in s.runs}))
+                print(f"{s.name}  [{len(s.runs)} runs, {splits}]\n    {s.question}")
+        return 0
+    paths = args.studies or sorted(str(p) for p in Path("docs/studies").glob("*.toml"))
+    if not paths:
+        raise SiqError("no study files given and none in docs/studies")
+    studies = [load_study(p) for p in paths]  # every file is checked before anything runs
+
+    def results_dir(s) -> Path:
+        return Path(args.results_dir) if args.results_dir else s.path.parent.parent / "results"
+    if args.action == "run":
+        for s in studies:
+            written = run_study(s, results_dir(s), cache_dir=args.cache_dir, jobs=args.jobs)
+            for name, records in written.items():
+                print(f"{s.name}: {len(records)} cells -> {results_dir(s) / name}")
+    # reports after every run: a study's report may compare its results with another study's
+    for s in studies:
+        for report in s.reports:
+            files = [results_dir(s) / name for name in report.results]
+            records = read_results(files)
+            summary = render_report(files, s.path.parent.parent / report.out, title=report.title,
+                                    act_bits=report.act_bits,
+                                    paper_reference=paper_reference_for(records[0]["dataset"], records[0].get("arch")))
+            print(f"{s.name}: report {summary['report']}")
     return 0

@@ -8,12 +8,14 @@ import joblib
 import numpy as np
 import pytest
 
-from siq.training import quantizers, report, sweep
+from siq.training import quantizers
+from siq.training.experiments import cache, grid, report, sweep
 from siq.training.errors import SiqError
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.quant import evaluate_exact
 from siq.training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
-from siq.training.report import PAPER_MNIST, PAPER_OFFICE, fewest_weight_bits, aggregate, pareto_front, render_report
+from siq.training.experiments.report import (PAPER_MNIST, PAPER_OFFICE, aggregate, fewest_weight_bits, pareto_front,
+                                             render_report)
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 TINY_ARCH = {"name": "tiny", "input": [1, 8, 8], "layers": [
@@ -335,7 +337,7 @@ def test_seeds_are_averaged_per_cell():
 def test_a_wider_input_is_a_method_row_of_its_own():
     """Records with input_bits set (e.g. 8-bit input, 2-bit feature maps) are not averaged with the paper's one
     width for all: they get their own row, labelled with the input width."""
-    from siq.training.report import method_label
+    from siq.training.experiments.report import method_label
     wide = {**_record("siq+", 2, 2, 0.14), "input_bits": 8}
     group, = aggregate([_record("siq+", 2, 2, 0.16), wide, {**_record("siq+", 2, 2, 0.17, seed=1), "input_bits": None}])
     assert group.cells[("siq+", 2, 2)].mean == pytest.approx(0.165)
@@ -391,58 +393,84 @@ def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
     assert (tmp_path / "report" / "report.md").is_file() and summary["groups"]
 
 
-def test_model_key_ignores_recipe_fields_left_at_their_defaults():
+def test_model_key_ignores_recipe_fields_left_at_their_neutral_values():
     """Models cached before the recipe fields existed keep their keys; a recipe change gets a new model."""
     arch = sweep.load_arch("paper-mnist")
-    plain = sweep._model_key("d", arch, TrainConfig())
-    assert plain == sweep._model_key("d", arch, TrainConfig(augment_flip=False, dropout=None, label_smoothing=0.0))
-    for change in ({"augment_flip": True}, {"dropout": 0.3}, {"label_smoothing": 0.1}):
-        assert sweep._model_key("d", arch, TrainConfig(**change)) != plain
+    plain = cache.model_key("d", arch, TrainConfig())
+    assert plain == cache.model_key("d", arch, TrainConfig(augment_flip=False, dropout=None, label_smoothing=0.0))
+    for change in ({"augment_flip": True}, {"dropout": 0.3}, {"label_smoothing": 0.1}, {"epochs": 16}, {"seed": 1}):
+        assert cache.model_key("d", arch, TrainConfig(**change)) != plain
+
+
+# Keys computed by the code that wrote the committed results (before the cache schema moved into
+# training/experiments/cache.py): the schema must keep giving exactly these.
+OLD_MODEL_KEYS = {"plain": "624e3c54ad9f1097b30a3892", "recipe": "1ea21cfa948468462c646dd1"}
+OLD_CELL_KEYS = [
+    (grid.Cell("float", None, 4, 0), {}, "f6a85daa3761e2c9ce938a0f"),
+    (grid.Cell("float", None, None, 0), {}, "31008eaf4f94b81febc24749"),
+    (grid.Cell("siq", 2, 2, 1), {}, "2ca71dcc5b551a43985de8e4"),
+    (grid.Cell("kmeans", 4, 4, 0), {"codebook_bits": 12, "per_channel": "conv"}, "878a687cdd5ba19e1dcf181d"),
+    (grid.Cell("siq+", 2, 2, 3), {"codebook_bits": 12, "per_channel": "conv",
+                                  "siq": SIQConfig(rounds=6, epochs_per_round=4, lr=1e-3, growth=1.0, alpha=0.03,
+                                                   dropout=0.2),
+                                  "plus": SIQPlusConfig(real_steps=True, temperature=2.0)}, "980198edb0cdd15fe5798dd9"),
+    (grid.Cell("siq+-progressive", 1, 4, 0), {"calibration": "sequential", "input_bits": 8},
+     "43460d55998c757e7afc0825"),
+]
+
+
+def _template(codebook_bits=8, siq=None, plus=None, **kw):
+    return sweep.quantize_template(codebook_bits, 2000, siq or SIQConfig(), plus or SIQPlusConfig(), **kw)
+
+
+def test_cache_keys_equal_the_keys_the_committed_results_were_written_with():
+    arch = sweep.load_arch("paper-mnist")
+    assert cache.model_key("d", arch, TrainConfig()) == OLD_MODEL_KEYS["plain"]
+    recipe = TrainConfig(epochs=40, lr=3e-3, augment_shift=1, augment_flip=True, dropout=0.2)
+    assert cache.model_key("d", arch, recipe) == OLD_MODEL_KEYS["recipe"]
+    for cell, options, key in OLD_CELL_KEYS:
+        assert cache.cell_key("m", cell, 8, _template(**options)) == key, cell
 
 
 def test_cell_key_ignores_fields_left_at_their_neutral_values():
     """Cells cached before SIQ retraining could be augmented or take its own dropout rate, shifts be calibrated
-    sequentially or codebooks kept per channel, keep their keys; each of those, turned on, makes new cells."""
+    sequentially, codebooks kept per channel or the input widened keep their keys (a key written out by hand from
+    the schema without those fields); each of those, turned on, makes new cells."""
     cell = sweep.Cell("siq+", 2, 2, 0)
-
-    def template(**siq):
-        return sweep._quantize_template(8, 2000, SIQConfig(**siq), SIQPlusConfig())
-
-    def key(**siq):
-        return sweep._cell_key("m", cell, 8, template(**siq))
-    plain = key()
-    before = template()  # the template as it was before the fields existed
-    before["siq"] = {k: v for k, v in before["siq"].items() if k not in ("augment_shift", "augment_flip", "dropout")}
-    assert sweep._cell_key("m", cell, 8, before) == plain
-    assert len({plain, key(augment_shift=1), key(augment_flip=True), key(dropout=0.2)}) == 4
-    # the activation-shift rule likewise, for quantized and float-weight cells
-    for c in (cell, sweep.Cell("float", None, 2, 0)):
-        rules = {rule: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),
-                                                                           rule))
-                 for rule in ("float", "sequential")}
-        old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
-        del old["calibration"]
-        assert rules["float"] == sweep._cell_key("m", c, 8, old) != rules["sequential"]
+    plain = cache.cell_key("m", cell, 8, _template())
+    t = _template()
+    by_hand = {"method": "siq+", "weight_bits": 2, "act_bits": 2, "fc_bits": 8, "version": 2, "quantize": {
+        **{k: t[k] for k in ("codebook_bits", "calibration_images", "batch_size")},
+        "siq": {k: v for k, v in t["siq"].items() if k not in ("augment_shift", "augment_flip", "dropout")},
+        "plus": {k: v for k, v in t["plus"].items() if k not in ("real_steps", "progressive_acts")}}}
+    assert plain == cache.digest("cell", 1, "m", by_hand)[:24]
+    siq_changes = [SIQConfig(augment_shift=1), SIQConfig(augment_flip=True), SIQConfig(dropout=0.2)]
+    assert len({plain} | {cache.cell_key("m", cell, 8, _template(siq=c)) for c in siq_changes}) == 4
+    plus_changes = [SIQPlusConfig(real_steps=True), SIQPlusConfig(progressive_acts=2)]
+    assert len({plain} | {cache.cell_key("m", cell, 8, _template(plus=c)) for c in plus_changes}) == 3
+    float_cell = sweep.Cell("float", None, 2, 0)
+    assert cache.cell_key("m", float_cell, 8, _template()) == cache.digest(
+        "cell", 1, "m", {"method": "float", "act_bits": 2, "calibration_images": 2000})[:24]
+    # the activation-shift rule, for quantized and float-weight cells
+    for c in (cell, float_cell):
+        keys = {rule: cache.cell_key("m", c, 8, _template(calibration=rule)) for rule in ("float", "sequential")}
+        assert len(set(keys.values())) == 2
     # per-channel codebooks: new keys for quantized cells; float-weight cells have no codebooks to differ
-    for c, differs in ((cell, True), (sweep.Cell("float", None, 2, 0), False)):
-        keys = {choice: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),
-                                                                            per_channel=choice))
-                for choice in ("none", "conv", "all")}
-        old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
-        del old["per_channel"]
-        assert keys["none"] == sweep._cell_key("m", c, 8, old)
+    for c, differs in ((cell, True), (float_cell, False)):
+        keys = {choice: cache.cell_key("m", c, 8, _template(per_channel=choice)) for choice in ("none", "conv", "all")}
         assert len(set(keys.values())) == (3 if differs else 1)
     # a wider input: new keys for quantized cells and float-weight cells with quantized activations, not for
     # float activations (no input quantization to differ)
-    for c, differs in ((cell, True), (sweep.Cell("float", None, 2, 0), True), (sweep.Cell("float", None, None, 0),
-                                                                                False)):
-        keys = {b: sweep._cell_key("m", c, 8, sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig(),
-                                                                       input_bits=b))
-                for b in (None, 8, 4)}
-        old = sweep._quantize_template(8, 2000, SIQConfig(), SIQPlusConfig())
-        del old["input_bits"]
-        assert keys[None] == sweep._cell_key("m", c, 8, old)
+    for c, differs in ((cell, True), (float_cell, True), (sweep.Cell("float", None, None, 0), False)):
+        keys = {b: cache.cell_key("m", c, 8, _template(input_bits=b)) for b in (None, 8, 4)}
         assert len(set(keys.values())) == (3 if differs else 1)
+
+
+def test_cell_key_refuses_a_config_that_lost_a_schema_field():
+    template = _template()
+    del template["siq"]["alpha"]
+    with pytest.raises(KeyError):
+        cache.cell_key("m", sweep.Cell("siq", 2, 2, 0), 8, template)
 
 
 def test_validation_and_subset_sweeps(tmp_path, arch_file):
