@@ -55,8 +55,8 @@ def run_target_step(model_dir: str | Path, prefix: str, lm, data, cpu: str | Non
     }
     log(f"{cpu} ({board}, {opt}): {result['n_images']} test images, {result['mismatches']} mismatches against "
         f"the integer reference; {insn['total']:,} instructions per inference; model code {size['code_bytes']:,} B, "
-        f"weights {size['weights_bytes']:,} B, RAM {size['ram_bytes']:,} B (static {size['data_bytes'] + size['bss_bytes']:,}"
-        f" + stack {size['stack_bytes']:,})")
+        f"weights {size['weights_bytes']:,} B, RAM {size['ram_bytes']:,} B "
+        f"(static {size['data_bytes'] + size['bss_bytes']:,} + stack {size['stack_bytes']:,})")
     if test["first_mismatch"] is not None:
         log(f"first target mismatch: {test['first_mismatch']}")
     return result
