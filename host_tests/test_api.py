@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import pydoc
 import re
 import subprocess
@@ -27,21 +28,41 @@ def readme_example() -> str:
     return blocks[0]
 
 
-def test_readme_example_trains_quantizes_exports_and_verifies(tmp_path):
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory):
+    """The README's example, run as written in an empty folder: (folder, what it printed)."""
     code = readme_example()
     assert len(code.strip().splitlines()) <= 15
     for name in ("siq.train(", "siq.quantize(", "siq.export(", "siq.verify("):
         assert name in code
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+    folder = tmp_path_factory.mktemp("readme")
+    result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-2000:]
-    printed = dict(re.findall(r"^(float accuracy|W4A4 integer accuracy|mismatches) (.*)$", result.stdout, re.M))
-    assert 0.5 < float(printed["float accuracy"]) <= 1.0, result.stdout
-    assert 0.5 < float(printed["W4A4 integer accuracy"]) <= 1.0, result.stdout
+    return folder, result.stdout
+
+
+def test_readme_example_trains_quantizes_exports_and_verifies(readme_run):
+    folder, stdout = readme_run
+    printed = dict(re.findall(r"^(float accuracy|W4A4 integer accuracy|mismatches) (.*)$", stdout, re.M))
+    assert 0.5 < float(printed["float accuracy"]) <= 1.0, stdout
+    assert 0.5 < float(printed["W4A4 integer accuracy"]) <= 1.0, stdout
     assert ast.literal_eval(printed["mismatches"]) == {"torch_quant": 0, "host_c": 0, "host_c_class": 0}
     for name in ("float.pt", "quantized.pt", "firmware/siq_model.c", "firmware/siq_model.h",
                  "firmware/siq_model_test_vectors.h", "firmware/report.json"):
-        assert (tmp_path / "out" / name).is_file(), name
+        assert (folder / "out" / name).is_file(), name
+
+
+def test_target_checks_the_readme_export_on_a_cortex_m0(readme_run):
+    """siq.target, as the README's prose says: the export on the emulated core, bit for bit, with a report."""
+    folder, _ = readme_run
+    lines = []
+    result = siq.target(folder / "out" / "firmware", cpu="cortex-m0", images=20, log=lines.append)
+    assert (result["board"], result["n_images"], result["mismatches"]) == ("microbit", 20, 0)
+    assert result["instructions"]["total"] > 0 and result["footprint"]["code_bytes"] > 0
+    saved = json.loads((folder / "out" / "firmware" / "target-microbit" / "target.json").read_text())
+    assert saved["mismatches"] == 0 and saved["instructions"] == result["instructions"]
+    assert "20 test images, 0 mismatches" in lines[0]
 
 
 def test_help_shows_the_api():
