@@ -22,6 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from siq.codegen import target
+from siq.codegen.export import write_sources
+from siq.codegen.host import build_host
+from siq.codegen.lower import lower
+from siq.training.data import load_dataset
+from siq.training.nets import images_to_input
+from siq.training.quant import load_quantized
+from siq.training.train import load_checkpoint
 
 MACS = 221_800
 # Issue 8: the same network on QEMU mps2-an386 (Cortex-M4), arm-none-eabi-gcc 12.2, LRN excluded.
@@ -60,7 +70,6 @@ def train_model(work: Path, dataset: str, epochs: int) -> tuple[Path, float]:
 
 
 def count(model_dir: Path, image, cpu: str, opt: str, work: Path) -> dict:
-    from siq.codegen import target
     insn = target.instructions_per_inference(model_dir, "siq_model", cpu, None, image, opt, work_dir=work)
     size = target.footprint(work / "plain" / "firmware.elf", "siq_model")
     return {"cpu": cpu, "opt": opt, "instructions": insn["total"], "per_op": insn["per_op"],
@@ -70,10 +79,6 @@ def count(model_dir: Path, image, cpu: str, opt: str, work: Path) -> dict:
 
 
 def host_latency(model_dir: Path, lm, images: np.ndarray, net, work: Path, repeats: int = 7) -> dict:
-    import torch
-
-    from siq.codegen.host import build_host
-    from siq.training.nets import images_to_input
     host = build_host(model_dir, lm.prefix, work / "host")
     batch = images[:256]
     per_image = []
@@ -115,11 +120,6 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from siq.codegen.export import write_sources
-    from siq.codegen.lower import lower
-    from siq.training.quant import load_quantized
-    from siq.training.train import load_checkpoint
-
     result: dict = {"machine": machine(), "network": "paper-mnist SIQ W4A4, FC 8 bits", "macs": MACS,
                     "cmsis_nn_reference": CMSIS_NN, "goals": GOALS}
     with tempfile.TemporaryDirectory(prefix="siq-bench-") as scratch:
@@ -141,7 +141,6 @@ def main(argv=None) -> int:
         lm = lower(qm)
         reference_dir = work / "reference"
         write_sources(lower(qm, fast=False), reference_dir)
-        from siq.training.data import load_dataset
         data = load_dataset("mnist5k", seed=0)
         image = data.test_x[0]
         rows = []

@@ -12,7 +12,7 @@ from siq.training.experiments.sweep import run_sweep
 from .pipeline import default_schedule
 
 
-def sweep_options(args) -> dict:
+def sweep_run_options(args) -> dict:
     """`siq sweep`'s arguments as study run options: a sweep is a one-run study whose float recipe is the
     dataset's documented schedule (pipeline.SCHEDULES) with the given options on top."""
     try:
@@ -44,7 +44,7 @@ def sweep_options(args) -> dict:
 
 
 def sweep_command(args) -> int:
-    options = sweep_options(args)
+    options = sweep_run_options(args)
     check_sweep_options("siq sweep", options)
     run = Run(1, options, options["split"], Path(args.out).name)
     records = run_sweep(**run.sweep_arguments(), out=Path(args.out), jobs=args.jobs, cache_dir=args.cache_dir)

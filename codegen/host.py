@@ -93,7 +93,7 @@ class HostModel:
 def build_host(model_dir: Path, prefix: str, build_dir: Path | None = None, profile: bool = False,
                extra_flags: list[str] | None = None) -> HostModel:
     """Compile <prefix>.c with the strict flags into a cffi extension module and import it."""
-    import cffi
+    import cffi  # only host builds need it, and it pulls in setuptools: imported when one is made
 
     model_dir = Path(model_dir).resolve()
     header = (model_dir / f"{prefix}.h").read_text()

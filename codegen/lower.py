@@ -20,7 +20,7 @@ from siq.training.integer import (Conv2dRequant, DenseRequant, DenseScores, Inte
                               QuantizeInput, build_integer_model)
 from siq.training.quant import QuantizedModel, codebook_entry_bytes
 
-from siq import __version__
+from siq.version import __version__
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner
 

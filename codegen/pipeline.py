@@ -23,6 +23,8 @@ from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_
 from .export import json_default, model_report, report_markdown, write_sources
 from .lower import LoweredModel, lower
 from .render import render
+from .target.step import run_target_step
+from .vectors import write_test_vectors
 from .verify import describe_mismatch, verify
 
 # Documented short schedules (chosen on the validation split carved from siq.training data, see README).
@@ -109,8 +111,6 @@ def step_quantize(net: Net, meta: dict, data: Dataset, cfg: QuantizeConfig, out:
 
 def write_export(qm: QuantizedModel, directory: Path, prefix: str, vectors: tuple | None) -> LoweredModel:
     """Sources, test vectors, quantized model copy and report into `directory` (already a temp dir)."""
-    from .vectors import write_test_vectors
-
     lm = lower(qm, prefix)
     write_sources(lm, directory)
     context = {"prefix": prefix, "upper": prefix.upper(), "version": lm.version, "config_hash": lm.config_hash}
@@ -192,7 +192,6 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
             "seconds": {"train": metrics["seconds"], "quantize": qm.meta["seconds"], "verify": result["seconds"]},
         }
         if cpu is not None:
-            from .target import run_target_step
             target = run_target_step(firmware, prefix, lm, data, cpu, board, target_images, log)
             fp = target["footprint"]
             target.update({"instructions_per_inference": target["instructions"]["total"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siq import __version__
+from siq.version import __version__
 from siq.codegen.export import int32_literal, number_lines
 from siq.codegen.render import render
 from siq.training.errors import SiqError

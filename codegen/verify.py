@@ -1,4 +1,4 @@
-"""The four-way check: PyTorch fake-quant, numpy integer reference, host C (and the target, in codegen/target.py).
+"""The four-way check: PyTorch fake-quant, numpy integer reference, host C (and the target, in codegen/target/).
 
 Integer scores are compared exactly. On a mismatch the first differing op, image and index is named: for the
 host C through a profile build that snapshots the arena after every op, for PyTorch through its per-layer

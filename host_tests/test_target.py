@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from siq.codegen import target
+from siq.codegen.target import step as target_step
 from siq.codegen.vectors import write_test_vectors
 from siq.training.errors import SiqError
 
@@ -193,9 +194,8 @@ def test_vectors_must_match_the_model(vectors, tmp_path):
 
 
 def test_pipeline_step_reports_and_keeps_the_firmware(vectors, tmp_path, monkeypatch):
-    """run_target_step takes its expected scores from siq.training.integer.integer_scores: the numpy twin here."""
-    import siq.training.integer
-    monkeypatch.setattr(training.integer, "integer_scores", lambda model, images: siq_dummy_infer(images)[1])
+    """run_target_step takes its expected scores from the integer reference (integer_scores): the numpy twin here."""
+    monkeypatch.setattr(target_step, "integer_scores", lambda model, images: siq_dummy_infer(images)[1])
     model = tmp_path / "model"
     shutil.copytree(DUMMY, model)
     lines = []

@@ -9,7 +9,7 @@
  * block holding the marker: differences between hits are exact, and identical on every run (TCG is
  * deterministic for a single-core program that takes no interrupts).
  *
- * Host tooling, built by codegen/target.py with `cc -O2 -shared -fPIC -fvisibility=hidden`. Debian's QEMU
+ * Host tooling, built by codegen/target/qemu.py with `cc -O2 -shared -fPIC -fvisibility=hidden`. Debian's QEMU
  * ships no qemu-plugin.h, so the few API entry points used are declared here (plugin API version 1, QEMU 7.x).
  */
 #include <inttypes.h>

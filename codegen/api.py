@@ -1,0 +1,241 @@
+"""siq's Python API: the functions the `siq` command itself calls, taking Python values and returning objects.
+
+    import siq
+    trained = siq.train("mnist5k", epochs=2, out="out/float.pt")      # -> Trained (net, data, accuracy)
+    qm = siq.quantize("out/float.pt", method="siq", conv_bits=4, act_bits=4, out="out/quantized.pt")
+    siq.export(qm, "out/firmware")                                     # -> LoweredModel; C sources on disk
+    report = siq.verify("out/firmware")                                # -> {"accuracy", "mismatches", ...}
+    siq.target("out/firmware", cpu="cortex-m0")                        # -> {"mismatches", "instructions", ...}
+
+Defaults are the command line's. Every function logs one line per step through `log` (default print; pass
+`log=lambda *a: None` for silence) and raises SiqError, with a message naming the problem and the fix, on bad
+input. Nothing half-written stays: outputs are written to a temporary sibling and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Callable
+
+from siq.training.data import Dataset
+from siq.training.errors import SiqError
+from siq.training.fileio import atomic_write_bytes, check_output_file, load_torch
+from siq.training.integer import integer_scores
+from siq.training.nets import Net
+from siq.training.quant import QuantizedModel, check_codebook_bits
+from siq.training.quant import load_quantized as _load_quantized
+from siq.training.quantizers import QuantizeConfig, check_plus_config, check_siq_config
+from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
+
+from .lower import LoweredModel, lower
+from .pipeline import (default_schedule, load_for_model, run_pipeline, step_export, step_quantize, step_train,
+                       step_verify)
+from .target.boards import DEFAULT_CPU, resolve_target
+from .target.build import model_macros
+from .target.step import run_target_step
+from .target.toolchain import check_opt
+
+Log = Callable[[str], object]
+
+# Checked schedule overrides: (TrainConfig field, test, what the value must be).
+_SCHEDULE_RULES = (
+    ("epochs", lambda v: v >= 1, "must be at least 1"),
+    ("dropout", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("label_smoothing", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+    ("weight_decay", lambda v: v >= 0.0, "must be >= 0"),
+)
+
+
+@dataclass
+class Trained:
+    """What train() made: the float network, the dataset as prepared for it, the checkpoint file, test accuracy."""
+    net: Net
+    data: Dataset
+    checkpoint: Path
+    accuracy: float
+    metrics: dict
+
+
+def check_schedule(overrides: dict, name: Callable[[str], str] = str) -> None:
+    """SiqError when a schedule override is out of range; name(field) spells the option in the message."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SiqError(f"unknown training option(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
+    for field, ok, rule in _SCHEDULE_RULES:
+        if overrides.get(field) is not None and not ok(overrides[field]):
+            raise SiqError(f"{name(field)} {rule}, got {overrides[field]}")
+
+
+def train_config(dataset: str = "mnist5k", **overrides) -> TrainConfig:
+    """The dataset's documented schedule with TrainConfig fields overridden (epochs=2, lr=1e-3, seed=1, ...)."""
+    check_schedule(overrides)
+    return replace(default_schedule(dataset), **overrides)
+
+
+def check_quantize_config(config: QuantizeConfig) -> QuantizeConfig:
+    """The config, or SiqError naming its first out-of-range value (codebook bits, SIQ and siq+ settings)."""
+    check_codebook_bits(config.codebook_bits)
+    check_siq_config(config.siq)
+    check_plus_config(config.plus)
+    return config
+
+
+def quantize_config(config: QuantizeConfig | None = None, **overrides) -> QuantizeConfig:
+    """QuantizeConfig (the command line's defaults: siq, W4A4, FC 8 bits) with fields overridden, checked."""
+    known = {f.name for f in fields(QuantizeConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SiqError(f"unknown quantization option(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
+    return check_quantize_config(replace(config or QuantizeConfig(), **overrides))
+
+
+def load_float(path: str | Path) -> tuple[Net, dict]:
+    """(network, metadata) of a checkpoint written by train()."""
+    return load_checkpoint(path)
+
+
+def load_quantized(path: str | Path) -> QuantizedModel:
+    """The QuantizedModel in a file written by quantize() (or an export's quantized.pt)."""
+    return _load_quantized(path)
+
+
+def train(dataset: str = "mnist5k", *, arch: str = "paper-mnist", out: str | Path = "out/float.pt",
+          config: TrainConfig | None = None, data_dir: str | None = None, split_seed: int = 0, log: Log = print,
+          **overrides) -> Trained:
+    """Train the float network and save its checkpoint to `out`.
+
+    dataset: mnist5k, fashion, mnist, digits or folder:PATH; arch: a preset (paper-mnist, paper-office) or a
+    .toml/.json file. config defaults to the dataset's documented schedule; keyword overrides are TrainConfig
+    fields (epochs, lr, batch_size, augment_shift, augment_flip, dropout, label_smoothing, weight_decay, seed).
+    """
+    check_output_file(out)  # before training, not after
+    check_schedule(overrides)
+    cfg = replace(config or default_schedule(dataset), **overrides)
+    check_schedule({f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    net, data, metrics = step_train(dataset, arch, cfg, Path(out), data_dir, split_seed, log)
+    return Trained(net, data, Path(out), metrics["float_accuracy"], metrics)
+
+
+def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = None, *,
+             out: str | Path | None = None, log: Log = print, **overrides) -> QuantizedModel:
+    """Quantize a trained float network; returns the QuantizedModel (meta["int_accuracy"]: its test accuracy).
+
+    checkpoint: a file written by train() or the Trained it returned. config defaults to QuantizeConfig() (the
+    command line's defaults); keyword overrides are its fields (method="kmeans", conv_bits=2, act_bits=2,
+    fc_bits, layer_bits, input_bits, codebook_bits, per_channel, calibration, siq=SIQConfig(...),
+    plus=SIQPlusConfig(...), seed). out, if given, receives the model file.
+    """
+    if out is not None:
+        check_output_file(out)
+    cfg = quantize_config(config, **overrides)  # every option is checked before the checkpoint and data load
+    path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
+    net, meta = load_checkpoint(path)
+    data = load_for_model(meta, net.arch)
+    return step_quantize(net, meta, data, cfg, None if out is None else Path(out), log)
+
+
+def _quantized(model: str | Path | QuantizedModel) -> QuantizedModel:
+    return model if isinstance(model, QuantizedModel) else _load_quantized(model)
+
+
+def export(model: str | Path | QuantizedModel, out: str | Path = "out/firmware", *, prefix: str = "siq_model",
+           vectors: int = 100, force: bool = False, log: Log = print) -> LoweredModel:
+    """Write the C sources (<prefix>.c/.h), build files, `vectors` test vectors and a report into `out`.
+
+    model: a QuantizedModel or its file. Returns the LoweredModel (ops, arena and weight bytes, MACs). A folder
+    holding other files is refused unless force=True.
+    """
+    qm = _quantized(model)
+    data = load_for_model(qm.meta.get("dataset", {}), qm.arch) if vectors else None
+    return step_export(qm, Path(out), prefix, data, vectors, force, log)
+
+
+def _export_folder(directory: Path, prefix: str) -> QuantizedModel:
+    quantized = directory / "quantized.pt"
+    if not quantized.is_file():
+        raise SiqError(f"{directory} holds no quantized.pt: pass a folder written by siq export or siq pipeline")
+    return _load_quantized(quantized)
+
+
+def verify(directory: str | Path = "out/firmware", *, prefix: str = "siq_model", log: Log = print) -> dict:
+    """Build an export on the host and check it bit for bit against PyTorch and numpy on the whole test split.
+
+    Returns {"accuracy": {"torch_quant", "int_reference", "host_c"}, "mismatches": {"torch_quant", "host_c",
+    "host_c_class"}, "first_mismatch", "n_test", "seconds"}; every mismatch count is 0 when all agree.
+    """
+    directory = Path(directory)
+    qm = _export_folder(directory, prefix)
+    lm = lower(qm, prefix)
+    if not (directory / f"{prefix}.c").is_file():
+        raise SiqError(f"{directory} holds no {prefix}.c: pass the folder written by siq export (or --prefix)")
+    data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
+    return step_verify(qm, lm, directory, data, log)
+
+
+def target(directory: str | Path = "out/firmware", *, cpu: str = DEFAULT_CPU, board: str | None = None,
+           prefix: str = "siq_model", opt: str = "-O2", images: int | None = None, log: Log = print) -> dict:
+    """Cross-build an export for a Cortex-M core, run it in QEMU on `images` test images (default: all).
+
+    Returns the target report (also written to <directory>/target-<board>/target.json): "mismatches" against
+    the integer reference, "instructions" per inference (total, per op), "footprint" (code, weights, RAM bytes).
+    """
+    resolve_target(cpu, board)  # a wrong core or board is named before anything is read
+    check_opt(opt)
+    directory = Path(directory)
+    model_macros(directory, prefix)
+    qm = _export_folder(directory, prefix)
+    data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
+    n_images = images if images is not None else len(data.test_x)
+    result = run_target_step(directory, prefix, lower(qm, prefix), data, cpu, board, n_images, log, opt)
+    atomic_write_bytes(directory / f"target-{result['board']}" / "target.json",
+                       (json.dumps(result, indent=2) + "\n").encode())
+    return result
+
+
+def pipeline(out: str | Path = "out", *, dataset: str = "mnist5k", arch: str = "paper-mnist",
+             train_cfg: TrainConfig | None = None, quant_cfg: QuantizeConfig | None = None,
+             prefix: str = "siq_model", data_dir: str | None = None, split_seed: int = 0, force: bool = False,
+             cpu: str | None = DEFAULT_CPU, board: str | None = None, target_images: int = 1000,
+             log: Log = print) -> dict:
+    """The main job into `out`: train -> quantize -> export -> verify (-> Cortex-M unless cpu is None).
+
+    Returns the report also written to out/report.json (accuracy of every leg, mismatches, footprint, target).
+    """
+    tcfg = train_cfg or default_schedule(dataset)
+    check_schedule({f.name: getattr(tcfg, f.name) for f in fields(tcfg)})
+    qcfg = check_quantize_config(quant_cfg or QuantizeConfig())
+    return run_pipeline(Path(out), dataset, arch, qcfg, tcfg, prefix, data_dir, split_seed, force, cpu, board,
+                        target_images, log)
+
+
+def model_kind(path: str | Path) -> str:
+    """"checkpoint" (written by train) or "quantized" (written by quantize), else SiqError."""
+    try:
+        load_torch(path, "checkpoint")
+        return "checkpoint"
+    except SiqError as first:
+        try:
+            load_torch(path, "quantized")
+            return "quantized"
+        except SiqError:
+            raise first from None
+
+
+def evaluate(model: str | Path) -> dict:
+    """Test accuracy of a checkpoint (float network) or a quantized model (integer reference).
+
+    Returns {"kind": "float" or "integer", "accuracy", "n_test", "dataset", "float_accuracy" (quantized only)}.
+    """
+    path = Path(model)
+    if model_kind(path) == "checkpoint":
+        net, meta = load_checkpoint(path)
+        data = load_for_model(meta, net.arch)
+        acc = accuracy(predict_scores(net, data.test_x), data.test_y, data.test_groups)
+        return {"kind": "float", "accuracy": acc, "n_test": len(data.test_x), "dataset": data.name}
+    qm = _load_quantized(path)
+    data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
+    scores = integer_scores(lower(qm).integer, data.test_x)
+    return {"kind": "integer", "accuracy": accuracy(scores, data.test_y, data.test_groups),
+            "n_test": len(data.test_x), "dataset": data.name, "float_accuracy": qm.meta.get("float_accuracy")}

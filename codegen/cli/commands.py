@@ -1,0 +1,174 @@
+"""One pair of functions per subcommand: `<name>_options(parser)` declares its options, `<name>(args)` runs it.
+
+Commands are thin: turn the parsed options into Python values, call codegen/api.py (the same functions
+`import siq` exposes) or the experiment code, print, and return the exit status (None = 0).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from siq.codegen import api, experiments
+from siq.codegen.target.boards import DEFAULT_CPU
+from siq.codegen.target.toolchain import require_toolchain, toolchain_status
+from siq.training.fileio import check_output_file
+
+from .options import (add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits, add_per_channel,
+                      add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits, quant_config,
+                      train_config)
+
+
+def train_options(p):
+    add_data(p)
+    add_train(p)
+    p.add_argument("--out", default="out/float.pt")
+
+
+def train(args):
+    check_output_file(args.out)  # before the options are turned into a schedule, as before any training
+    api.train(args.dataset, arch=args.arch, out=args.out, config=train_config(args), data_dir=args.data_dir,
+              split_seed=args.split_seed)
+
+
+def quantize_options(p):
+    p.add_argument("checkpoint")
+    add_quant(p)
+    p.add_argument("--out", default="out/quantized.pt")
+
+
+def quantize(args):
+    check_output_file(args.out)
+    api.quantize(args.checkpoint, quant_config(args), out=args.out)
+
+
+def eval_options(p):
+    p.add_argument("model")
+
+
+def eval_(args):
+    result = api.evaluate(args.model)
+    if result["kind"] == "float":
+        print(f"float test accuracy {result['accuracy']:.4f} on {result['n_test']} images ({result['dataset']})")
+    else:
+        print(f"integer reference test accuracy {result['accuracy']:.4f} on {result['n_test']} images "
+              f"({result['dataset']}); float was {result['float_accuracy']}")
+
+
+def export_options(p):
+    p.add_argument("model")
+    p.add_argument("--out", default="out/firmware")
+    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--vectors", type=int, default=100, help="test images embedded for on-target self tests")
+    p.add_argument("--force", action="store_true", help="replace an output folder holding other files")
+
+
+def export(args):
+    api.export(args.model, args.out, prefix=args.prefix, vectors=args.vectors, force=args.force)
+
+
+def verify_options(p):
+    p.add_argument("dir")
+    p.add_argument("--prefix", default="siq_model")
+
+
+def verify(args):
+    result = api.verify(args.dir, prefix=args.prefix)
+    return 1 if result["mismatches"]["torch_quant"] or result["mismatches"]["host_c"] else 0
+
+
+def pipeline_options(p):
+    add_data(p)
+    add_train(p)
+    add_quant(p)
+    p.add_argument("--out", default="out")
+    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--cpu", default=None, help=f"Cortex-M core for the target step (default {DEFAULT_CPU})")
+    p.add_argument("--board", default=None)
+    p.add_argument("--target-images", type=int, default=1000)
+    p.add_argument("--no-target", action="store_true", help="skip the Cortex-M step")
+    p.add_argument("--force", action="store_true")
+
+
+def pipeline(args):
+    cpu = None if args.no_target else (args.cpu or DEFAULT_CPU)
+    if cpu is not None and not toolchain_status()["ok"]:
+        if args.cpu is not None:  # asked for by name: say what is missing instead of skipping
+            require_toolchain()
+        print("siq: note: arm-none-eabi-gcc / qemu-system-arm not found, skipping the Cortex-M step "
+              "(make setup installs them)", file=sys.stderr)
+        cpu = None
+    report = api.pipeline(args.out, dataset=args.dataset, arch=args.arch, train_cfg=train_config(args),
+                          quant_cfg=quant_config(args), prefix=args.prefix, data_dir=args.data_dir,
+                          split_seed=args.split_seed, force=args.force, cpu=cpu, board=args.board,
+                          target_images=args.target_images)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    bad = report["mismatches"]["torch_quant"] + report["mismatches"]["host_c"]
+    bad += report.get("target", {}).get("mismatches", 0)
+    return 1 if bad else 0
+
+
+def target_options(p):
+    p.add_argument("dir")
+    p.add_argument("--cpu", default=DEFAULT_CPU)
+    p.add_argument("--board", default=None)
+    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--opt", default="-O2")
+    p.add_argument("--images", type=int, default=None, help="test images to run (default: the whole test split)")
+
+
+def target(args):
+    result = api.target(args.dir, cpu=args.cpu, board=args.board, prefix=args.prefix, opt=args.opt,
+                        images=args.images)
+    return 1 if result["mismatches"] else 0
+
+
+def sweep_options(p):
+    add_data(p)
+    add_train(p)
+    p.add_argument("--methods", default="uniform,kmeans,siq")
+    p.add_argument("--weight-bits", default="1-4", help="e.g. 1-8,float")
+    p.add_argument("--act-bits", default="1-4", help="e.g. 1-4,float")
+    add_input_bits(p)
+    p.add_argument("--fc-bits", type=bits, default=8)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--jobs", type=int, default=1)
+    add_siq_schedule(p)
+    add_siq_penalty(p)
+    add_siq_augment(p)
+    add_distill(p)
+    add_calibration(p)
+    add_per_channel(p)
+    add_codebook_bits(p)
+    p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")
+    p.add_argument("--test-size", type=int, help="budgeted run: a stratified subset of this many test images")
+    p.add_argument("--validation", type=float, metavar="FRACTION",
+                   help="tune: hold out this fraction of the training data and score on it (never the test split)")
+    p.add_argument("--out", default="out/sweep.jsonl")
+    p.add_argument("--cache-dir", default=".siq_cache")
+
+
+def sweep(args):
+    return experiments.sweep_command(args)
+
+
+def report_options(p):
+    p.add_argument("results", nargs="+")
+    p.add_argument("--out", default="out/report")
+    p.add_argument("--title", default="siq sweep")
+    p.add_argument("--act-bits", type=bits, default=4, help="activation bits of the Fig. 4 analogue")
+
+
+def report(args):
+    return experiments.report_command(args)
+
+
+def study_options(p):
+    p.add_argument("action", choices=("run", "list", "report"))
+    p.add_argument("studies", nargs="*", help="study files (default: every docs/studies/*.toml); list: folders")
+    p.add_argument("--cache-dir", default=".siq_cache")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--results-dir", help="results folder (default: docs/results beside the study's folder)")
+
+
+def study(args):
+    return experiments.study_command(args)

@@ -1,0 +1,66 @@
+"""siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report.
+
+Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import siq.codegen.cli.commands as commands
+from siq.training.errors import SiqError
+from siq.version import __version__
+
+EXIT_USAGE = 2
+
+# Every subcommand, in the order `siq --help` lists them: (name, one-line help, declares its options, runs it).
+# A new subcommand is one row here and its pair of functions (see commands.py).
+SUBCOMMANDS = (
+    ("train", "train the float network", commands.train_options, commands.train),
+    ("quantize", "quantize a trained checkpoint (uniform, kmeans or siq)", commands.quantize_options,
+     commands.quantize),
+    ("eval", "test accuracy of a checkpoint (float) or quantized model (integer reference)", commands.eval_options,
+     commands.eval_),
+    ("export", "generate the C sources, test vectors and report of a quantized model", commands.export_options,
+     commands.export),
+    ("verify", "build an export on the host and check it bit for bit on the test split", commands.verify_options,
+     commands.verify),
+    ("pipeline", "the main job: train -> quantize -> export -> verify -> Cortex-M", commands.pipeline_options,
+     commands.pipeline),
+    ("target", "cross-build an export for Cortex-M, run it in QEMU, check it bit for bit", commands.target_options,
+     commands.target),
+    ("sweep", "accuracy over methods x weight bits x activation bits", commands.sweep_options, commands.sweep),
+    ("report", "tables and plots (Table 1, Fig. 4, Fig. 5 analogues) from sweep results", commands.report_options,
+     commands.report),
+    ("study", "run, list or report the studies (docs/studies/*.toml: experiments as data)", commands.study_options,
+     commands.study),
+)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise SiqError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="siq", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"siq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, help_text, add_options, run in SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text)
+        add_options(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except SiqError as exc:
+        print(f"siq: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("siq: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,206 @@
+"""The option groups subcommands share, the value parsers, and the step from parsed options to config objects.
+
+An option's checks live with the config it feeds (codegen/api.py, training/quantizers.py); messages raised here
+name the command-line option (--plus-off, --epochs, ...) because only here is it known which one was meant.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from siq.codegen.api import check_quantize_config, check_schedule, train_config as schedule_for
+from siq.training.data import DATASETS
+from siq.training.errors import SiqError
+from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
+from siq.training.quantizers import (METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig, SIQPlusConfig,
+                                     check_plus_config, check_siq_config)
+
+
+def bits(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bit width must be a whole number from 1 to 8, got {text!r}") from None
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"bit width must be from 1 to 8, got {value}")
+    return value
+
+
+def layer_bits(text: str) -> dict[int, int]:
+    """'0=4,4=3' -> {0: 4, 4: 3} (architecture layer index = weight bits)."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        try:
+            index, value = part.split("=")
+            out[int(index)] = bits(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--layer-bits wants INDEX=BITS[,INDEX=BITS...], got {part!r}") from None
+    return out
+
+
+def option_name(field: str) -> str:
+    """The command-line spelling of a config field: label_smoothing -> --label-smoothing."""
+    return "--" + field.replace("_", "-")
+
+
+# ---------------------------------------------------------------- option groups
+
+def add_data(p, default_dataset="mnist5k"):
+    p.add_argument("--dataset", default=default_dataset, help=f"one of {', '.join(DATASETS)} (default %(default)s)")
+    p.add_argument("--data-dir", help="folder holding the dataset's files (fashion, mnist)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split where the dataset has none")
+
+
+def add_train(p):
+    p.add_argument("--arch", default="paper-mnist", help="preset (paper-mnist, paper-office) or .toml/.json file")
+    p.add_argument("--epochs", type=int, help="default: the dataset's documented schedule")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--augment-shift", type=int, help="random translation in pixels during training")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror training images left-right at random (default: the dataset's schedule)")
+    p.add_argument("--dropout", type=float, help="training dropout rate instead of the architecture's")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_quant(p):
+    p.add_argument("--method", default="siq", choices=sorted(METHODS))
+    p.add_argument("--weight-bits", type=bits, default=4, help="conv kernel bits (default %(default)s)")
+    p.add_argument("--act-bits", type=bits, default=4, help="input and feature-map bits (default %(default)s)")
+    add_input_bits(p)
+    p.add_argument("--fc-bits", type=bits, default=8, help="fully connected layer bits (default %(default)s)")
+    p.add_argument("--layer-bits", type=layer_bits, default={}, help="per-layer override, e.g. 0=4,4=3")
+    add_codebook_bits(p)
+    add_siq_schedule(p)
+    p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
+    add_siq_penalty(p)
+    add_siq_augment(p)
+    add_calibration(p)
+    add_per_channel(p)
+    p.add_argument("--quant-seed", type=int, default=0)
+    p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
+                   "fc,centroids,distill,progressive,steps")
+    add_distill(p)
+
+
+def add_codebook_bits(p):
+    p.add_argument("--codebook-bits", type=int, default=8,
+                   help="fixed-point bits of codebook values (2..15; above 8 the C stores them as int16)")
+
+
+def add_siq_schedule(p):
+    p.add_argument("--siq-rounds", type=int, default=4, help="maximum SIQ rounds")
+    p.add_argument("--siq-lr", type=float, default=3e-4, help="Adam learning rate of SIQ's retraining")
+    p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
+
+
+def add_distill(p):
+    p.add_argument("--distill", type=float, default=None, metavar="WEIGHT",
+                   help="siq+: weight of the distillation term against the float network, in [0, 1] (0 = off; "
+                        "default 0.5)")
+    p.add_argument("--distill-temperature", type=float, default=None, metavar="T",
+                   help="siq+: softmax temperature of the distillation term (default 4)")
+    p.add_argument("--real-steps", action="store_true",
+                   help="siq+: train the feature-map steps as real numbers, then fold them into the layers around "
+                        "them so the firmware stays shift-only (default: power-of-two steps throughout)")
+    p.add_argument("--progressive-acts", type=int, default=None, metavar="N",
+                   help="siq+: start the activations N bits above the target and lower them one bit a round "
+                        "(default 0: the target width from the first round)")
+
+
+def add_input_bits(p):
+    p.add_argument("--input-bits", type=bits, default=None,
+                   help="input image bits when they differ from --act-bits (e.g. 8: the sensor's pixels as they "
+                        "come; default: --act-bits, as in the paper)")
+
+
+def add_calibration(p):
+    p.add_argument("--calibration", choices=CALIBRATION_RULES, default="float",
+                   help="activation-shift rule: on the float network's tensors, or point by point on the tensors "
+                        "the quantized points before it produce (default %(default)s)")
+
+
+def add_per_channel(p):
+    p.add_argument("--per-channel", choices=PER_CHANNEL_CHOICES, default="none",
+                   help="one codebook per output channel (a row of 2^bits values each, same fixed-point exponent) "
+                        "for the conv layers or all layers, instead of one per layer (default %(default)s)")
+
+
+def add_siq_penalty(p):
+    p.add_argument("--siq-alpha", type=float, default=None,
+                   help="weight of the continuation penalty ||w - Q(w)||^2 / ||w||^2 in the first retraining round "
+                        "(default 0.1)")
+    p.add_argument("--siq-growth", type=float, default=None,
+                   help="factor by which that penalty's weight grows each round (default 4)")
+
+
+def add_siq_augment(p):
+    p.add_argument("--siq-augment-shift", type=int, default=0,
+                   help="random translation in pixels during SIQ retraining (default: none, as in the paper)")
+    p.add_argument("--siq-flip", action="store_true", help="random left-right flips during SIQ retraining")
+    p.add_argument("--siq-dropout", type=float, default=None,
+                   help="dropout rate during SIQ retraining (default: the architecture's, whatever --dropout the "
+                        "float network was trained with)")
+
+
+# ---------------------------------------------------------------- parsed options -> configs
+
+def siq_config(args) -> SIQConfig:
+    penalty = {k: getattr(args, a) for k, a in (("alpha", "siq_alpha"), ("growth", "siq_growth"))
+               if getattr(args, a) is not None}
+    cfg = SIQConfig(rounds=args.siq_rounds, epochs_per_round=args.siq_epochs, lr=args.siq_lr,
+                    quantize_fc=getattr(args, "siq_fc", False), augment_shift=args.siq_augment_shift,
+                    augment_flip=args.siq_flip, dropout=args.siq_dropout, **penalty)
+    check_siq_config(cfg)
+    return cfg
+
+
+_SCHEDULE_OPTIONS = (("epochs", "epochs"), ("lr", "lr"), ("batch_size", "batch_size"),
+                     ("augment_shift", "augment_shift"), ("augment_flip", "flip"), ("dropout", "dropout"),
+                     ("label_smoothing", "label_smoothing"), ("weight_decay", "weight_decay"))
+
+
+def train_config(args):
+    """The dataset's documented schedule with the options given on the command line."""
+    overrides = {field: getattr(args, option) for field, option in _SCHEDULE_OPTIONS
+                 if getattr(args, option) is not None}
+    check_schedule(overrides, option_name)
+    return schedule_for(args.dataset, seed=args.seed, **overrides)
+
+
+def plus_config(args, off=()) -> SIQPlusConfig:
+    """siq+'s ingredients from --distill / --distill-temperature (and --plus-off where the command has it)."""
+    try:
+        plus = SIQPlusConfig().without(off)
+    except SiqError as exc:
+        raise SiqError(f"--plus-off: {exc}") from None
+    if args.distill is not None:
+        if "distill" in off:
+            raise SiqError("--distill: the distillation term is turned off by --plus-off distill")
+        plus = replace(plus, distill=args.distill)
+    if args.distill_temperature is not None:
+        plus = replace(plus, temperature=args.distill_temperature)
+    if args.real_steps:
+        if "steps" in off:
+            raise SiqError("--real-steps: the learned activation steps are turned off by --plus-off steps")
+        plus = replace(plus, real_steps=True)
+    if args.progressive_acts is not None:
+        if args.progressive_acts and ("steps" in off or "progressive" in off):
+            raise SiqError("--progressive-acts: the learned activation steps or progressive lowering are turned "
+                           "off by --plus-off")
+        plus = replace(plus, progressive_acts=args.progressive_acts)
+    check_plus_config(plus)
+    return plus
+
+
+def quant_config(args) -> QuantizeConfig:
+    check_codebook_bits(args.codebook_bits)
+    off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
+    cfg = QuantizeConfig(method=args.method, plus=plus_config(args, off), conv_bits=args.weight_bits,
+                         fc_bits=args.fc_bits, layer_bits=args.layer_bits, act_bits=args.act_bits,
+                         codebook_bits=args.codebook_bits, seed=args.quant_seed, siq=siq_config(args),
+                         calibration=args.calibration, per_channel=args.per_channel, input_bits=args.input_bits)
+    return check_quantize_config(cfg)
+
