@@ -20,13 +20,13 @@ import numpy as np
 
 from siq import __version__
 from siq.training.errors import SiqError
-from siq.training.integer import (Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, IntegerModel,
-                                  LRNRequant, MaxPool2d, QuantizeInput, build_integer_model, fuse)
+from siq.training.integer import (Conv2dRequant, Conv2dRequantMaxpool, DenseScores, IntegerModel, LRNRequant,
+                                  MaxPool2d, QuantizeInput, build_integer_model, fuse)
 from siq.training.quant import QuantizedModel, codebook_entry_bytes
 
 from . import kernels
-from .kernels import (DSP_PAIRS, NIBBLE_SLACK, Conv2dParams, DenseParams, LRNParams, MaxPool2dParams,  # noqa: F401
-                      QuantizeInputParams, fast_kernel, filter_row_words)
+from .kernels import (NIBBLE_SLACK, Conv2dParams, DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams,
+                      fast_kernel, filter_row_words)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner
 

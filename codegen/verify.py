@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from siq.training.integer import first_mismatch, run_integer, unpack_codes
+from siq.training.integer import DenseScores, MaxPool2d, first_mismatch, run_integer, unpack_codes
 from siq.training.nets import Net, images_to_input
 from siq.training.quant import ExactHooks, QuantizedModel, evaluate_exact, input_point_of
 from siq.training.train import accuracy
@@ -34,9 +34,9 @@ def torch_op_outputs(qm: QuantizedModel, lm: LoweredModel, images: np.ndarray) -
         index = op.layer_index
         if index < 0:
             values = codes_in
-        elif op.name == "dense_scores":
+        elif isinstance(op, DenseScores):
             values = collect[index] * 2.0 ** lm.integer.score_exponent
-        elif op.name == "maxpool2d":
+        elif isinstance(op, MaxPool2d):
             values = collect[index] * 2.0 ** qm.shifts[input_point_of(qm.arch, index)]
         else:
             values = collect[index] * 2.0 ** qm.shifts[index]
