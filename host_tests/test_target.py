@@ -195,7 +195,7 @@ def test_vectors_must_match_the_model(vectors, tmp_path):
 def test_pipeline_step_reports_and_keeps_the_firmware(vectors, tmp_path, monkeypatch):
     """run_target_step takes its expected scores from siq.training.integer.integer_scores: the numpy twin here."""
     import siq.training.integer
-    monkeypatch.setattr(training.integer, "integer_scores", lambda model, images: siq_dummy_infer(images)[1])
+    monkeypatch.setattr(siq.training.integer, "integer_scores", lambda model, images: siq_dummy_infer(images)[1])
     model = tmp_path / "model"
     shutil.copytree(DUMMY, model)
     lines = []
