@@ -40,8 +40,11 @@ def wrap(items: list[str], width: int = LINE_WIDTH) -> list[str]:
 
 @dataclass
 class WeightArrays:
-    """A weighted layer's three flash arrays."""
+    """A weighted layer's three flash arrays (their names: lower.WeightTable.arrays)."""
     name: str
+    codebook_array: str
+    weights_array: str
+    bias_array: str
     bits: int
     count: int
     rows: int
@@ -190,7 +193,7 @@ def weight_arrays(lm: LoweredModel) -> list[WeightArrays]:
                 codebook += [f"{lines[0]} /* o = {o} */"] + lines[1:]
         else:
             codebook = wrap([str(v) for v in w.codebook])
-        out.append(WeightArrays(w.name, w.bits, w.count, w.codebook_rows, w.codebook_entries, w.codebook_stride,
+        out.append(WeightArrays(w.name, w.arrays["codebook"], w.arrays["weights"], w.arrays["bias"], w.bits, w.count, w.codebook_rows, w.codebook_entries, w.codebook_stride,
                                 codebook, len(w.packed), wrap([f"0x{v:02x}" for v in w.packed]), len(w.bias),
                                 wrap([kernels.literal(v, "int32_t") for v in w.bias])))
     return out

@@ -57,6 +57,11 @@ class WeightTable:
         """Values per row: at most 2^bits."""
         return len(self.codebook) // self.codebook_rows
 
+    @property
+    def arrays(self) -> dict[str, str]:
+        """The C arrays holding the table, by the parameter-struct field pointing at each."""
+        return {"codebook": f"{self.name}_codebook", "weights": f"{self.name}_weights", "bias": f"{self.name}_bias"}
+
     def codebook_table(self) -> list[int] | list[list[int]]:
         """The codebook as training/quant.py holds it: [K], or [C_OUT][K] per output channel."""
         if not self.codebook_stride:
@@ -192,7 +197,7 @@ def _comment(op) -> str:
 def _params(op: LoweredOp, scratch: str, index: int):
     """The kernel's parameter struct, every number taken from the IR op and the chosen layouts."""
     ir, w = op.ir, op.weights
-    arrays = dict(codebook=f"{w.name}_codebook", weights=f"{w.name}_weights", bias=f"{w.name}_bias") if w else {}
+    arrays = w.arrays if w else {}
     if isinstance(ir, QuantizeInput):
         return QuantizeInputParams(ir.out_count, ir.shift, ir.max_code, op.out_bits)
     if isinstance(ir, (Conv2dRequant, Conv2dRequantMaxpool)):
