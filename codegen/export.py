@@ -1,4 +1,5 @@
-"""Render a lowered model to C sources and write the export bundle (sources, report.json, report.md, vectors)."""
+"""Render a lowered model to C sources (model.c.j2 / model.h.j2 over the typed context of codegen/emit.py) and
+write the export bundle's reports."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from . import kernels
 from .emit import BufferSlot, KernelContext, OpCall, TableArray, WeightArrays, kernel_context, op_calls, weight_arrays
 from .lower import LoweredModel
 from .render import render
+
 
 def c_string(text: str) -> str:
     """A C string literal body: printable ASCII kept, everything else escaped in octal."""
