@@ -193,8 +193,9 @@ def weight_arrays(lm: LoweredModel) -> list[WeightArrays]:
                 codebook += [f"{lines[0]} /* o = {o} */"] + lines[1:]
         else:
             codebook = wrap([str(v) for v in w.codebook])
-        out.append(WeightArrays(w.name, w.arrays["codebook"], w.arrays["weights"], w.arrays["bias"], w.bits, w.count, w.codebook_rows, w.codebook_entries, w.codebook_stride,
-                                codebook, len(w.packed), wrap([f"0x{v:02x}" for v in w.packed]), len(w.bias),
+        out.append(WeightArrays(w.name, w.arrays["codebook"], w.arrays["weights"], w.arrays["bias"], w.bits,
+                                w.count, w.codebook_rows, w.codebook_entries, w.codebook_stride, codebook,
+                                len(w.packed), wrap([f"0x{v:02x}" for v in w.packed]), len(w.bias),
                                 wrap([kernels.literal(v, "int32_t") for v in w.bias])))
     return out
 

@@ -9,7 +9,7 @@ an IR op has the name of its numpy twin in training/integer/reference.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from siq.training.integer import (Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, LRNRequant,
                                   MaxPool2d, QuantizeInput)
@@ -131,31 +131,95 @@ def scalars(params) -> dict[str, int]:
     return {f.name: getattr(params, f.name) for f in fields(params) if not is_pointer(f)}
 
 
+# ---------------------------------------------------------------- fast variants and the layouts each kernel takes
+# A rule fast(op, in_bits, out_bits) names the optimised kernel computing exactly what the reference kernel
+# computes for op with those activation layouts (bits per stored code), or None where only the reference applies.
+
+def _never(op, *layout) -> None:
+    return None
+
+
+def _quantize_input_fast(op: QuantizeInput, in_bits: int, out_bits: int) -> str | None:
+    """quantize_input_o4: 4-bit codes stored two a byte, an even number of pixels."""
+    return "quantize_input_o4" if out_bits == 4 and op.out_count % 2 == 0 else None
+
+
+def conv_fast_applies(op: Conv2dRequantMaxpool) -> bool:
+    """conv2d_requant_maxpool_k<K>*: stride 1, no padding, 2x2 pool (2x2 blocks of accumulators)."""
+    return op.conv.stride == 1 and op.conv.pad == 0 and op.pool.k == 2
+
+
+def conv_rows_name(k: int, in_bits: int) -> str:
+    """The filter decoder and row body of a fast conv (kernels/conv2d_rows.c.j2), shared by its output layouts."""
+    return f"k{k}" + ("_i4" if in_bits == 4 else "")
+
+
+def _conv_fast(op: Conv2dRequantMaxpool, in_bits: int, out_bits: int) -> str | None:
+    """conv2d_requant_maxpool_k<K>[_i4][_o4]: K taps and rows unrolled, _i4/_o4 reading/writing 4-bit codes."""
+    if not conv_fast_applies(op):
+        return None
+    return f"conv2d_requant_maxpool_{conv_rows_name(op.conv.k, in_bits)}" + ("_o4" if out_bits == 4 else "")
+
+
+def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
+    """lrn_requant_window[_i4]: any LRN (a sliding channel window per pixel)."""
+    return "lrn_requant_window" + ("_i4" if out_bits == 4 else "")
+
+
+def _dense_fast(op, in_bits: int, out_bits: int) -> str:
+    """dense_*_fast: any index width (bytes for 8 bits, a sequential bit reader otherwise)."""
+    return f"{KERNELS[type(op)].name}_fast"
+
+
+def _small_codes(op) -> bool:
+    return op.max_code <= 15  # 4-bit codes (the input may be wider than the feature maps)
+
+
+def _even_plane(op: LRNRequant) -> bool:
+    return op.out_count % 2 == 0
+
+
 @dataclass(frozen=True)
 class KernelSpec:
-    """A reference kernel: its name (C function and numpy twin), its parameter struct, its template and the
-    static helpers it and its fast variant call (kernels/common.c.j2 or its own template)."""
+    """A reference kernel: its name (C function and numpy twin), its parameter struct, its template, the static
+    helpers it and its fast variant call, when the fast variant applies, and which activation layouts its
+    kernels (reference and fast) accept: writes_nibbles(op) / reads_nibbles(op) say whether they can write /
+    read 4-bit codes two a byte; in_place keeps input and output in one layout."""
     name: str
     params: type
     template: str                    # firmware_template/kernels/<template>
     helpers: tuple[str, ...] = ()
     fast_helpers: tuple[str, ...] = ()
+    fast: Callable = _never
     packable: bool = False           # reads and writes activations through load_code/store_code (8 or 4 bits)
+    writes_nibbles: Callable = _never
+    reads_nibbles: Callable = _never
+    in_place: bool = False
 
 
 _CONV_HELPERS = ("conv2d_accumulate", "read_index", "load_code", "store_code", "requantize")
 KERNELS = {
     QuantizeInput: KernelSpec("quantize_input", QuantizeInputParams, "quantize_input.c.j2", ("store_code",),
-                              packable=True),
-    Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, packable=True),
-    Conv2dRequantMaxpool: KernelSpec("conv2d_requant_maxpool", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS,
-                                     ("requantize", "index_stream"), packable=True),
+                              fast=_quantize_input_fast, packable=True, writes_nibbles=_small_codes),
+    # the reference conv reads nibbles always and writes them for an even output width
+    Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, packable=True,
+                              writes_nibbles=lambda op: _small_codes(op) and op.out_shape[2] % 2 == 0,
+                              reads_nibbles=lambda op: True),
+    # the fast conv reads nibbles for K = 5 on even input widths and writes them for even pooled widths
+    Conv2dRequantMaxpool: KernelSpec(
+        "conv2d_requant_maxpool", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, ("requantize", "index_stream"),
+        fast=_conv_fast, packable=True,
+        writes_nibbles=lambda op: _small_codes(op) and (op.conv.out_shape[2] // op.pool.k) % 2 == 0,
+        reads_nibbles=lambda op: not conv_fast_applies(op) or (op.conv.k == 5 and op.conv.in_shape[2] % 2 == 0)),
     MaxPool2d: KernelSpec("maxpool2d", MaxPool2dParams, "maxpool2d.c.j2"),
-    LRNRequant: KernelSpec("lrn_requant", LRNParams, "lrn.c.j2", ("load_code", "store_code"), packable=True),
+    LRNRequant: KernelSpec("lrn_requant", LRNParams, "lrn.c.j2", ("load_code", "store_code"), fast=_lrn_fast,
+                           packable=True, writes_nibbles=lambda op: _small_codes(op) and _even_plane(op),
+                           reads_nibbles=_even_plane, in_place=True),
     DenseRequant: KernelSpec("dense_requant", DenseParams, "dense.c.j2",
-                             ("dense_accumulate", "read_index", "requantize"), ("requantize", "index_stream")),
+                             ("dense_accumulate", "read_index", "requantize"), ("requantize", "index_stream"),
+                             fast=_dense_fast),
     DenseScores: KernelSpec("dense_scores", DenseParams, "dense.c.j2", ("dense_accumulate", "read_index"),
-                            ("index_stream",)),
+                            ("index_stream",), fast=_dense_fast),
 }
 TEMPLATES = ("quantize_input.c.j2", "conv2d.c.j2", "maxpool2d.c.j2", "lrn.c.j2", "dense.c.j2")
 
@@ -164,65 +228,9 @@ def spec(op) -> KernelSpec:
     return KERNELS[type(op)]
 
 
-# ---------------------------------------------------------------- fast variants and the layouts they accept
-
-def conv_fast_applies(op) -> bool:
-    """conv2d_requant_maxpool_k<K>*: stride 1, no padding, 2x2 pool (2x2 blocks of accumulators)."""
-    return isinstance(op, Conv2dRequantMaxpool) and op.conv.stride == 1 and op.conv.pad == 0 and op.pool.k == 2
-
-
-def conv_rows_name(k: int, in_bits: int) -> str:
-    """The filter decoder and row body of a fast conv, shared by its output layouts."""
-    return f"k{k}" + ("_i4" if in_bits == 4 else "")
-
-
 def fast_kernel(op, in_bits: int, out_bits: int) -> str | None:
-    """The optimised kernel computing exactly what the reference kernel of `op` computes, or None.
-
-    quantize_input_o4: 4-bit codes stored two a byte, an even number of pixels;
-    conv2d_requant_maxpool_k<K>[_i4][_o4]: see conv_fast_applies; K taps and rows unrolled, _i4/_o4 reading/writing
-    4-bit codes two a byte; lrn_requant_window[_i4]: any LRN; dense_*_fast: any index width (bytes for 8 bits,
-    a sequential bit reader otherwise).
-    """
-    if isinstance(op, QuantizeInput):
-        return "quantize_input_o4" if out_bits == 4 and op.out_count % 2 == 0 else None
-    if conv_fast_applies(op):
-        return f"conv2d_requant_maxpool_{conv_rows_name(op.conv.k, in_bits)}" + ("_o4" if out_bits == 4 else "")
-    if isinstance(op, LRNRequant):
-        return "lrn_requant_window" + ("_i4" if out_bits == 4 else "")
-    if isinstance(op, (DenseRequant, DenseScores)):
-        return f"{spec(op).name}_fast"
-    return None
-
-
-def writes_nibbles(op) -> bool:
-    """Whether op's kernels (reference and fast) can write its output as two 4-bit codes a byte: codes of at
-    most 4 bits (the input may be wider than the feature maps); the fast conv writes them for even pooled widths;
-    LRN for an even plane."""
-    if isinstance(op, (MaxPool2d, DenseScores)) or op.max_code > 15:
-        return False
-    if isinstance(op, QuantizeInput):
-        return True
-    if isinstance(op, Conv2dRequant):
-        return op.out_shape[2] % 2 == 0
-    if isinstance(op, Conv2dRequantMaxpool):
-        return (op.conv.out_shape[2] // op.pool.k) % 2 == 0
-    return isinstance(op, LRNRequant) and op.out_count % 2 == 0
-
-
-def reads_nibbles(op) -> bool:
-    """Whether op's kernels can read 4-bit codes two a byte: reference convs always; the fast conv for K = 5 on
-    even widths; LRN for an even plane (and then in and out share the layout: in_place_layout)."""
-    if isinstance(op, Conv2dRequant):
-        return True
-    if isinstance(op, Conv2dRequantMaxpool):
-        return not conv_fast_applies(op) or (op.conv.k == 5 and op.conv.in_shape[2] % 2 == 0)
-    return isinstance(op, LRNRequant) and op.out_count % 2 == 0
-
-
-def in_place_layout(op) -> bool:
-    """LRN keeps its input and output in one layout (its fast kernels read a pixel's codes before writing)."""
-    return isinstance(op, LRNRequant)
+    """The optimised kernel computing exactly what the reference kernel of `op` computes, or None."""
+    return spec(op).fast(op, in_bits, out_bits)
 
 
 # Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv row bodies

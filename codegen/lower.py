@@ -273,14 +273,14 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
 
 def _packed_buffers(ops: list[LoweredOp]) -> set[str]:
     """Buffers stored as two 4-bit codes a byte: those whose writer and every reader can use that layout
-    (kernels.writes_nibbles / reads_nibbles; LRN keeps in and out in one layout)."""
-    packed = {op.output for op in ops if op.output != "scores" and kernels.writes_nibbles(op.ir)}
+    (KernelSpec.writes_nibbles / reads_nibbles; LRN keeps in and out in one layout)."""
+    packed = {op.output for op in ops if op.output != "scores" and op.spec.writes_nibbles(op.ir)}
     changed = True
     while changed:
         changed = False
         for op in ops:
-            same = kernels.in_place_layout(op.ir)
-            keep = op.input not in packed or kernels.reads_nibbles(op.ir)
+            same = op.spec.in_place
+            keep = op.input not in packed or op.spec.reads_nibbles(op.ir)
             if same:
                 keep = keep and ((op.input in packed) == (op.output in packed))
             if not keep:

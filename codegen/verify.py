@@ -52,7 +52,7 @@ def host_op_outputs(host: HostModel, lm: LoweredModel, image: np.ndarray) -> dic
         if op.output == "scores":
             out[op.source_ops[-1]] = scores.astype(np.int64)
         else:
-            offset, size = lm.buffers[op.output]  # op.out_bits per stored code (training/integer/reference.py pack_codes)
+            offset, size = lm.buffers[op.output]  # op.out_bits per stored code (integer/reference.py pack_codes)
             stored = unpack_codes(snaps[k, offset:offset + size], op.out_bits, op.out_count)
             out[op.source_ops[-1]] = stored.astype(np.int64)
     return out

@@ -91,6 +91,20 @@ def test_struct_numbers_come_from_the_ir(every_kernel):
     assert lm.ops[-1].params.shift == 0 and lm.ops[-1].params.max_code == 0
 
 
+def test_numpy_twins_of_the_kernel_steps_equal_the_op_by_op_reference(every_kernel):
+    """Each C kernel call (fused conv + pool as one) run by its numpy twin gives the op-by-op reference's output
+    at its last source op: the fusion changes nothing."""
+    lm, _, images, _ = every_kernel
+    per_op = integer.run_integer(lm.integer, images)
+    steps = integer.fuse(lm.integer)
+    assert [type(s.op) for s in steps] == [type(op.ir) for op in lm.ops]
+    assert [s.sources for s in steps] == [op.source_ops for op in lm.ops]
+    codes = images
+    for step in steps:
+        codes = integer.OP_FUNCTIONS[step.op.name](codes, step.op)
+        assert np.array_equal(codes, per_op[step.sources[-1]]), step.op.name
+
+
 def test_reference_kernels_and_numpy_twins_share_names():
     for spec in kernels.KERNELS.values():
         assert integer.OP_FUNCTIONS[spec.name] is getattr(integer, spec.name)

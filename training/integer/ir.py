@@ -204,17 +204,3 @@ class KernelStep:
     equals the last source's."""
     op: object
     sources: list[int]
-
-
-def fuse(model: IntegerModel) -> list[KernelStep]:
-    """The model's ops as C kernel calls: conv -> relu -> max-pool becomes one Conv2dRequantMaxpool."""
-    steps, ops, k = [], model.ops, 0
-    while k < len(ops):
-        op = ops[k]
-        if isinstance(op, Conv2dRequant) and k + 1 < len(ops) and isinstance(ops[k + 1], MaxPool2d):
-            steps.append(KernelStep(Conv2dRequantMaxpool(op, ops[k + 1]), [k, k + 1]))
-            k += 2
-        else:
-            steps.append(KernelStep(op, [k]))
-            k += 1
-    return steps

@@ -1,4 +1,5 @@
-"""Lowering a QuantizedModel to the integer IR (ir.py), once: shifts, roundings and proven accumulator bounds.
+"""Lowering a QuantizedModel to the integer IR (ir.py), once: shifts, roundings and proven accumulator bounds
+(build_integer_model), and the fusion of conv -> relu -> max-pool into one kernel step (fuse).
 
 Everything here refuses, with a message naming the fix, what the integer client cannot compute exactly.
 """
@@ -10,7 +11,8 @@ from siq.training.arch import LRN, Conv, Dense, Dropout, Flatten, MaxPool, ReLU
 from siq.training.errors import SiqError
 from siq.training.quant import INT32_MAX, QuantizedModel, codebook_weights, input_point_of, lrn_table, quantizable
 
-from .ir import Conv2dRequant, DenseRequant, DenseScores, IntegerModel, LRNRequant, MaxPool2d, QuantizeInput
+from .ir import (Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, IntegerModel, KernelStep, LRNRequant,
+                 MaxPool2d, QuantizeInput)
 
 
 def accumulator_bound(codebook, indices, bias, in_max_code: int) -> int:
@@ -82,3 +84,17 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
             raise SiqError(f"{where}: no integer implementation for this layer type")
     return IntegerModel(arch.input, arch.num_classes, qm.act_bits, ops, list(qm.class_names),
                         qm.accumulator_exponent(last), qm.input_bits)
+
+
+def fuse(model: IntegerModel) -> list[KernelStep]:
+    """The model's ops as C kernel calls: conv -> relu -> max-pool becomes one Conv2dRequantMaxpool."""
+    steps, ops, k = [], model.ops, 0
+    while k < len(ops):
+        op = ops[k]
+        if isinstance(op, Conv2dRequant) and k + 1 < len(ops) and isinstance(ops[k + 1], MaxPool2d):
+            steps.append(KernelStep(Conv2dRequantMaxpool(op, ops[k + 1]), [k, k + 1]))
+            k += 2
+        else:
+            steps.append(KernelStep(op, [k]))
+            k += 1
+    return steps

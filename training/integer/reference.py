@@ -122,7 +122,8 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 
 
 def unpack_codes(stored: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """The first `count` codes of a buffer written by pack_codes (kernels/common.c.j2 load_code); bytes past them ignored."""
+    """The first `count` codes of a buffer written by pack_codes (kernels/common.c.j2 load_code); bytes past
+    them ignored."""
     stored = np.asarray(stored, dtype=np.uint8).reshape(-1)
     if bits == 8:
         return stored[:count]
