@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from siq.training.integer import DenseRequant, DenseScores, LRNRequant
+
 from . import kernels
 from .lower import LoweredModel
 
@@ -170,10 +172,10 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
     ctx.conv_rows = [rows[key] for key in sorted(rows)]
     ctx.fast_convs = [mains[name] for name in sorted(mains)]
     ctx.filter_size = max((r.channels * r.k * r.k for r in ctx.conv_rows), default=0)
-    dense = [op for op in lm.ops if op.fast_kernel in ("dense_requant_fast", "dense_scores_fast")]
+    dense = [op for op in lm.ops if op.fast_kernel and isinstance(op.ir, (DenseRequant, DenseScores))]
     ctx.dense_u8 = any(op.ir.bits == 8 for op in dense)
     ctx.dense_stream = any(op.ir.bits != 8 for op in dense)
-    lrn = [op.ir for op in lm.ops if op.fast_kernel and op.kernel == "lrn_requant"]
+    lrn = [op.ir for op in lm.ops if op.fast_kernel and isinstance(op.ir, LRNRequant)]
     ctx.lrn_max_channels = max((op.shape[0] for op in lrn), default=0)
     ctx.lrn_max_squares = max((op.window_before + op.shape[0] + op.window_after + 1 for op in lrn), default=0)
     return ctx
