@@ -1,10 +1,13 @@
-"""Lowering: integer ops (training/integer.py) -> C-ready ops with packed weights, fused kernels and an arena plan.
+"""Lowering to C: the integer IR (training/integer) -> one typed kernel call per C function call, with packed
+weights, activation layouts, fast-kernel choices, an arena plan and every parameter struct filled in.
 
-Everything the C needs is computed here (prepare), so the generated code only runs integer loops (eval):
-  * conv -> relu -> max-pool becomes one conv2d_requant_maxpool call (the pre-pool map never exists);
+Everything the C needs is decided here (prepare), so the generated code only runs integer loops (eval):
+  * the IR's kernel steps (conv -> relu -> max-pool fused into one conv2d_requant_maxpool) become LoweredOps;
   * weight indices are packed into one bitstream per layer (codegen/pack.py);
+  * activation buffers holding codes of at most 4 bits are stored two a byte where every kernel touching them
+    can (codegen/kernels.py says which can);
   * every buffer gets an offset in one static arena, planned by liveness (codegen/plan.py);
-  * accumulator bounds proven by build_integer_model are carried into the C as comments and static asserts.
+  * each op's parameter struct (codegen/kernels.py) is filled from the IR's fields, never re-derived.
 """
 from __future__ import annotations
 
@@ -16,15 +19,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from siq.training.errors import SiqError
-from siq.training.integer import (Conv2dRequant, DenseRequant, DenseScores, IntegerModel, LRNRequant, MaxPool2d,
-                              QuantizeInput, build_integer_model)
+from siq.training.integer import (Conv2dRequant, Conv2dRequantMaxpool, DenseScores, IntegerModel, LRNRequant,
+                                  MaxPool2d, QuantizeInput, build_integer_model, fuse)
 from siq.training.quant import QuantizedModel, codebook_entry_bytes
-
 from siq.version import __version__
+
+from . import kernels
+from .kernels import (NIBBLE_SLACK, Conv2dParams, DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams,
+                      fast_kernel, filter_row_words)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
 
 
 @dataclass
@@ -50,6 +57,11 @@ class WeightTable:
         """Values per row: at most 2^bits."""
         return len(self.codebook) // self.codebook_rows
 
+    @property
+    def arrays(self) -> dict[str, str]:
+        """The C arrays holding the table, by the parameter-struct field pointing at each."""
+        return {"codebook": f"{self.name}_codebook", "weights": f"{self.name}_weights", "bias": f"{self.name}_bias"}
+
     def codebook_table(self) -> list[int] | list[list[int]]:
         """The codebook as training/quant.py holds it: [K], or [C_OUT][K] per output channel."""
         if not self.codebook_stride:
@@ -60,19 +72,36 @@ class WeightTable:
 
 @dataclass
 class LoweredOp:
-    kernel: str            # the C function (and its numpy twin in training/integer.py)
-    source_ops: list[int]  # integer-model ops it computes; its output equals the last one's
-    params: dict           # C struct fields (ints, or names of const arrays)
+    """One C kernel call. `ir` is the IR op it runs (a fused conv + pool counts as one); its output equals the
+    integer model's op source_ops[-1]."""
+    kernel: str            # the reference C kernel, named like its numpy twin (codegen/kernels.py KERNELS)
+    ir: object
+    source_ops: list[int]
     input: str             # buffer names ("image" is the caller's input, "scores" the caller's output)
     output: str
-    macs: int
     comment: str
     weights: WeightTable | None = None
     table: list[int] | None = None
+    params: object = None  # the kernel's parameter struct (codegen/kernels.py), filled once the arena is planned
     fast_kernel: str | None = None  # the optimised C kernel with the same results, when one applies
-    out_bits: int = 8      # bits per stored code of the output buffer: 8 (bytes) or 4 (two codes a byte, LSB first)
+    in_bits: int = 8       # bits per stored code of the input buffer: 8 (bytes) or 4 (two codes a byte, LSB first)
+    out_bits: int = 8      # the same for the output buffer
     out_count: int = 0     # codes in the output (its buffer may hold slack bytes past them)
     scratch: str | None = None  # arena buffer of the fast kernel's decoded filter (SIQ_DSP builds), if any
+
+    @property
+    def macs(self) -> int:
+        return self.ir.macs
+
+    @property
+    def spec(self) -> kernels.KernelSpec:
+        return kernels.spec(self.ir)
+
+    @property
+    def conv(self) -> Conv2dRequant | None:
+        """The conv of a (fused) conv op."""
+        return self.ir.conv if isinstance(self.ir, Conv2dRequantMaxpool) else \
+            self.ir if isinstance(self.ir, Conv2dRequant) else None
 
 
 @dataclass
@@ -117,10 +146,8 @@ class LoweredModel:
         return out
 
 
-MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
-
-
-def _weights(name: str, op) -> WeightTable:
+def _weights(op) -> WeightTable:
+    name = f"layer{op.weights_layer}"
     count = int(op.indices.size)
     if count * op.bits > MAX_WEIGHT_BITS:
         raise SiqError(f"{name}: {count} weights x {op.bits} bits do not fit the C's 32-bit bit positions "
@@ -147,25 +174,45 @@ def _weights(name: str, op) -> WeightTable:
                        codebook_stride=entries if per_channel else 0)
 
 
-def fast_kernel(op: LoweredOp) -> str | None:
-    """The optimised kernel computing exactly what op.kernel computes, or None where only the reference applies.
+def _comment(op) -> str:
+    """The one-line description of a kernel call that the generated C carries above its parameters."""
+    if isinstance(op, QuantizeInput):
+        return (f"input {list(op.shape)}: code = clamp(floor(pixel * 2^{op.shift} + 1/2), 0, {op.max_code})")
+    if isinstance(op, (Conv2dRequant, Conv2dRequantMaxpool)):
+        conv = op.conv if isinstance(op, Conv2dRequantMaxpool) else op
+        pool = op.pool if isinstance(op, Conv2dRequantMaxpool) else None
+        return (f"conv {conv.out_shape[0]}@{conv.k}x{conv.k}/{conv.stride} pad {conv.pad} on {list(conv.in_shape)} "
+                "-> relu" + (f" -> maxpool {pool.k}" if pool else "")
+                + f" -> {list(pool.out_shape if pool else conv.out_shape)}; |acc| <= {conv.acc_bound} < 2^31")
+    if isinstance(op, MaxPool2d):
+        return f"maxpool {op.k} on {list(op.in_shape)} -> {list(op.out_shape)}"
+    if isinstance(op, LRNRequant):
+        return (f"lrn over {op.window_before + op.window_after + 1} channels on {list(op.shape)}: "
+                f"table of {len(op.table)} reciprocals, index S >> {op.index_shift}, {op.frac_bits} fraction bits")
+    final = isinstance(op, DenseScores)
+    return (f"dense {op.in_features} -> {op.out_features}" + (" (class scores, int32)" if final else " -> relu")
+            + f"; |acc| <= {op.acc_bound} < 2^31")
 
-    quantize_input_o4: 4-bit codes stored two a byte, an even number of pixels;
-    conv2d_requant_maxpool_k<K>[_i4][_o4]: stride 1, no padding, 2x2 pool (2x2 blocks of accumulators, K taps and
-    rows unrolled), _i4/_o4 reading/writing 4-bit codes two a byte;
-    lrn_requant_window: any LRN; dense_*_fast: any index width (bytes for 8 bits, a sequential bit reader else).
-    """
-    p = op.params
-    if op.kernel == "quantize_input" and p["out_bits"] == 4 and p["size"] % 2 == 0:
-        return "quantize_input_o4"
-    if op.kernel == "conv2d_requant_maxpool" and p["stride"] == 1 and p["pad"] == 0 and p["pool"] == 2:
-        return (f"conv2d_requant_maxpool_k{p['kernel']}" + ("_i4" if p.get("in_bits") == 4 else "")
-                + ("_o4" if p.get("out_bits") == 4 else ""))
-    if op.kernel == "lrn_requant":
-        return "lrn_requant_window" + ("_i4" if p.get("bits") == 4 else "")
-    if op.kernel in ("dense_requant", "dense_scores"):
-        return f"{op.kernel}_fast"
-    return None
+
+def _params(op: LoweredOp, scratch: str, index: int):
+    """The kernel's parameter struct, every number taken from the IR op and the chosen layouts."""
+    ir, w = op.ir, op.weights
+    arrays = w.arrays if w else {}
+    if isinstance(ir, QuantizeInput):
+        return QuantizeInputParams(ir.out_count, ir.shift, ir.max_code, op.out_bits)
+    if isinstance(ir, (Conv2dRequant, Conv2dRequantMaxpool)):
+        conv, pool = op.conv, ir.pool.k if isinstance(ir, Conv2dRequantMaxpool) else 1
+        (c, h, wd), (o, oh, ow) = conv.in_shape, conv.out_shape
+        return Conv2dParams(c, h, wd, o, oh, ow, conv.k, conv.stride, conv.pad, pool, conv.bits, conv.shift,
+                            conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch, **arrays)
+    if isinstance(ir, MaxPool2d):
+        c, h, wd = ir.in_shape
+        return MaxPool2dParams(c, h, wd, ir.k)
+    if isinstance(ir, LRNRequant):
+        c, h, wd = ir.shape
+        return LRNParams(c, h * wd, ir.window_before, ir.window_after, ir.index_shift, ir.frac_bits, ir.max_code,
+                         op.out_bits, f"op{index}_lrn_table")
+    return DenseParams(ir.in_features, ir.out_features, ir.bits, ir.shift, ir.max_code, w.codebook_stride, **arrays)
 
 
 def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> LoweredModel:
@@ -174,86 +221,29 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
         raise SiqError(f"prefix {prefix!r} is not a lower-case C identifier (letters, digits, underscores)")
     model = build_integer_model(qm)
     ops: list[LoweredOp] = []
-    src = model.ops
-    k = 0
-    while k < len(src):
-        op = src[k]
-        if isinstance(op, QuantizeInput):
-            if not -16 <= op.shift <= 16:  # the C shifts a pixel (<= 255) by it: both directions stay in range
-                raise SiqError(f"input scale 2^{op.shift} per pixel is outside 2^-16 .. 2^16")
-            size = int(np.prod(op.shape))
-            ops.append(LoweredOp("quantize_input", [k], {"size": size, "shift": op.shift, "max_code": op.max_code},
-                                 "image", f"buffer{k}", 0,
-                                 f"input {list(op.shape)}: code = clamp(floor(pixel * 2^{op.shift} + 1/2), 0, "
-                                 f"{op.max_code})"))
-        elif isinstance(op, Conv2dRequant):
-            pool = src[k + 1] if k + 1 < len(src) and isinstance(src[k + 1], MaxPool2d) else None
-            name = f"layer{op.layer_index - 1}"
-            c, h, w = op.in_shape
-            o, oh, ow = op.out_shape
-            params = {"in_channels": c, "in_height": h, "in_width": w, "out_channels": o,
-                      "conv_height": oh, "conv_width": ow, "kernel": op.k, "stride": op.stride, "pad": op.pad,
-                      "pool": pool.k if pool else 1, "index_bits": op.bits, "shift": op.shift,
-                      "max_code": op.max_code}
-            sources = [k, k + 1] if pool else [k]
-            out_shape = pool.out_shape if pool else op.out_shape
-            ops.append(LoweredOp("conv2d_requant_maxpool" if pool else "conv2d_requant", sources, params,
-                                 ops[-1].output, f"buffer{sources[-1]}", o * oh * ow * c * op.k * op.k,
-                                 f"conv {o}@{op.k}x{op.k}/{op.stride} pad {op.pad} on {list(op.in_shape)} -> relu"
-                                 + (f" -> maxpool {pool.k}" if pool else "") + f" -> {list(out_shape)}; "
-                                 f"|acc| <= {op.acc_bound} < 2^31", _weights(name, op)))
-            ops[-1].params["acc_bound"] = op.acc_bound
-            ops[-1].params["codebook_stride"] = ops[-1].weights.codebook_stride
-            k = sources[-1]
-        elif isinstance(op, MaxPool2d):
-            c, h, w = op.in_shape
-            ops.append(LoweredOp("maxpool2d", [k], {"channels": c, "in_height": h, "in_width": w, "pool": op.k},
-                                 ops[-1].output, f"buffer{k}", 0,
-                                 f"maxpool {op.k} on {list(op.in_shape)} -> {list(op.out_shape)}"))
-        elif isinstance(op, LRNRequant):
-            c, h, w = op.shape
-            ops.append(LoweredOp("lrn_requant", [k],
-                                 {"channels": c, "plane": h * w, "window_before": op.window_before,
-                                  "window_after": op.window_after, "index_shift": op.index_shift,
-                                  "frac_bits": op.frac_bits, "max_code": op.max_code},
-                                 ops[-1].output, f"buffer{k}", 0,
-                                 f"lrn over {op.window_before + op.window_after + 1} channels on {list(op.shape)}: "
-                                 f"table of {len(op.table)} reciprocals, index S >> {op.index_shift}, "
-                                 f"{op.frac_bits} fraction bits",
-                                 table=[int(v) for v in op.table]))
-        elif isinstance(op, (DenseRequant, DenseScores)):
-            final = isinstance(op, DenseScores)
-            name = f"layer{op.layer_index if final else op.layer_index - 1}"
-            params = {"in_features": op.in_features, "out_features": op.out_features, "index_bits": op.bits,
-                      "shift": 0 if final else op.shift, "max_code": 0 if final else op.max_code,
-                      "acc_bound": op.acc_bound}
-            ops.append(LoweredOp("dense_scores" if final else "dense_requant", [k], params, ops[-1].output,
-                                 "scores" if final else f"buffer{k}", op.in_features * op.out_features,
-                                 f"dense {op.in_features} -> {op.out_features}"
-                                 + (" (class scores, int32)" if final else " -> relu")
-                                 + f"; |acc| <= {op.acc_bound} < 2^31", _weights(name, op)))
-            ops[-1].params["codebook_stride"] = ops[-1].weights.codebook_stride
-        else:
+    for step in fuse(model):
+        op = step.op
+        if type(op) not in kernels.KERNELS:
             raise SiqError(f"no C kernel for integer op {op.name}")
-        k += 1
+        if isinstance(op, QuantizeInput) and not -16 <= op.shift <= 16:
+            # the C shifts a pixel (<= 255) by it: both directions stay in range
+            raise SiqError(f"input scale 2^{op.shift} per pixel is outside 2^-16 .. 2^16")
+        final = isinstance(op, DenseScores)
+        weighted = op.conv if isinstance(op, Conv2dRequantMaxpool) else op
+        ops.append(LoweredOp(kernels.spec(op).name, op, step.sources, ops[-1].output if ops else "image",
+                             "scores" if final else f"buffer{step.sources[-1]}", _comment(op),
+                             weights=_weights(weighted) if hasattr(weighted, "indices") else None,
+                             table=[int(v) for v in op.table] if isinstance(op, LRNRequant) else None,
+                             out_count=0 if final else op.out_count))
 
-    for op in ops:
-        if op.output != "scores":
-            op.out_count = _output_size(src[op.source_ops[-1]])
     packed = _packed_buffers(ops)
     for op in ops:
-        if op.kernel in PACKABLE:
+        if op.spec.packable:
             op.out_bits = 4 if op.output in packed else 8
-            in_bits = 4 if op.input in packed else 8
-            if op.kernel == "lrn_requant":
-                op.params["bits"] = op.out_bits  # in place of the pair: _packed_buffers keeps in == out
-            else:
-                op.params["out_bits"] = op.out_bits
-                if op.kernel != "quantize_input":
-                    op.params["in_bits"] = in_bits
-    if fast:
-        for op in ops:
-            op.fast_kernel = fast_kernel(op)
+            op.in_bits = 4 if op.input in packed else 8
+        if fast:
+            op.fast_kernel = fast_kernel(op.ir, op.in_bits, op.out_bits)
+
     planner = GreedyPlanner()
     buffers = {}
     for index, op in enumerate(ops):
@@ -261,96 +251,58 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             readers = [j for j, other in enumerate(ops) if other.input == op.output]
             size = op.out_count if op.out_bits == 8 else (op.out_count + 1) // 2 + NIBBLE_SLACK
             buffers[op.output] = planner.add_buffer(op.output, size, index, max(readers, default=index))
-        if op.fast_kernel and op.fast_kernel.startswith("conv2d_requant_maxpool_k"):
+        if op.fast_kernel and isinstance(op.ir, Conv2dRequantMaxpool):
             # one output channel's decoded filter, C_IN * K rows of filter_row_words int32 words, alive for this op
             op.scratch = f"scratch{index}"
-            k = op.params["kernel"]
-            size = 4 * op.params["in_channels"] * k * filter_row_words(k, op.params["in_bits"])
+            conv = op.ir.conv
+            size = 4 * conv.in_shape[0] * conv.k * filter_row_words(conv.k, op.in_bits)
             buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
+    for index, op in enumerate(ops):
+        scratch = "NULL"
+        if op.scratch:
+            offset = placed[op.scratch][0]
+            assert offset % 4 == 0, "the planner aligns every buffer to 4 bytes"
+            scratch = f"(int32_t *)(arena_words + {offset // 4})"
+        op.params = _params(op, scratch, index)
     lowered = LoweredModel(prefix, model, ops, placed, arena, "", meta=dict(qm.meta))
     lowered.config_hash = _hash(lowered, qm)
     return lowered
 
 
-# Kernels whose buffers may hold 4-bit codes (reference kernels through load_code/store_code in kernels.c.j2).
-PACKABLE = ("quantize_input", "conv2d_requant", "conv2d_requant_maxpool", "lrn_requant")
-# A packed buffer read by a fast conv gets one byte past its last code: the SIQ_DSP nibble row body loads a word
-# whose fourth byte only feeds zero-weighted lanes, and at the buffer's last row that byte lies past the codes.
-NIBBLE_SLACK = 1
-# Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv bodies in kernels.c.j2, by
-# (K, bits per stored input code); a tap >= K is a zero lane. Bytes, K = 5: in[0..5] as (0,2) (1,3) (2,4) (3,5)
-# lanes; K = 3: in[0..3] as (0,2) (1,3). Nibbles, K = 5: one word holds codes 0..7 and (w >> 4j) & 0x000F000F
-# is the lane pair (code j, code j + 4), j = 0..3.
-DSP_PAIRS = {(3, 8): [(0, 2), (1, 3)], (5, 8): [(0, 2), (1, 3), (4, 5)], (5, 4): [(0, 4), (1, 3), (2, 5)]}
-
-
-def filter_row_words(k: int, in_bits: int) -> int:
-    """int32 words of one kernel row of a decoded filter on SIQ_DSP cores: one per lane pair where a dual-MAC
-    body exists for (K, input code bits), else one per tap (kernels.c.j2 SIQ_FILTER_ROW_*)."""
-    return len(DSP_PAIRS[(k, in_bits)]) if (k, in_bits) in DSP_PAIRS else k
-
-
 def _packed_buffers(ops: list[LoweredOp]) -> set[str]:
-    """Buffers stored as two 4-bit codes a byte: codes of at most 4 bits (the writer's max_code <= 15; the input
-    may be wider than the feature maps) whose writer and every reader can use that layout (reference kernels all
-    can; the fast conv reads nibbles for K = 5 on even widths and writes them for even pooled widths; LRN keeps in
-    and out in one layout, with an even plane)."""
-
-    def writes(op: LoweredOp) -> bool:
-        p = op.params
-        if p.get("max_code", 256) > 15:
-            return False
-        if op.kernel == "quantize_input":
-            return True
-        if op.kernel.startswith("conv2d_requant"):
-            return (p["conv_width"] // p["pool"]) % 2 == 0
-        return op.kernel == "lrn_requant" and p["plane"] % 2 == 0
-
-    def reads(op: LoweredOp) -> bool:
-        p = op.params
-        if op.kernel.startswith("conv2d_requant"):
-            fast = op.kernel == "conv2d_requant_maxpool" and p["stride"] == 1 and p["pad"] == 0 and p["pool"] == 2
-            return not fast or (p["kernel"] == 5 and p["in_width"] % 2 == 0)
-        return op.kernel == "lrn_requant" and p["plane"] % 2 == 0
-
-    packed = {op.output for op in ops if op.output != "scores" and writes(op)}
+    """Buffers stored as two 4-bit codes a byte: those whose writer and every reader can use that layout
+    (KernelSpec.writes_nibbles / reads_nibbles; LRN keeps in and out in one layout)."""
+    packed = {op.output for op in ops if op.output != "scores" and op.spec.writes_nibbles(op.ir)}
     changed = True
     while changed:
         changed = False
         for op in ops:
-            keep = op.input not in packed or reads(op)
-            if op.kernel == "lrn_requant":
+            same = op.spec.in_place
+            keep = op.input not in packed or op.spec.reads_nibbles(op.ir)
+            if same:
                 keep = keep and ((op.input in packed) == (op.output in packed))
             if not keep:
                 changed = changed or op.input in packed or op.output in packed
                 packed.discard(op.input)
-                if op.kernel == "lrn_requant":
+                if same:
                     packed.discard(op.output)
     return packed
 
 
-def _output_size(op) -> int:
-    if isinstance(op, QuantizeInput):
-        return int(np.prod(op.shape))
-    if isinstance(op, (Conv2dRequant, MaxPool2d)):
-        return int(np.prod(op.out_shape))
-    if isinstance(op, LRNRequant):
-        return int(np.prod(op.shape))
-    if isinstance(op, DenseRequant):
-        return op.out_features
-    raise TypeError(op)
-
-
 def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
-    """A digest of everything that decides the generated code's behaviour (not of timestamps or paths)."""
+    """A digest of everything that decides the generated code's behaviour (not of timestamps or paths): per op
+    its kernels, the numbers of its parameter struct and its proven bound, its tables and weights."""
     h = hashlib.sha256()
     h.update(json.dumps({"arch": qm.arch.to_dict(), "act_bits": qm.act_bits, "input_bits": qm.input_bits,
                          "shifts": sorted(qm.shifts.items()), "classes": qm.class_names,
                          "prefix": lowered.prefix}, sort_keys=True).encode())
     for op in lowered.ops:
-        h.update(json.dumps([op.kernel, op.fast_kernel, op.params, op.table], sort_keys=True).encode())
+        numbers = kernels.scalars(op.params)
+        if hasattr(op.ir, "acc_bound"):
+            numbers["acc_bound"] = op.ir.acc_bound
+        h.update(json.dumps([op.kernel, op.fast_kernel, numbers, op.table], sort_keys=True).encode())
         if op.weights:
             h.update(bytes(op.weights.packed))
             h.update(json.dumps([op.weights.codebook, op.weights.codebook_rows, op.weights.codebook_stride,

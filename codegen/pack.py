@@ -2,7 +2,7 @@
 
 Bit order: index i occupies stream bits [i*b, i*b + b); stream bit j is bit (j mod 8) of byte j div 8, and an
 index's least significant bit comes first. A layer of N indices takes exactly ceil(N*b/8) bytes; the unused
-high bits of the last byte are zero. The C twin reading it is read_index() in firmware_template/kernels.c.j2.
+high bits of the last byte are zero. The C twin reading it is read_index() in firmware_template/kernels/common.c.j2.
 """
 from __future__ import annotations
 

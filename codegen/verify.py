@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from siq.training.integer import first_mismatch, run_integer, unpack_codes
+from siq.training.integer import DenseScores, MaxPool2d, first_mismatch, run_integer, unpack_codes
 from siq.training.nets import Net, images_to_input
 from siq.training.quant import ExactHooks, QuantizedModel, evaluate_exact, input_point_of
 from siq.training.train import accuracy
@@ -34,9 +34,9 @@ def torch_op_outputs(qm: QuantizedModel, lm: LoweredModel, images: np.ndarray) -
         index = op.layer_index
         if index < 0:
             values = codes_in
-        elif op.name == "dense_scores":
+        elif isinstance(op, DenseScores):
             values = collect[index] * 2.0 ** lm.integer.score_exponent
-        elif op.name == "maxpool2d":
+        elif isinstance(op, MaxPool2d):
             values = collect[index] * 2.0 ** qm.shifts[input_point_of(qm.arch, index)]
         else:
             values = collect[index] * 2.0 ** qm.shifts[index]
@@ -52,7 +52,7 @@ def host_op_outputs(host: HostModel, lm: LoweredModel, image: np.ndarray) -> dic
         if op.output == "scores":
             out[op.source_ops[-1]] = scores.astype(np.int64)
         else:
-            offset, size = lm.buffers[op.output]  # op.out_bits per stored code (training/integer.py pack_codes)
+            offset, size = lm.buffers[op.output]  # op.out_bits per stored code (integer/reference.py pack_codes)
             stored = unpack_codes(snaps[k, offset:offset + size], op.out_bits, op.out_count)
             out[op.source_ops[-1]] = stored.astype(np.int64)
     return out

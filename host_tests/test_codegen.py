@@ -235,6 +235,6 @@ def test_conv_filter_scratch_fits_the_decoded_filter(k, size):
     convs = [op for op in lm.ops if op.scratch]
     assert len(convs) == 2
     for op in convs:
-        rows = op.params["in_channels"] * k
-        assert lm.buffers[op.scratch][1] == 4 * rows * filter_row_words(k, op.params["in_bits"])
+        rows = op.params.in_channels * k
+        assert lm.buffers[op.scratch][1] == 4 * rows * filter_row_words(k, op.params.in_bits)
     assert filter_row_words(3, 4) == 3 and filter_row_words(1, 8) == 1

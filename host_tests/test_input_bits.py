@@ -40,10 +40,10 @@ def test_every_build_bit_exact(act_bits, input_bits, fast_setup, tmp_path):
     lm, expected = check_builds(qm, images, tmp_path)
     assert [op.fast_kernel for op in lm.ops] == CASES[(act_bits, input_bits)]
     first = lm.ops[0]
-    assert first.kernel == "quantize_input" and first.params["max_code"] == 2**input_bits - 1
+    assert first.kernel == "quantize_input" and first.params.max_code == 2**input_bits - 1
     if input_bits > 4:
         assert first.out_bits == 8  # never nibbles (a fast 3x3 conv reads bytes anyway: the (8, 3) case)
-    assert all(op.params["max_code"] == 2**act_bits - 1 for op in lm.ops[1:] if op.params.get("max_code"))
+    assert all(op.params.max_code == 2**act_bits - 1 for op in lm.ops[1:] if getattr(op.params, "max_code", 0))
     # the fake-quant float64 model computes the same scores
     assert_scores_equal(evaluate_exact(qm, net, images), expected, "fake-quant model")
     header = render_sources(lm)[f"{lm.prefix}.h"]

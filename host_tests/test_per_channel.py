@@ -1,5 +1,5 @@
 """Per-output-channel codebooks ([C_OUT, K]: row o holds output channel o's values) through lowering and every C
-kernel path, bit-exact against the numpy integer reference (training/integer.py).
+kernel path, bit-exact against the numpy integer reference (training/integer/reference.py).
 
 Per-channel models are built from per-layer ones two ways:
   * shifted rows: row o = codebook + (o mod 3) - 1 (clipped to the codebook range, still sorted), indices kept,
@@ -171,13 +171,13 @@ def test_stride_zero_computes_row_zero_and_is_caught(fast_setup, tmp_path):
     assert np.mean(np.any(expected != ignored, axis=1)) > 0.9
     lm = lower(qm)
     source = render_sources(lm)
-    strides = re.findall(r"^ +(\d+), /\* codebook_stride \*/$", source[f"{lm.prefix}.c"], flags=re.M)
+    strides = re.findall(r"^ +\.codebook_stride = (\d+),$", source[f"{lm.prefix}.c"], flags=re.M)
     assert [int(s) for s in strides] == [qm.layers[i].entries for i in qm.arch.weighted_layers()]
     directory = tmp_path / "stride0"
     directory.mkdir()
     for name, text in source.items():
         if name.endswith(".c"):
-            text = re.sub(r"^( +)\d+, /\* codebook_stride \*/$", r"\g<1>0, /* codebook_stride */", text, flags=re.M)
+            text = re.sub(r"^( +)\.codebook_stride = \d+,$", r"\g<1>.codebook_stride = 0,", text, flags=re.M)
         (directory / name).write_text(text)
     for build in ("fast", "reference"):
         assert_scores_equal(host_scores(lm, directory, build, images), ignored, f"{build} build with stride 0")

@@ -1,0 +1,251 @@
+"""The C kernels, each declared once: its parameter struct (field name, C type, meaning), the IR op it runs,
+its template, and the rule for when its fast variant applies.
+
+A parameter struct is a dataclass whose fields carry their C type and a comment; from it follow both the C
+`typedef` (typedef()) and every op's C99 designated initializer (initializer()), so a field's name, order and
+type exist in this one place. Kernel names (reference and fast) are spelled only here; the reference kernel of
+an IR op has the name of its numpy twin in training/integer/reference.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Callable, ClassVar
+
+from siq.training.integer import (Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, LRNRequant,
+                                  MaxPool2d, QuantizeInput)
+
+CODEBOOK_POINTER = "const {codebook} *"  # the model's codebook entry type: int8_t, or int16_t when a value needs it
+
+
+def c_field(ctype: str, doc: str = ""):
+    """A parameter-struct field: its C type and the comment the typedef carries."""
+    return field(metadata={"ctype": ctype, "doc": doc})
+
+
+def is_pointer(f) -> bool:
+    return f.metadata["ctype"].endswith("*")
+
+
+@dataclass
+class QuantizeInputParams:
+    STRUCT: ClassVar[str] = "quantize_input_params"
+    size: int = c_field("int32_t", "pixels: C * H * W")
+    shift: int = c_field("int32_t", "s_in - 8: pixel * 2^shift, |shift| <= 16")
+    max_code: int = c_field("int32_t", "2^a - 1")
+    out_bits: int = c_field("uint32_t", "bits per stored code: 8 or 4")
+
+
+@dataclass
+class Conv2dParams:
+    STRUCT: ClassVar[str] = "conv2d_params"
+    in_channels: int = c_field("int32_t")
+    in_height: int = c_field("int32_t")
+    in_width: int = c_field("int32_t")
+    out_channels: int = c_field("int32_t")
+    conv_height: int = c_field("int32_t", "conv output, before pooling")
+    conv_width: int = c_field("int32_t")
+    kernel: int = c_field("int32_t")
+    stride: int = c_field("int32_t")
+    pad: int = c_field("int32_t")
+    pool: int = c_field("int32_t", "1: no pooling")
+    index_bits: int = c_field("uint32_t")
+    shift: int = c_field("int32_t")
+    max_code: int = c_field("int32_t")
+    in_bits: int = c_field("uint32_t", "bits per stored code of the input buffer: 8 or 4")
+    out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
+    codebook_stride: int = c_field("int32_t", "entries per output channel's codebook row; 0: one for the layer")
+    codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook + o * codebook_stride")
+    weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN][K][K]")
+    bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
+    scratch: str = c_field("int32_t *", "arena words of one decoded filter (fast kernels, DSP cores), else NULL")
+
+
+@dataclass
+class MaxPool2dParams:
+    STRUCT: ClassVar[str] = "maxpool2d_params"
+    channels: int = c_field("int32_t")
+    in_height: int = c_field("int32_t")
+    in_width: int = c_field("int32_t")
+    pool: int = c_field("int32_t")
+
+
+@dataclass
+class LRNParams:
+    STRUCT: ClassVar[str] = "lrn_params"
+    channels: int = c_field("int32_t")
+    plane: int = c_field("int32_t", "H * W")
+    window_before: int = c_field("int32_t", "the window is channels c - before .. c + after")
+    window_after: int = c_field("int32_t")
+    index_shift: int = c_field("uint32_t")
+    frac_bits: int = c_field("uint32_t")
+    max_code: int = c_field("uint32_t")
+    bits: int = c_field("uint32_t", "bits per stored code of input and output: 8 or 4")
+    table: str = c_field("const uint32_t *", "fixed-point reciprocals of (k + alpha/n * S)^beta")
+
+
+@dataclass
+class DenseParams:
+    STRUCT: ClassVar[str] = "dense_params"
+    in_features: int = c_field("int32_t")
+    out_features: int = c_field("int32_t")
+    index_bits: int = c_field("uint32_t")
+    shift: int = c_field("int32_t", "unused by dense_scores")
+    max_code: int = c_field("int32_t", "unused by dense_scores")
+    codebook_stride: int = c_field("int32_t", "entries per output feature's codebook row; 0: one for the layer")
+    codebook: str = c_field(CODEBOOK_POINTER, "row of out feature o: codebook + o * codebook_stride")
+    weights: str = c_field("const uint8_t *", "packed indices, layout [OUT][IN]")
+    bias: str = c_field("const int32_t *")
+
+
+PARAMS = (QuantizeInputParams, Conv2dParams, MaxPool2dParams, LRNParams, DenseParams)
+
+
+def typedef(params: type, codebook: str) -> str:
+    """The C typedef of a parameter struct, one field a line in declaration order."""
+    lines = ["typedef struct {"]
+    for f in fields(params):
+        ctype = f.metadata["ctype"].format(codebook=codebook)
+        decl = f"    {ctype}{'' if ctype.endswith('*') else ' '}{f.name};"
+        lines.append(f"{decl:<36}/* {f.metadata['doc']} */" if f.metadata["doc"] else decl)
+    return "\n".join(lines + [f"}} {params.STRUCT};"])
+
+
+def literal(value: int, ctype: str) -> str:
+    if ctype == "uint32_t":
+        return f"{value}u"
+    # -2147483648 is the negation of a constant that does not fit in int: INT32_MIN (<stdint.h>) instead.
+    return "INT32_MIN" if value == -2**31 else str(value)
+
+
+def initializer(params) -> list[str]:
+    """The designated initializer lines (`.name = value,`) of one op's parameter struct, in field order."""
+    out = []
+    for f in fields(params):
+        value = getattr(params, f.name)
+        out.append(f".{f.name} = {value if is_pointer(f) else literal(value, f.metadata['ctype'])},")
+    return out
+
+
+def scalars(params) -> dict[str, int]:
+    """The integer fields of a parameter struct (what the op's numbers are, without the arrays it points at)."""
+    return {f.name: getattr(params, f.name) for f in fields(params) if not is_pointer(f)}
+
+
+# ---------------------------------------------------------------- fast variants and the layouts each kernel takes
+# A rule fast(op, in_bits, out_bits) names the optimised kernel computing exactly what the reference kernel
+# computes for op with those activation layouts (bits per stored code), or None where only the reference applies.
+
+def _never(op, *layout) -> None:
+    return None
+
+
+def _quantize_input_fast(op: QuantizeInput, in_bits: int, out_bits: int) -> str | None:
+    """quantize_input_o4: 4-bit codes stored two a byte, an even number of pixels."""
+    return "quantize_input_o4" if out_bits == 4 and op.out_count % 2 == 0 else None
+
+
+def conv_fast_applies(op: Conv2dRequantMaxpool) -> bool:
+    """conv2d_requant_maxpool_k<K>*: stride 1, no padding, 2x2 pool (2x2 blocks of accumulators)."""
+    return op.conv.stride == 1 and op.conv.pad == 0 and op.pool.k == 2
+
+
+def conv_rows_name(k: int, in_bits: int) -> str:
+    """The filter decoder and row body of a fast conv (kernels/conv2d_rows.c.j2), shared by its output layouts."""
+    return f"k{k}" + ("_i4" if in_bits == 4 else "")
+
+
+def _conv_fast(op: Conv2dRequantMaxpool, in_bits: int, out_bits: int) -> str | None:
+    """conv2d_requant_maxpool_k<K>[_i4][_o4]: K taps and rows unrolled, _i4/_o4 reading/writing 4-bit codes."""
+    if not conv_fast_applies(op):
+        return None
+    return f"conv2d_requant_maxpool_{conv_rows_name(op.conv.k, in_bits)}" + ("_o4" if out_bits == 4 else "")
+
+
+def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
+    """lrn_requant_window[_i4]: any LRN (a sliding channel window per pixel)."""
+    return "lrn_requant_window" + ("_i4" if out_bits == 4 else "")
+
+
+def _dense_fast(op, in_bits: int, out_bits: int) -> str:
+    """dense_*_fast: any index width (bytes for 8 bits, a sequential bit reader otherwise)."""
+    return f"{KERNELS[type(op)].name}_fast"
+
+
+def _small_codes(op) -> bool:
+    return op.max_code <= 15  # 4-bit codes (the input may be wider than the feature maps)
+
+
+def _even_plane(op: LRNRequant) -> bool:
+    return op.out_count % 2 == 0
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A reference kernel: its name (C function and numpy twin), its parameter struct, its template, the static
+    helpers it and its fast variant call, when the fast variant applies, and which activation layouts its
+    kernels (reference and fast) accept: writes_nibbles(op) / reads_nibbles(op) say whether they can write /
+    read 4-bit codes two a byte; in_place keeps input and output in one layout."""
+    name: str
+    params: type
+    template: str                    # firmware_template/kernels/<template>
+    helpers: tuple[str, ...] = ()
+    fast_helpers: tuple[str, ...] = ()
+    fast: Callable = _never
+    packable: bool = False           # reads and writes activations through load_code/store_code (8 or 4 bits)
+    writes_nibbles: Callable = _never
+    reads_nibbles: Callable = _never
+    in_place: bool = False
+
+
+_CONV_HELPERS = ("conv2d_accumulate", "read_index", "load_code", "store_code", "requantize")
+KERNELS = {
+    QuantizeInput: KernelSpec("quantize_input", QuantizeInputParams, "quantize_input.c.j2", ("store_code",),
+                              fast=_quantize_input_fast, packable=True, writes_nibbles=_small_codes),
+    # the reference conv reads nibbles always and writes them for an even output width
+    Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, packable=True,
+                              writes_nibbles=lambda op: _small_codes(op) and op.out_shape[2] % 2 == 0,
+                              reads_nibbles=lambda op: True),
+    # the fast conv reads nibbles for K = 5 on even input widths and writes them for even pooled widths
+    Conv2dRequantMaxpool: KernelSpec(
+        "conv2d_requant_maxpool", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, ("requantize", "index_stream"),
+        fast=_conv_fast, packable=True,
+        writes_nibbles=lambda op: _small_codes(op) and (op.conv.out_shape[2] // op.pool.k) % 2 == 0,
+        reads_nibbles=lambda op: not conv_fast_applies(op) or (op.conv.k == 5 and op.conv.in_shape[2] % 2 == 0)),
+    MaxPool2d: KernelSpec("maxpool2d", MaxPool2dParams, "maxpool2d.c.j2"),
+    LRNRequant: KernelSpec("lrn_requant", LRNParams, "lrn.c.j2", ("load_code", "store_code"), fast=_lrn_fast,
+                           packable=True, writes_nibbles=lambda op: _small_codes(op) and _even_plane(op),
+                           reads_nibbles=_even_plane, in_place=True),
+    DenseRequant: KernelSpec("dense_requant", DenseParams, "dense.c.j2",
+                             ("dense_accumulate", "read_index", "requantize"), ("requantize", "index_stream"),
+                             fast=_dense_fast),
+    DenseScores: KernelSpec("dense_scores", DenseParams, "dense.c.j2", ("dense_accumulate", "read_index"),
+                            ("index_stream",), fast=_dense_fast),
+}
+TEMPLATES = ("quantize_input.c.j2", "conv2d.c.j2", "maxpool2d.c.j2", "lrn.c.j2", "dense.c.j2")
+
+
+def spec(op) -> KernelSpec:
+    return KERNELS[type(op)]
+
+
+def fast_kernel(op, in_bits: int, out_bits: int) -> str | None:
+    """The optimised kernel computing exactly what the reference kernel of `op` computes, or None."""
+    return spec(op).fast(op, in_bits, out_bits)
+
+
+# Dual 16-bit lane pairs (lo tap, hi tap) of one kernel row for the SIQ_DSP conv row bodies
+# (kernels/conv2d_rows.c.j2), by (K, bits per stored input code); a tap >= K is a zero lane. Bytes, K = 5:
+# in[0..5] as (0,2) (1,3) (2,4) (3,5) lanes; K = 3: in[0..3] as (0,2) (1,3). Nibbles, K = 5: one word holds codes
+# 0..7 and (w >> 4j) & 0x000F000F is the lane pair (code j, code j + 4), j = 0..3.
+DSP_PAIRS = {(3, 8): [(0, 2), (1, 3)], (5, 8): [(0, 2), (1, 3), (4, 5)], (5, 4): [(0, 4), (1, 3), (2, 5)]}
+
+
+def filter_row_words(k: int, in_bits: int) -> int:
+    """int32 words of one kernel row of a decoded filter on SIQ_DSP cores: one per lane pair where a dual-MAC
+    body exists for (K, input code bits), else one per tap (SIQ_FILTER_ROW_* in kernels/conv2d_rows.c.j2)."""
+    return len(DSP_PAIRS[(k, in_bits)]) if (k, in_bits) in DSP_PAIRS else k
+
+
+# A packed buffer read by a fast conv gets one byte past its last code: the SIQ_DSP nibble row body loads a word
+# whose fourth byte only feeds zero-weighted lanes, and at the buffer's last row that byte lies past the codes.
+NIBBLE_SLACK = 1

@@ -1,0 +1,146 @@
+"""The kernel specs (codegen/kernels.py) are the one source of each C parameter struct: the generated typedefs
+and every op's designated initializer follow them field for field, and each reference kernel has a numpy twin of
+the same name. One small model here runs all seven reference kernels (and the fast variants that apply)."""
+import re
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from siq.codegen import kernels
+from siq.codegen.export import render_sources, write_sources
+from siq.codegen.host import STRICT_FLAGS, build_host
+from siq.codegen.lower import lower
+from siq.codegen.render import TEMPLATE_ROOT
+from siq.training import integer
+from siq.training.arch import Arch
+from siq.training.integer import integer_scores
+from siq.training.nets import Net
+from siq.training.quantizers import QuantizeConfig, quantize_model
+
+# conv pad 1 -> relu -> pool (fused, reference only: padded), lrn, conv -> relu (unfused), lrn -> a standalone
+# pool, dense -> relu, dense scores: every reference kernel once.
+EVERY_KERNEL = {"name": "every-kernel", "input": [1, 12, 12], "layers": [
+    {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"}, {"type": "maxpool", "k": 2},
+    {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
+    {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"},
+    {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0}, {"type": "maxpool", "k": 2},
+    {"type": "flatten"}, {"type": "dense", "out": 8}, {"type": "relu"}, {"type": "dense", "out": 3}]}
+
+
+@pytest.fixture(scope="module")
+def every_kernel():
+    arch = Arch.from_dict(EVERY_KERNEL)
+    torch.manual_seed(0)
+    images = np.random.default_rng(0).integers(0, 255, (40, 1, 12, 12), dtype=np.uint8)
+    qm = quantize_model(Net(arch), images, np.zeros(40, np.int64), QuantizeConfig(method="kmeans", act_bits=4),
+                        ["a", "b", "c"])[0]
+    lm = lower(qm)
+    return lm, render_sources(lm)["siq_model.c"], images, qm
+
+
+def _uncommented(text: str) -> str:
+    return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+
+
+def test_the_model_runs_every_reference_kernel(every_kernel):
+    lm, _, _, _ = every_kernel
+    assert [op.kernel for op in lm.ops] == ["quantize_input", "conv2d_requant_maxpool", "lrn_requant",
+                                            "conv2d_requant", "lrn_requant", "maxpool2d", "dense_requant",
+                                            "dense_scores"]
+    assert {op.kernel for op in lm.ops} == {spec.name for spec in kernels.KERNELS.values()}
+
+
+def test_each_typedef_declares_its_spec_fields_in_order(every_kernel):
+    _, source, _, _ = every_kernel
+    for params in kernels.PARAMS:
+        found = re.findall(r"typedef struct \{\n([^}]*)\n\} %s;" % params.STRUCT, source)
+        assert len(found) == 1, f"{params.STRUCT}: {len(found)} typedefs"
+        declarations = [d.strip() for d in _uncommented(found[0]).split(";") if d.strip()]
+        expected = [(f.metadata["ctype"].format(codebook="int8_t"), f.name) for f in fields(params)]
+        got = [(d[:-len(d.split()[-1].lstrip("*"))].strip(), d.split()[-1].lstrip("*")) for d in declarations]
+        assert got == expected, params.STRUCT
+
+
+def test_every_initializer_names_exactly_its_spec_fields(every_kernel):
+    lm, source, _, _ = every_kernel
+    for index, op in enumerate(lm.ops):
+        match = re.search(rf"static const (\w+) op{index}_{op.kernel}_params = \{{\n(.*?)\n\}};", source, re.S)
+        assert match, f"op {index}: no parameter struct"
+        assert match.group(1) == type(op.params).STRUCT == op.spec.params.STRUCT
+        items = re.findall(r"^\s*\.(\w+) = (.*),$", match.group(2), re.M)
+        assert len(items) == len(match.group(2).splitlines())
+        assert [name for name, _ in items] == [f.name for f in fields(op.params)]
+        numbers = {name: int(value.rstrip("u")) for name, value in items
+                   if re.fullmatch(r"-?\d+u?", value)}
+        assert numbers == kernels.scalars(op.params)
+
+
+def test_struct_numbers_come_from_the_ir(every_kernel):
+    """A spot check that lowering copies the IR's numbers: the shift, bound-carrying op and layouts."""
+    lm, _, _, _ = every_kernel
+    conv = lm.ops[3]
+    assert conv.params.shift == conv.ir.shift and conv.params.max_code == conv.ir.max_code
+    assert (conv.params.in_bits, conv.params.out_bits) == (conv.in_bits, conv.out_bits)
+    assert conv.params.index_bits == conv.ir.bits and conv.params.pool == 1
+    fused = lm.ops[1]
+    assert fused.params.pool == fused.ir.pool.k and fused.params.conv_width == fused.ir.conv.out_shape[2]
+    assert lm.ops[-1].params.shift == 0 and lm.ops[-1].params.max_code == 0
+
+
+def test_numpy_twins_of_the_kernel_steps_equal_the_op_by_op_reference(every_kernel):
+    """Each C kernel call (fused conv + pool as one) run by its numpy twin gives the op-by-op reference's output
+    at its last source op: the fusion changes nothing."""
+    lm, _, images, _ = every_kernel
+    per_op = integer.run_integer(lm.integer, images)
+    steps = integer.fuse(lm.integer)
+    assert [type(s.op) for s in steps] == [type(op.ir) for op in lm.ops]
+    assert [s.sources for s in steps] == [op.source_ops for op in lm.ops]
+    codes = images
+    for step in steps:
+        codes = integer.OP_FUNCTIONS[step.op.name](codes, step.op)
+        assert np.array_equal(codes, per_op[step.sources[-1]]), step.op.name
+
+
+def test_reference_kernels_and_numpy_twins_share_names():
+    for spec in kernels.KERNELS.values():
+        assert integer.OP_FUNCTIONS[spec.name] is getattr(integer, spec.name)
+
+
+@pytest.mark.parametrize("defines", [[], ["-DSIQ_REFERENCE_KERNELS"], ["-DSIQ_EMULATE_DSP"]])
+def test_every_build_of_every_kernel_is_strict_and_bit_exact(defines, every_kernel, tmp_path):
+    lm, _, images, _ = every_kernel
+    write_sources(lm, tmp_path)
+    result = subprocess.run(["gcc", *STRICT_FLAGS, *defines, "-c", str(tmp_path / "siq_model.c"),
+                             "-o", str(tmp_path / "m.o")], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    host = build_host(tmp_path, lm.prefix, tmp_path / "build", extra_flags=defines)
+    scores, _ = host.infer(images)
+    assert np.array_equal(scores, integer_scores(lm.integer, images))
+
+
+def test_reference_only_lowering_emits_no_fast_kernel_and_no_build_guard(every_kernel, tmp_path):
+    """lower(fast=False): every function is called by both builds, so none is guarded and -Werror still holds."""
+    _, source, images, qm = every_kernel
+    assert "#ifndef SIQ_REFERENCE_KERNELS" in source and "#ifdef SIQ_REFERENCE_KERNELS" in source
+    slow = lower(qm, fast=False)
+    assert all(op.fast_kernel is None for op in slow.ops)
+    text = render_sources(slow)["siq_model.c"]
+    assert "SIQ_REFERENCE_KERNELS" not in _uncommented(text)
+    write_sources(slow, tmp_path)
+    host = build_host(tmp_path, slow.prefix, tmp_path / "build")
+    assert np.array_equal(host.infer(images)[0], integer_scores(slow.integer, images))
+
+
+def test_templates_and_initializers_stay_readable(every_kernel):
+    _, source, _, _ = every_kernel
+    for template in Path(TEMPLATE_ROOT, "kernels").glob("*.j2"):
+        assert len(template.read_text().splitlines()) <= 250, template.name
+    arrays = re.findall(r"= \{\n(.*?)\n\};", source, re.S)
+    assert arrays
+    for body in arrays:
+        for line in body.splitlines():
+            assert len(line) <= 100, line

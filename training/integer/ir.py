@@ -1,0 +1,206 @@
+"""The integer IR: one dataclass per integer op, each naming its C kernel and numpy twin.
+
+Every number the generated C needs is a typed field here, computed once by lower.build_integer_model (shifts,
+roundings, proven accumulator bounds, weight tables); codegen reads these fields and never re-derives them.
+
+Layouts: feature maps are [C, H, W] (channel-major, as PyTorch flattens them); conv weights [C_OUT, C_IN, K, K];
+dense weights [OUT, IN]. Codes are unsigned a-bit integers in [0, 2^a - 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class QuantizeInput:
+    """code = clamp(floor(pixel * 2^shift + 1/2), 0, max_code) for pixel in 0..255."""
+    shape: tuple[int, int, int]
+    shift: int            # s_in - 8: > 0 scales up, < 0 is a rounding right shift
+    max_code: int
+    layer_index: int = -1
+    name: str = "quantize_input"
+
+    @property
+    def out_count(self) -> int:
+        return int(np.prod(self.shape))
+
+    macs = 0
+
+
+@dataclass
+class Conv2dRequant:
+    """out[o, y, x] = requantize(bias[o] + sum_{c, ky, kx} in[c, y*stride + ky - pad, x*stride + kx - pad]
+                                 * codebook[indices[o, c, ky, kx]])   (zero outside the input;
+    a per-channel codebook [C_OUT, K] reads codebook[o, indices[o, c, ky, kx]])."""
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    k: int
+    stride: int
+    pad: int
+    codebook: np.ndarray   # int64 [K], or [C_OUT, K] per output channel
+    indices: np.ndarray    # uint8 [C_OUT, C_IN, K, K]
+    bits: int
+    bias: np.ndarray       # int64 [C_OUT]: integer bias plus the rounding half 2^(shift-1) when shift > 0
+    shift: int             # requantization: acc * 2^-shift (right shift if > 0, left shift if < 0)
+    max_code: int
+    acc_bound: int         # proven max |acc| over all inputs with codes in [0, in_max_code]
+    layer_index: int       # arch layer whose (quantized) output this equals: the relu after the conv
+    name: str = "conv2d_requant"
+
+    @property
+    def weights_layer(self) -> int:
+        """The arch layer holding the weights: the conv before the relu whose output this op equals."""
+        return self.layer_index - 1
+
+    @property
+    def out_count(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def macs(self) -> int:
+        o, oh, ow = self.out_shape
+        return o * oh * ow * self.in_shape[0] * self.k * self.k
+
+
+@dataclass
+class MaxPool2d:
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    k: int
+    layer_index: int
+    name: str = "maxpool2d"
+
+    @property
+    def out_count(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    macs = 0
+
+
+@dataclass
+class Conv2dRequantMaxpool:
+    """Fused conv -> relu -> max-pool: each pooled output is the max of its pool x pool requantized conv outputs
+    (max commutes with the monotone requantization), so the pre-pool map never exists. Its output equals pool's."""
+    conv: Conv2dRequant
+    pool: MaxPool2d
+    name: str = "conv2d_requant_maxpool"
+
+    @property
+    def layer_index(self) -> int:
+        return self.pool.layer_index
+
+    @property
+    def out_count(self) -> int:
+        return self.pool.out_count
+
+    @property
+    def macs(self) -> int:
+        return self.conv.macs
+
+    @property
+    def max_code(self) -> int:
+        return self.conv.max_code
+
+    @property
+    def acc_bound(self) -> int:
+        return self.conv.acc_bound
+
+
+@dataclass
+class LRNRequant:
+    """S = sum of in[c']^2 over the channel window; out = clamp(floor((in * table[S >> index_shift]
+    + 2^(frac_bits-1)) >> frac_bits), 0, max_code)."""
+    shape: tuple[int, int, int]
+    window_before: int
+    window_after: int
+    index_shift: int
+    table: np.ndarray      # int64, every entry * max_code + 2^(frac_bits-1) <= INT32_MAX
+    frac_bits: int
+    max_code: int
+    layer_index: int
+    name: str = "lrn_requant"
+
+    @property
+    def out_count(self) -> int:
+        return int(np.prod(self.shape))
+
+    macs = 0
+
+
+@dataclass
+class DenseRequant:
+    in_features: int
+    out_features: int
+    codebook: np.ndarray
+    indices: np.ndarray    # uint8 [OUT, IN]
+    bits: int
+    bias: np.ndarray
+    shift: int
+    max_code: int
+    acc_bound: int
+    layer_index: int       # the relu after the dense layer
+    name: str = "dense_requant"
+
+    @property
+    def weights_layer(self) -> int:
+        return self.layer_index - 1
+
+    @property
+    def out_count(self) -> int:
+        return self.out_features
+
+    @property
+    def macs(self) -> int:
+        return self.in_features * self.out_features
+
+
+@dataclass
+class DenseScores:
+    """The last layer: int32 scores = bias + sum in * codebook[indices], no requantization."""
+    in_features: int
+    out_features: int
+    codebook: np.ndarray
+    indices: np.ndarray
+    bits: int
+    bias: np.ndarray
+    acc_bound: int
+    layer_index: int
+    name: str = "dense_scores"
+    shift = 0              # scores are not requantized
+    max_code = 0
+
+    @property
+    def weights_layer(self) -> int:
+        return self.layer_index
+
+    @property
+    def out_count(self) -> int:
+        return self.out_features
+
+    @property
+    def macs(self) -> int:
+        return self.in_features * self.out_features
+
+
+WeightedOp = Conv2dRequant | DenseRequant | DenseScores
+
+
+@dataclass
+class IntegerModel:
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    act_bits: int          # feature-map codes 0 .. 2^act_bits - 1
+    ops: list
+    class_names: list[str]
+    score_exponent: int    # scores = real logits * 2^score_exponent
+    input_bits: int        # input codes 0 .. 2^input_bits - 1
+
+
+@dataclass
+class KernelStep:
+    """One call of a C kernel: `op` (an IR op, or the fused conv + pool) computing model.ops[sources]; its output
+    equals the last source's."""
+    op: object
+    sources: list[int]

@@ -1,0 +1,146 @@
+"""The numpy reference: executes the integer IR on int64, op by op, exactly as the generated C does.
+
+Each function carries the name of its C kernel (firmware_template/kernels/<op>.c.j2) and computes the
+fixed-point semantics documented in training/quant.py; each checks the accumulator bound lowering proved.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from siq.training.errors import SiqError
+from siq.training.quant import INT32_MAX, codebook_weights
+
+from .ir import (Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, IntegerModel, LRNRequant,
+                 MaxPool2d, QuantizeInput)
+
+
+def requantize(acc: np.ndarray, shift: int, max_code: int) -> np.ndarray:
+    """acc already holds the rounding half: out = clamp(acc >> shift, 0, max_code) (or << -shift)."""
+    if shift > 0:
+        out = acc >> shift  # numpy >> on int64 is floor division: exactly Eq. 5 with the half folded in
+    else:
+        out = acc << -shift
+    return np.clip(out, 0, max_code)
+
+
+def quantize_input(images: np.ndarray, op: QuantizeInput) -> np.ndarray:
+    pixels = images.reshape(len(images), *op.shape).astype(np.int64)
+    if op.shift >= 0:
+        codes = pixels << op.shift
+    else:
+        codes = (pixels + (1 << (-op.shift - 1))) >> -op.shift
+    return np.minimum(codes, op.max_code)
+
+
+def _check_bound(acc: np.ndarray, bound: int, name: str) -> None:
+    if acc.size and int(np.max(np.abs(acc))) > bound:
+        raise AssertionError(f"{name}: accumulator {int(np.max(np.abs(acc)))} exceeds the proven bound {bound}")
+
+
+def conv2d_requant(codes: np.ndarray, op: Conv2dRequant) -> np.ndarray:
+    n, c, h, w = codes.shape
+    padded = np.pad(codes, ((0, 0), (0, 0), (op.pad, op.pad), (op.pad, op.pad)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (op.k, op.k), axis=(2, 3))
+    windows = windows[:, :, ::op.stride, ::op.stride][:, :, :op.out_shape[1], :op.out_shape[2]]
+    weights = codebook_weights(op.codebook, op.indices)  # [O, C, K, K]
+    acc = np.einsum("nchwij,ocij->nohw", windows, weights, optimize=True) + op.bias[None, :, None, None]
+    _check_bound(acc, op.acc_bound, op.name)
+    return requantize(acc, op.shift, op.max_code)
+
+
+def maxpool2d(codes: np.ndarray, op: MaxPool2d) -> np.ndarray:
+    n, c, h, w = codes.shape
+    k = op.k
+    return codes.reshape(n, c, h // k, k, w // k, k).max(axis=(3, 5))
+
+
+def conv2d_requant_maxpool(codes: np.ndarray, op: Conv2dRequantMaxpool) -> np.ndarray:
+    """The fused C kernel computes each pooled output from its k x k conv outputs; max-pool commutes with the
+    monotone requantization, so this equals the two ops in sequence."""
+    return maxpool2d(conv2d_requant(codes, op.conv), op.pool)
+
+
+def lrn_requant(codes: np.ndarray, op: LRNRequant) -> np.ndarray:
+    squares = np.pad(codes * codes, ((0, 0), (op.window_before, op.window_after), (0, 0), (0, 0)))
+    channels = codes.shape[1]
+    window = sum(squares[:, j:j + channels] for j in range(op.window_before + op.window_after + 1))
+    product = codes * op.table[window >> op.index_shift] + (1 << (op.frac_bits - 1))
+    _check_bound(product, INT32_MAX, op.name)
+    return np.minimum(product >> op.frac_bits, op.max_code)
+
+
+def dense_requant(codes: np.ndarray, op: DenseRequant) -> np.ndarray:
+    acc = codes.reshape(len(codes), -1) @ codebook_weights(op.codebook, op.indices).T + op.bias
+    _check_bound(acc, op.acc_bound, op.name)
+    return requantize(acc, op.shift, op.max_code)
+
+
+def dense_scores(codes: np.ndarray, op: DenseScores) -> np.ndarray:
+    acc = codes.reshape(len(codes), -1) @ codebook_weights(op.codebook, op.indices).T + op.bias
+    _check_bound(acc, op.acc_bound, op.name)
+    return acc
+
+
+OP_FUNCTIONS = {
+    "quantize_input": quantize_input,
+    "conv2d_requant": conv2d_requant,
+    "maxpool2d": maxpool2d,
+    "conv2d_requant_maxpool": conv2d_requant_maxpool,
+    "lrn_requant": lrn_requant,
+    "dense_requant": dense_requant,
+    "dense_scores": dense_scores,
+}
+
+
+def run_integer(model: IntegerModel, images: np.ndarray, batch: int = 500) -> list[np.ndarray]:
+    """Every op's output for uint8 images [N, C, H, W]; the last one is the int scores [N, classes]."""
+    if images.dtype != np.uint8:
+        raise SiqError(f"images must be uint8, got {images.dtype}")
+    outputs: list[list[np.ndarray]] = [[] for _ in model.ops]
+    for start in range(0, len(images), batch):
+        x = images[start:start + batch]
+        for k, op in enumerate(model.ops):
+            x = OP_FUNCTIONS[op.name](x, op)
+            outputs[k].append(x)
+    return [np.concatenate(o) for o in outputs]
+
+
+def integer_scores(model: IntegerModel, images: np.ndarray) -> np.ndarray:
+    return run_integer(model, images)[-1]
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Activation codes as the generated C stores them (kernels/common.c.j2 store_code): bits = 8 is a byte a code;
+    bits = 4 puts code i in bits [4 (i mod 2), 4 (i mod 2) + 4) of byte i // 2 (LSB first)."""
+    flat = np.asarray(codes).reshape(-1).astype(np.uint8)
+    if bits == 8:
+        return flat
+    if bits != 4 or flat.size and int(flat.max()) > 15:
+        raise ValueError(f"cannot pack codes into {bits} bits")
+    padded = np.concatenate([flat, np.zeros(flat.size % 2, np.uint8)])
+    return (padded[0::2] | padded[1::2] << 4).astype(np.uint8)
+
+
+def unpack_codes(stored: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The first `count` codes of a buffer written by pack_codes (kernels/common.c.j2 load_code); bytes past
+    them ignored."""
+    stored = np.asarray(stored, dtype=np.uint8).reshape(-1)
+    if bits == 8:
+        return stored[:count]
+    return np.stack([stored & 15, stored >> 4], axis=1).reshape(-1)[:count]
+
+
+def first_mismatch(expected: list[np.ndarray], got: list[np.ndarray], ops: list,
+                   op_indices: list[int] | None = None) -> dict | None:
+    """The first op (in execution order) whose outputs differ, with the first differing image, index, values.
+    expected/got/ops are parallel lists; op_indices gives each entry's position in the model (default 0..)."""
+    for k, (a, b) in enumerate(zip(expected, got)):
+        a = np.asarray(a).reshape(len(a), -1)
+        b = np.asarray(b).reshape(len(b), -1)
+        diff = np.argwhere(a != b)
+        if len(diff):
+            image, index = (int(v) for v in diff[0])
+            return {"op": op_indices[k] if op_indices else k, "name": ops[k].name, "layer": ops[k].layer_index,
+                    "image": image, "index": index, "expected": int(a[image, index]), "got": int(b[image, index]),
+                    "count": int(len(np.unique(diff[:, 0])))}
+    return None
