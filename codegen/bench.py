@@ -5,7 +5,7 @@ Trains paper-mnist briefly (bit-exactness and instruction counts do not depend o
 -O3 and -Os counts executed instructions exactly (QEMU TCG plugin, total and per op) and measures the model's
 code, weights and RAM from the link map. Also: the reference-kernel build (lower(fast=False)) on Cortex-M4 -O2,
 host-C latency per image against PyTorch eager float at batch 1 and 256, wall time of float training per epoch
-and of SIQ end to end. Prints a table beside the CMSIS-NN figures of issue 8 and writes JSON.
+and of SIQ end to end. Prints a table beside the CMSIS-NN figures measured on the same network and writes JSON.
 
     python -m siq.codegen.bench --out out/bench.json [--fashion] [--cpus cortex-m4] [--opts=-O2]
 """
@@ -34,7 +34,7 @@ from siq.training.quant import load_quantized
 from siq.training.train import load_checkpoint
 
 MACS = 221_800
-# Issue 8: the same network on QEMU mps2-an386 (Cortex-M4), arm-none-eabi-gcc 12.2, LRN excluded.
+# CMSIS-NN, measured on the same network on QEMU mps2-an386 (Cortex-M4), arm-none-eabi-gcc 12.2, LRN excluded.
 CMSIS_NN = {
     "cmsis_nn_int8": {"-O2": 1_414_713, "-O3": 1_391_782, "-Os": 1_776_251},
     "cmsis_nn_int4": {"-O2": 1_910_616},
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         result["host"] = host_latency(model / "firmware", lm, data.test_x, net, work)
     m4 = next((r for r in rows if r["cpu"] == "cortex-m4" and r["opt"] == "-O2"), None)
     print()
-    print("reference figures (issue 8, Cortex-M4): CMSIS-NN int8 1,414,713 instr at -O2 (-O3 1,391,782, -Os "
+    print("reference figures (CMSIS-NN on the same network, Cortex-M4): CMSIS-NN int8 1,414,713 instr at -O2 (-O3 1,391,782, -Os "
           "1,776,251), int4 1,910,616; plain C 2.45M -O2 / 798k -O3; kernel code 8.9-12 KB; activation RAM 4,352 B")
     print(f"reference kernels of this model, Cortex-M4 -O2: {ref['instructions']:,} instr, code {ref['code_bytes']:,} B")
     if m4:

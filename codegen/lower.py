@@ -63,7 +63,7 @@ class WeightTable:
         return {"codebook": f"{self.name}_codebook", "weights": f"{self.name}_weights", "bias": f"{self.name}_bias"}
 
     def codebook_table(self) -> list[int] | list[list[int]]:
-        """The codebook as training/quant.py holds it: [K], or [C_OUT][K] per output channel."""
+        """The codebook as QuantizedModel holds it: [K], or [C_OUT][K] per output channel."""
         if not self.codebook_stride:
             return list(self.codebook)
         k = self.codebook_stride

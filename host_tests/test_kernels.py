@@ -1,4 +1,4 @@
-"""Optimised kernels (issue 8) against the numpy integer reference, beside the reference kernels on the same data.
+"""Optimised kernels against the numpy integer reference, beside the reference kernels on the same data.
 
 Every model is built three ways from one generated source: the default build (optimised kernels, portable C on
 the host), -DSIQ_EMULATE_DSP (the dual-16-bit SMLAD code path of Cortex-M4/M7 on portable twins of the

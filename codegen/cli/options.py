@@ -1,6 +1,6 @@
 """The option groups subcommands share, the value parsers, and the step from parsed options to config objects.
 
-An option's checks live with the config it feeds (codegen/api.py, training/quantizers.py); messages raised here
+An option's checks live with the config it feeds (codegen/api.py, training/quantizers/config.py); messages raised here
 name the command-line option (--plus-off, --epochs, ...) because only here is it known which one was meant.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ joblib, and each finished cell is saved on its own, so an interrupted sweep resu
 What a cell evaluates, by its two widths (None = float):
 
     weight bits  act bits  network                                                   evaluator
-    b            a         integer reference (training/integer.py) = what the C computes  "integer"
+    b            a         integer reference (training/integer/) = what the C computes  "integer"
     b            None      quantized codebook weights, float activations (PyTorch)        "torch"
     None         a         float weights, a-bit activations (PyTorch, calibrated shifts)  "torch"
     None         None      the float network                                               "torch"

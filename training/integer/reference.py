@@ -1,7 +1,7 @@
 """The numpy reference: executes the integer IR on int64, op by op, exactly as the generated C does.
 
 Each function carries the name of its C kernel (firmware_template/kernels/<op>.c.j2) and computes the
-fixed-point semantics documented in training/quant.py; each checks the accumulator bound lowering proved.
+fixed-point semantics documented in training/quant/__init__.py; each checks the accumulator bound lowering proved.
 """
 from __future__ import annotations
 
