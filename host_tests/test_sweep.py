@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from siq.training import quantizers
-from siq.training.experiments import cache, grid, report, sweep
+from siq.training.experiments import report, sweep
 from siq.training.errors import SiqError
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.quant import evaluate_exact
 from siq.training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
-from siq.training.experiments.report import (PAPER_MNIST, PAPER_OFFICE, aggregate, fewest_weight_bits, pareto_front,
-                                             render_report)
+from siq.training.experiments.report import PAPER_MNIST, PAPER_OFFICE, render_report
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 TINY_ARCH = {"name": "tiny", "input": [1, 8, 8], "layers": [
@@ -310,47 +309,6 @@ def test_report_rejects_missing_or_foreign_files(tmp_path):
         render_report(tmp_path / "bad.jsonl", tmp_path / "r")
 
 
-# ---------------------------------------------------------------- rules on hand-made records
-
-def _record(method, w, a, error, seed=0, float_error=0.10):
-    return {"dataset": "d", "arch": "a", "method": method, "conv_bits": w, "act_bits": a, "error": error,
-            "seed": seed, "float_accuracy": 1 - float_error, "model": f"m{seed}", "fc_bits": 8,
-            "weights_bytes": 100 * (w or 32), "evaluator": "integer", "cell": f"{method}{w}{a}{seed}"}
-
-
-def test_fewest_bits_rule_uses_float_error_plus_tolerance():
-    records = [_record("siq", 2, 4, 0.1030), _record("siq", 3, 4, 0.1010), _record("siq", 4, 4, 0.0990),
-               _record("siq", 5, 4, 0.1200)]
-    group, = aggregate(records)
-    assert fewest_weight_bits(group, "siq", 4, 0.0) == 4   # first width at or under 10%
-    assert fewest_weight_bits(group, "siq", 4, 0.1) == 3   # +0.1 pp: 10.1% passes
-    assert fewest_weight_bits(group, "siq", 4, 0.5) == 2
-    assert fewest_weight_bits(group, "siq", 3, 0.5) is None  # no cell at 3-bit activations
-
-
-def test_seeds_are_averaged_per_cell():
-    group, = aggregate([_record("uniform", 2, 2, 0.2, seed=0), _record("uniform", 2, 2, 0.4, seed=1)])
-    stat = group.cells[("uniform", 2, 2)]
-    assert (stat.mean, stat.low, stat.high, stat.n) == (pytest.approx(0.3), 0.2, 0.4, 2)
-
-
-def test_a_wider_input_is_a_method_row_of_its_own():
-    """Records with input_bits set (e.g. 8-bit input, 2-bit feature maps) are not averaged with the paper's one
-    width for all: they get their own row, labelled with the input width."""
-    from siq.training.experiments.report import method_label
-    wide = {**_record("siq+", 2, 2, 0.14), "input_bits": 8}
-    group, = aggregate([_record("siq+", 2, 2, 0.16), wide, {**_record("siq+", 2, 2, 0.17, seed=1), "input_bits": None}])
-    assert group.cells[("siq+", 2, 2)].mean == pytest.approx(0.165)
-    assert group.cells[("siq+@in8", 2, 2)].mean == pytest.approx(0.14)
-    assert method_label("siq+@in8") == "SIQ+ (beyond the paper) (input 8 bits)"
-    assert method_label("kmeans@fc4@in8") == "k-means (adaptive) (FC 4 bits, input 8 bits)"
-
-
-def test_pareto_front():
-    points = [(100, 0.5, "a"), (100, 0.6, "b"), (200, 0.55, "c"), (300, 0.9, "d"), (400, 0.9, "e")]
-    assert [p[2] for p in pareto_front(points)] == ["b", "d"]
-
-
 def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
     """An ablation variant ("siq+-steps": siq+ without learned activation steps) is its own method in the records,
     keyed apart from siq+, and the report's figures take it like any other method."""
@@ -391,86 +349,6 @@ def test_siq_plus_variants_are_cells_of_their_own(sweeps, tmp_path, arch_file):
     assert lowered[1]["cell"] == by_method["siq+-steps"]["cell"] and lowered[1]["cached"]
     summary = report.render_report([tmp_path / "v.jsonl"], tmp_path / "report", title="variants")
     assert (tmp_path / "report" / "report.md").is_file() and summary["groups"]
-
-
-def test_model_key_ignores_recipe_fields_left_at_their_neutral_values():
-    """Models cached before the recipe fields existed keep their keys; a recipe change gets a new model."""
-    arch = sweep.load_arch("paper-mnist")
-    plain = cache.model_key("d", arch, TrainConfig())
-    assert plain == cache.model_key("d", arch, TrainConfig(augment_flip=False, dropout=None, label_smoothing=0.0))
-    for change in ({"augment_flip": True}, {"dropout": 0.3}, {"label_smoothing": 0.1}, {"epochs": 16}, {"seed": 1}):
-        assert cache.model_key("d", arch, TrainConfig(**change)) != plain
-
-
-# Keys computed by the code that wrote the committed results (before the cache schema moved into
-# training/experiments/cache.py): the schema must keep giving exactly these.
-OLD_MODEL_KEYS = {"plain": "624e3c54ad9f1097b30a3892", "recipe": "1ea21cfa948468462c646dd1"}
-OLD_CELL_KEYS = [
-    (grid.Cell("float", None, 4, 0), {}, "f6a85daa3761e2c9ce938a0f"),
-    (grid.Cell("float", None, None, 0), {}, "31008eaf4f94b81febc24749"),
-    (grid.Cell("siq", 2, 2, 1), {}, "2ca71dcc5b551a43985de8e4"),
-    (grid.Cell("kmeans", 4, 4, 0), {"codebook_bits": 12, "per_channel": "conv"}, "878a687cdd5ba19e1dcf181d"),
-    (grid.Cell("siq+", 2, 2, 3), {"codebook_bits": 12, "per_channel": "conv",
-                                  "siq": SIQConfig(rounds=6, epochs_per_round=4, lr=1e-3, growth=1.0, alpha=0.03,
-                                                   dropout=0.2),
-                                  "plus": SIQPlusConfig(real_steps=True, temperature=2.0)}, "980198edb0cdd15fe5798dd9"),
-    (grid.Cell("siq+-progressive", 1, 4, 0), {"calibration": "sequential", "input_bits": 8},
-     "43460d55998c757e7afc0825"),
-]
-
-
-def _template(codebook_bits=8, siq=None, plus=None, **kw):
-    return sweep.quantize_template(codebook_bits, 2000, siq or SIQConfig(), plus or SIQPlusConfig(), **kw)
-
-
-def test_cache_keys_equal_the_keys_the_committed_results_were_written_with():
-    arch = sweep.load_arch("paper-mnist")
-    assert cache.model_key("d", arch, TrainConfig()) == OLD_MODEL_KEYS["plain"]
-    recipe = TrainConfig(epochs=40, lr=3e-3, augment_shift=1, augment_flip=True, dropout=0.2)
-    assert cache.model_key("d", arch, recipe) == OLD_MODEL_KEYS["recipe"]
-    for cell, options, key in OLD_CELL_KEYS:
-        assert cache.cell_key("m", cell, 8, _template(**options)) == key, cell
-
-
-def test_cell_key_ignores_fields_left_at_their_neutral_values():
-    """Cells cached before SIQ retraining could be augmented or take its own dropout rate, shifts be calibrated
-    sequentially, codebooks kept per channel or the input widened keep their keys (a key written out by hand from
-    the schema without those fields); each of those, turned on, makes new cells."""
-    cell = sweep.Cell("siq+", 2, 2, 0)
-    plain = cache.cell_key("m", cell, 8, _template())
-    t = _template()
-    by_hand = {"method": "siq+", "weight_bits": 2, "act_bits": 2, "fc_bits": 8, "version": 2, "quantize": {
-        **{k: t[k] for k in ("codebook_bits", "calibration_images", "batch_size")},
-        "siq": {k: v for k, v in t["siq"].items() if k not in ("augment_shift", "augment_flip", "dropout")},
-        "plus": {k: v for k, v in t["plus"].items() if k not in ("real_steps", "progressive_acts")}}}
-    assert plain == cache.digest("cell", 1, "m", by_hand)[:24]
-    siq_changes = [SIQConfig(augment_shift=1), SIQConfig(augment_flip=True), SIQConfig(dropout=0.2)]
-    assert len({plain} | {cache.cell_key("m", cell, 8, _template(siq=c)) for c in siq_changes}) == 4
-    plus_changes = [SIQPlusConfig(real_steps=True), SIQPlusConfig(progressive_acts=2)]
-    assert len({plain} | {cache.cell_key("m", cell, 8, _template(plus=c)) for c in plus_changes}) == 3
-    float_cell = sweep.Cell("float", None, 2, 0)
-    assert cache.cell_key("m", float_cell, 8, _template()) == cache.digest(
-        "cell", 1, "m", {"method": "float", "act_bits": 2, "calibration_images": 2000})[:24]
-    # the activation-shift rule, for quantized and float-weight cells
-    for c in (cell, float_cell):
-        keys = {rule: cache.cell_key("m", c, 8, _template(calibration=rule)) for rule in ("float", "sequential")}
-        assert len(set(keys.values())) == 2
-    # per-channel codebooks: new keys for quantized cells; float-weight cells have no codebooks to differ
-    for c, differs in ((cell, True), (float_cell, False)):
-        keys = {choice: cache.cell_key("m", c, 8, _template(per_channel=choice)) for choice in ("none", "conv", "all")}
-        assert len(set(keys.values())) == (3 if differs else 1)
-    # a wider input: new keys for quantized cells and float-weight cells with quantized activations, not for
-    # float activations (no input quantization to differ)
-    for c, differs in ((cell, True), (float_cell, True), (sweep.Cell("float", None, None, 0), False)):
-        keys = {b: cache.cell_key("m", c, 8, _template(input_bits=b)) for b in (None, 8, 4)}
-        assert len(set(keys.values())) == (3 if differs else 1)
-
-
-def test_cell_key_refuses_a_config_that_lost_a_schema_field():
-    template = _template()
-    del template["siq"]["alpha"]
-    with pytest.raises(KeyError):
-        cache.cell_key("m", sweep.Cell("siq", 2, 2, 0), 8, template)
 
 
 def test_validation_and_subset_sweeps(tmp_path, arch_file):
