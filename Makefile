@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU wheel on this disk; the project itself only asks for torch>=2.2
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# cluster: Ray, so that the tests of the ray backend run (a plain install leaves it out)
+	$(PY) -m pip install -q -e '.[dev,cluster]'
 	touch $(STAMP)
 
 # Debian packages: the Cortex-M cross compiler, QEMU and Fashion-MNIST (as root, only what is missing).

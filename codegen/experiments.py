@@ -43,11 +43,20 @@ def sweep_run_options(args) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def where_options(args) -> dict:
+    """run_sweep's device and backend options from the command line."""
+    if args.address is not None and args.backend != "ray":
+        raise SiqError("--address joins a Ray cluster: add --backend ray")
+    return {"device": args.device, "backend": args.backend, "address": args.address,
+            "max_retries": args.max_retries}
+
+
 def sweep_command(args) -> int:
     options = sweep_run_options(args)
     check_sweep_options("siq sweep", options)
     run = Run(1, options, options["split"], Path(args.out).name)
-    records = run_sweep(**run.sweep_arguments(), out=Path(args.out), jobs=args.jobs, cache_dir=args.cache_dir)
+    records = run_sweep(**run.sweep_arguments(), out=Path(args.out), jobs=args.jobs, cache_dir=args.cache_dir,
+                        **where_options(args))
     print(f"{len(records)} cells -> {args.out}")
     return 0
 
@@ -85,7 +94,7 @@ def study_command(args) -> int:
         return Path(args.results_dir) if args.results_dir else s.path.parent.parent / "results"
     if args.action == "run":
         for s in studies:
-            written = run_study(s, results_dir(s), cache_dir=args.cache_dir, jobs=args.jobs)
+            written = run_study(s, results_dir(s), cache_dir=args.cache_dir, jobs=args.jobs, **where_options(args))
             for name, records in written.items():
                 print(f"{s.name}: {len(records)} cells -> {results_dir(s) / name}")
     # reports after every run: a study's report may compare its results with another study's
