@@ -42,7 +42,7 @@ test: setup
 	$(PY) -m pytest -q host_tests
 
 bench: setup
-	$(PY) -m siq.codegen.bench --out $(OUT)/bench.json
+	$(PY) -m siq.codegen.bench --fashion --out $(OUT)/bench.json
 
 # Every study in docs/studies (one question each, see docs/README.md): cells found in .siq_cache are only read,
 # missing ones are computed (hours on 2 cores); rewrites docs/results and the reports, then the README's tables.

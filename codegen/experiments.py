@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from siq.training.errors import SiqError
+from siq.training.experiments.backends import check_backend
 from siq.training.experiments.records import read_results
 from siq.training.experiments.report import paper_reference_for, render_report
 from siq.training.experiments.study import Run, check_sweep_options, find_studies, load_study, run_study
@@ -47,6 +48,7 @@ def where_options(args) -> dict:
     """run_sweep's device and backend options from the command line."""
     if args.address is not None and args.backend != "ray":
         raise SiqError("--address joins a Ray cluster: add --backend ray")
+    check_backend(args.backend, args.max_retries, args.address)  # before any study file's data is read
     return {"device": args.device, "backend": args.backend, "address": args.address,
             "max_retries": args.max_retries}
 

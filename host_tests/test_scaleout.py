@@ -164,3 +164,17 @@ def test_device_specs():
     assert training_device().type == "cpu"
     with on_device("cpu") as device:
         assert device.type == "cpu" and training_device() == device
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--backend", "ray", "--address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
+    (["--backend", "ray", "--address", "head-node"], "write HOST:PORT"),
+    (["--address", "auto"], "--address joins a Ray cluster: add --backend ray"),
+    (["--backend", "ray", "--max-retries", "-1"], "max_retries must be a whole number >= 0"),
+])
+def test_cluster_options_are_refused_before_anything_trains(tmp_path, capsys, monkeypatch, options, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--dataset", "digits", *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not list(tmp_path.iterdir())

@@ -18,6 +18,7 @@ Ray is an optional dependency (pip install 'siq[cluster]'): it is imported only 
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -37,11 +38,31 @@ class CellRuns:
     failed: dict[int, str] = field(default_factory=dict)
 
 
-def check_backend(backend: str, max_retries: int) -> None:
+def check_backend(backend: str, max_retries: int, address: str | None = None) -> None:
+    """Refuse, before anything trains, a backend, retry count or cluster address that cannot work."""
     if backend not in BACKENDS:
         raise SiqError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise SiqError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+    if address is not None:
+        if backend != "ray":
+            raise SiqError("an address joins a Ray cluster: use the ray backend (--backend ray)")
+        _check_reachable(address)
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT address must accept connections: Ray itself retries an unreachable one for minutes.
+    ("auto" and ray:// addresses are left to Ray, which refuses them quickly.)"""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise SiqError(f"Ray address {address!r}: write HOST:PORT (e.g. 10.0.0.1:6379) or auto")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise SiqError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start one with "
+                       "`ray start --head` or use --address auto on a node of the cluster") from None
 
 
 def run_cells(fn: Callable, calls: list[tuple[int, tuple]], runs: CellRuns, *, backend: str = "joblib",

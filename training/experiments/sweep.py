@@ -284,7 +284,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     # refused here, not in the first cell after the float models have trained
     check_siq_config(siq_cfg)
     check_plus_config(plus_cfg)
-    check_backend(backend, max_retries)
+    check_backend(backend, max_retries, address)
     log = log or (lambda message: print(message, file=sys.stderr))
     device_type = resolve_device(device, log).type
     out = Path(out)
