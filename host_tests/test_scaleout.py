@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 
 from siq.codegen.cli import main
 from siq.training.device import check_device, on_device, resolve_device, training_device
 from siq.training.errors import SiqError
 from siq.training.experiments.backends import CellRuns, run_cells
 from siq.training.experiments.study import load_study, run_study
+from siq.training.nets import window_lrn
 
 TINY_ARCH = {"name": "tiny", "input": [1, 8, 8], "layers": [
     {"type": "conv", "out": 4, "k": 3}, {"type": "relu"}, {"type": "maxpool", "k": 2},
@@ -178,3 +180,16 @@ def test_cluster_options_are_refused_before_anything_trains(tmp_path, capsys, mo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_gpu_form_of_lrn_matches_torch_in_value_and_gradient():
+    """Training off the CPU takes LRN's window sum from shifted slices (torch's avg_pool3d has no deterministic
+    CUDA backward); on the CPU both forms agree to float32 rounding, forward and backward."""
+    x = (torch.rand(3, 7, 5, 4, generator=torch.Generator().manual_seed(0)) * 3).requires_grad_()
+    for size, alpha, beta, k in ((5, 1e-4, 0.75, 2.0), (3, 0.5, 0.75, 1.0), (4, 0.1, 0.5, 1.5)):
+        module = torch.nn.LocalResponseNorm(size, alpha, beta, k)
+        ours, theirs = window_lrn(module, x), module(x)
+        assert torch.allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+        g_ours, = torch.autograd.grad(ours.sum(), x)
+        g_theirs, = torch.autograd.grad(theirs.sum(), x)
+        assert torch.allclose(g_ours, g_theirs, rtol=1e-5, atol=1e-6)
