@@ -286,7 +286,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     check_plus_config(plus_cfg)
     check_backend(backend, max_retries, address)
     log = log or (lambda message: print(message, file=sys.stderr))
-    device_type = resolve_device(device, log).type
+    training_device = resolve_device(device, log)
+    device_type = training_device.type  # what the cache keys name
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / ".siq_cache"
 
@@ -307,7 +308,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
     models = {}
-    with torch_threads(threads), on_device(device_type):
+    with torch_threads(threads), on_device(training_device):
         for s in seeds:
             models[s] = _float_model(ds, arch, data_digest, dataset_label, replace(train_cfg, seed=s),
                                      cache / "models", device_type)
@@ -338,7 +339,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     remote = backend == "ray"
     blobs = {path: Path(path).read_bytes() for path in {c for _, _, c, _, _ in todo}} if remote else {}
     calls = [(n, (cell, data, blobs.get(checkpoint, checkpoint), fc_bits, qcfg, threads, identity,
-                  None if remote else path, device_type)) for n, cell, checkpoint, identity, path in todo]
+                  None if remote else path, device_type if remote else str(training_device)))
+             for n, cell, checkpoint, identity, path in todo]  # a Ray task's GPU is its own "cuda" (Ray sets it)
     paths = {n: path for n, _, _, _, path in todo}
     runs = CellRuns()
     try:
