@@ -15,6 +15,12 @@ import ray
 import torch
 
 from siq.codegen.cli import main
+from siq.training.arch import Arch
+from siq.training.experiments import cache
+from siq.training.experiments.grid import Cell
+from siq.training.experiments.sweep import quantize_template
+from siq.training.quantizers import SIQConfig, SIQPlusConfig
+from siq.training.train import TrainConfig
 from siq.training.device import check_device, on_device, resolve_device, training_device
 from siq.training.errors import SiqError
 from siq.training.experiments.backends import CellRuns, run_cells
@@ -193,3 +199,15 @@ def test_the_gpu_form_of_lrn_matches_torch_in_value_and_gradient():
         g_ours, = torch.autograd.grad(ours.sum(), x)
         g_theirs, = torch.autograd.grad(theirs.sum(), x)
         assert torch.allclose(g_ours, g_theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_keys_name_a_gpu_and_keep_every_cpu_key():
+    """GPU-trained weights differ from CPU-trained ones: their cache entries must not be mistaken for each other,
+    and the CPU keys stay the keys of every committed result."""
+    arch = Arch.from_dict(TINY_ARCH)
+    plain = cache.model_key("d", arch, TrainConfig())
+    assert cache.model_key("d", arch, TrainConfig(), "cpu") == plain != cache.model_key("d", arch, TrainConfig(), "cuda")
+    template = quantize_template(8, 200, SIQConfig(), SIQPlusConfig())
+    cell = Cell("siq", 2, 2, 0)
+    assert cache.cell_key("m", cell, 8, template, "cpu") == cache.cell_key("m", cell, 8, template) != \
+        cache.cell_key("m", cell, 8, template, "cuda")
