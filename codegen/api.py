@@ -11,7 +11,8 @@ Training runs where `device` says ("cpu", the default: weights bit-identical to 
 "cuda[:N]"; or "auto": CUDA when present, logged); calibration, codebooks, the integer reference and export
 always run exactly on the CPU (training/device.py). Defaults are the command line's. Every function logs one
 line per step through `log` (default print; pass `log=lambda *a: None` for silence) and raises SiqError, with a
-message naming the problem and the fix, on bad input. Nothing half-written stays: outputs are written to a temporary sibling and renamed into place.
+message naming the problem and the fix, on bad input. Nothing half-written stays: outputs are written to a
+temporary sibling and renamed into place.
 """
 from __future__ import annotations
 
