@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU wheel on this disk; the project itself only asks for torch>=2.2
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# cluster: Ray, so that the tests of the ray backend run (a plain install leaves it out)
+	$(PY) -m pip install -q -e '.[dev,cluster]'
 	touch $(STAMP)
 
 # Debian packages: the Cortex-M cross compiler, QEMU and Fashion-MNIST (as root, only what is missing).
@@ -41,7 +42,7 @@ test: setup
 	$(PY) -m pytest -q host_tests
 
 bench: setup
-	$(PY) -m siq.codegen.bench --out $(OUT)/bench.json
+	$(PY) -m siq.codegen.bench --fashion --out $(OUT)/bench.json
 
 # Every study in docs/studies (one question each, see docs/README.md): cells found in .siq_cache are only read,
 # missing ones are computed (hours on 2 cores); rewrites docs/results and the reports, then the README's tables.

@@ -7,9 +7,12 @@
     report = siq.verify("out/firmware")                                # -> {"accuracy", "mismatches", ...}
     siq.target("out/firmware", cpu="cortex-m0")                        # -> {"mismatches", "instructions", ...}
 
-Defaults are the command line's. Every function logs one line per step through `log` (default print; pass
-`log=lambda *a: None` for silence) and raises SiqError, with a message naming the problem and the fix, on bad
-input. Nothing half-written stays: outputs are written to a temporary sibling and renamed into place.
+Training runs where `device` says ("cpu", the default: weights bit-identical to every earlier release;
+"cuda[:N]"; or "auto": CUDA when present, logged); calibration, codebooks, the integer reference and export
+always run exactly on the CPU (training/device.py). Defaults are the command line's. Every function logs one
+line per step through `log` (default print; pass `log=lambda *a: None` for silence) and raises SiqError, with a
+message naming the problem and the fix, on bad input. Nothing half-written stays: outputs are written to a
+temporary sibling and renamed into place.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from siq.training.data import Dataset
+from siq.training.device import on_device, resolve_device
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes, check_output_file, load_torch
 from siq.training.integer import integer_scores
@@ -103,37 +107,42 @@ def load_quantized(path: str | Path) -> QuantizedModel:
 
 def train(dataset: str = "mnist5k", *, arch: str = "paper-mnist", out: str | Path = "out/float.pt",
           config: TrainConfig | None = None, data_dir: str | None = None, split_seed: int = 0, log: Log = print,
-          **overrides) -> Trained:
+          device: str = "cpu", **overrides) -> Trained:
     """Train the float network and save its checkpoint to `out`.
 
     dataset: mnist5k, fashion, mnist, digits or folder:PATH; arch: a preset (paper-mnist, paper-office) or a
     .toml/.json file. config defaults to the dataset's documented schedule; keyword overrides are TrainConfig
     fields (epochs, lr, batch_size, augment_shift, augment_flip, dropout, label_smoothing, weight_decay, seed).
+    device: where the network trains (auto, cpu, cuda, cuda:N).
     """
     check_output_file(out)  # before training, not after
     check_schedule(overrides)
     cfg = replace(config or default_schedule(dataset), **overrides)
     check_schedule({f.name: getattr(cfg, f.name) for f in fields(cfg)})
-    net, data, metrics = step_train(dataset, arch, cfg, Path(out), data_dir, split_seed, log)
+    with on_device(resolve_device(device, log)):
+        net, data, metrics = step_train(dataset, arch, cfg, Path(out), data_dir, split_seed, log)
     return Trained(net, data, Path(out), metrics["float_accuracy"], metrics)
 
 
 def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = None, *,
-             out: str | Path | None = None, log: Log = print, **overrides) -> QuantizedModel:
+             out: str | Path | None = None, log: Log = print, device: str = "cpu", **overrides) -> QuantizedModel:
     """Quantize a trained float network; returns the QuantizedModel (meta["int_accuracy"]: its test accuracy).
 
     checkpoint: a file written by train() or the Trained it returned. config defaults to QuantizeConfig() (the
     command line's defaults); keyword overrides are its fields (method="kmeans", conv_bits=2, act_bits=2,
     fc_bits, layer_bits, input_bits, codebook_bits, per_channel, calibration, siq=SIQConfig(...),
-    plus=SIQPlusConfig(...), seed). out, if given, receives the model file.
+    plus=SIQPlusConfig(...), seed). out, if given, receives the model file. device: where SIQ's fake-quant
+    retraining runs (auto, cpu, cuda, cuda:N); everything the firmware is made of is computed on the CPU.
     """
     if out is not None:
         check_output_file(out)
     cfg = quantize_config(config, **overrides)  # every option is checked before the checkpoint and data load
+    training_device = resolve_device(device, log)
     path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
     net, meta = load_checkpoint(path)
     data = load_for_model(meta, net.arch)
-    return step_quantize(net, meta, data, cfg, None if out is None else Path(out), log)
+    with on_device(training_device):
+        return step_quantize(net, meta, data, cfg, None if out is None else Path(out), log)
 
 
 def _quantized(model: str | Path | QuantizedModel) -> QuantizedModel:
@@ -198,16 +207,18 @@ def pipeline(out: str | Path = "out", *, dataset: str = "mnist5k", arch: str = "
              train_cfg: TrainConfig | None = None, quant_cfg: QuantizeConfig | None = None,
              prefix: str = "siq_model", data_dir: str | None = None, split_seed: int = 0, force: bool = False,
              cpu: str | None = DEFAULT_CPU, board: str | None = None, target_images: int = 1000,
-             log: Log = print) -> dict:
+             log: Log = print, device: str = "cpu") -> dict:
     """The main job into `out`: train -> quantize -> export -> verify (-> Cortex-M unless cpu is None).
 
     Returns the report also written to out/report.json (accuracy of every leg, mismatches, footprint, target).
+    device: where float training and SIQ's retraining run (auto, cpu, cuda, cuda:N).
     """
     tcfg = train_cfg or default_schedule(dataset)
     check_schedule({f.name: getattr(tcfg, f.name) for f in fields(tcfg)})
     qcfg = check_quantize_config(quant_cfg or QuantizeConfig())
-    return run_pipeline(Path(out), dataset, arch, qcfg, tcfg, prefix, data_dir, split_seed, force, cpu, board,
-                        target_images, log)
+    with on_device(resolve_device(device, log)):
+        return run_pipeline(Path(out), dataset, arch, qcfg, tcfg, prefix, data_dir, split_seed, force, cpu,
+                            board, target_images, log)
 
 
 def model_kind(path: str | Path) -> str:

@@ -5,7 +5,8 @@ Trains paper-mnist briefly (bit-exactness and instruction counts do not depend o
 -O3 and -Os counts executed instructions exactly (QEMU TCG plugin, total and per op) and measures the model's
 code, weights and RAM from the link map. Also: the reference-kernel build (lower(fast=False)) on Cortex-M4 -O2,
 host-C latency per image against PyTorch eager float at batch 1 and 256, wall time of float training per epoch
-and of SIQ end to end. Prints a table beside the CMSIS-NN figures measured on the same network and writes JSON.
+and of SIQ end to end; with --fashion, also one Fashion-MNIST float epoch of paper-mnist on every training device
+this machine has (the CPU, each CUDA device). Prints a table beside the CMSIS-NN figures measured on the same network and writes JSON.
 
     python -m siq.codegen.bench --out out/bench.json [--fashion] [--cpus cortex-m4] [--opts=-O2]
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from siq.codegen import target
+from siq.codegen import api, target
 from siq.codegen.export import write_sources
 from siq.codegen.host import build_host
 from siq.codegen.lower import lower
@@ -67,6 +68,23 @@ def train_model(work: Path, dataset: str, epochs: int) -> tuple[Path, float]:
     start = time.time()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return work, time.time() - start
+
+
+def training_devices() -> list[str]:
+    """Every device `--device` can train on here: the CPU, then each CUDA device torch sees."""
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def epoch_seconds_by_device(work: Path, devices: list[str], dataset: str = "fashion") -> dict:
+    """Seconds of one float epoch of paper-mnist on `dataset`, per device (training only: no data loading,
+    no evaluation)."""
+    seconds = {}
+    for device in devices:
+        trained = api.train(dataset, epochs=1, out=work / f"epoch-{device.replace(':', '-')}.pt", device=device,
+                            log=lambda *_: None)
+        seconds[device] = round(trained.metrics["seconds_per_epoch"], 2)
+        print(f"{dataset} paper-mnist float epoch on {device}: {seconds[device]} s", flush=True)
+    return seconds
 
 
 def count(model_dir: Path, image, cpu: str, opt: str, work: Path) -> dict:
@@ -136,6 +154,8 @@ def main(argv=None) -> int:
             print(f"{dataset}: pipeline (train {epochs} epochs + SIQ W4A4 + export + verify) {seconds:.1f} s",
                   flush=True)
         result["wall_time"] = timing
+        if args.fashion:
+            result["fashion_epoch_seconds_by_device"] = epoch_seconds_by_device(work, training_devices())
         model = work / "mnist5k"
         qm = load_quantized(model / "quantized.pt")
         lm = lower(qm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from siq.training.errors import SiqError
+from siq.training.experiments.backends import check_backend
 from siq.training.experiments.records import read_results
 from siq.training.experiments.report import paper_reference_for, render_report
 from siq.training.experiments.study import Run, check_sweep_options, find_studies, load_study, run_study
@@ -43,11 +44,21 @@ def sweep_run_options(args) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def where_options(args) -> dict:
+    """run_sweep's device and backend options from the command line."""
+    if args.address is not None and args.backend != "ray":
+        raise SiqError("--address joins a Ray cluster: add --backend ray")
+    check_backend(args.backend, args.max_retries, args.address)  # before any study file's data is read
+    return {"device": args.device, "backend": args.backend, "address": args.address,
+            "max_retries": args.max_retries}
+
+
 def sweep_command(args) -> int:
     options = sweep_run_options(args)
     check_sweep_options("siq sweep", options)
     run = Run(1, options, options["split"], Path(args.out).name)
-    records = run_sweep(**run.sweep_arguments(), out=Path(args.out), jobs=args.jobs, cache_dir=args.cache_dir)
+    records = run_sweep(**run.sweep_arguments(), out=Path(args.out), jobs=args.jobs, cache_dir=args.cache_dir,
+                        **where_options(args))
     print(f"{len(records)} cells -> {args.out}")
     return 0
 
@@ -85,7 +96,7 @@ def study_command(args) -> int:
         return Path(args.results_dir) if args.results_dir else s.path.parent.parent / "results"
     if args.action == "run":
         for s in studies:
-            written = run_study(s, results_dir(s), cache_dir=args.cache_dir, jobs=args.jobs)
+            written = run_study(s, results_dir(s), cache_dir=args.cache_dir, jobs=args.jobs, **where_options(args))
             for name, records in written.items():
                 print(f"{s.name}: {len(records)} cells -> {results_dir(s) / name}")
     # reports after every run: a study's report may compare its results with another study's

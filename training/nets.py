@@ -32,10 +32,21 @@ class Hooks:
         return x
 
     def lrn(self, index: int, module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:
-        return module(x)
+        return module(x) if x.device.type == "cpu" else window_lrn(module, x)
 
 
 FLOAT = Hooks()
+
+
+def window_lrn(module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:
+    """torch's LocalResponseNorm for [N, C, H, W], with the channel-window sum taken from shifted slices.
+    torch averages the squares with avg_pool3d, whose CUDA backward has no deterministic implementation (it throws
+    under torch.use_deterministic_algorithms): off the CPU training uses this form. The CPU keeps torch's own, so
+    CPU-trained weights stay what they were."""
+    size, channels = module.size, x.shape[1]
+    squares = nn.functional.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+    window = sum(squares[:, k:k + channels] for k in range(size)) / size
+    return x / (window * module.alpha + module.k) ** module.beta
 
 
 def _module(layer, in_channels: int, in_features: int) -> nn.Module:

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .arch import Arch
+from .device import CPU, move_tensors, resolve_device, training_device
 from .errors import SiqError
 from .fileio import load_torch, save_torch
 from .nets import FLOAT, Hooks, Net, images_to_input
@@ -46,11 +47,13 @@ def seed_everything(seed: int) -> None:
 
 
 def predict_scores(net: Net, images: np.ndarray, hooks: Hooks = FLOAT, batch: int = 1000) -> np.ndarray:
+    """Float scores, computed on the device the net's parameters are on (fit's validation runs on the GPU)."""
     net.eval()
     out = []
+    device = next(net.parameters(), torch.empty(0)).device
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            out.append(net(images_to_input(images[start:start + batch]), hooks).numpy())
+            out.append(net(images_to_input(images[start:start + batch]).to(device), hooks).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, net.arch.num_classes), np.float32)
 
 
@@ -120,16 +123,27 @@ def torch_threads(threads: int | None):
 
 def fit(net: Net, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, hooks: Hooks = FLOAT,
         penalty=None, validation: tuple | None = None, desc: str = "train", on_epoch=None,
-        extra_params: list | None = None, loss_fn=None) -> list[dict]:
+        extra_params: list | None = None, loss_fn=None, device=None) -> list[dict]:
     """Minibatch Adam(W) on cross-entropy (or loss_fn(batch, logits, labels)) + an optional penalty(net) term,
     over the net's parameters and `extra_params` (tensors, e.g. codebooks being fine-tuned, or torch param-group
     dicts with their own "lr"); returns per-epoch metrics. Weight decay is decoupled (AdamW; none by default).
-    Runs on TRAIN_THREADS intra-op threads whatever the caller set."""
+    Runs on TRAIN_THREADS intra-op threads whatever the caller set, on `device` (None: the one in force, see
+    device.on_device); the net and the extra tensors are back on the CPU when it returns."""
+    device = training_device() if device is None else resolve_device(device)
+    extra = [p for item in extra_params or [] for p in (item["params"] if isinstance(item, dict) else [item])]
     with torch_threads(TRAIN_THREADS):
-        return _fit(net, x, y, cfg, hooks, penalty, validation, desc, on_epoch, extra_params, loss_fn)
+        if device.type == "cpu":
+            return _fit(net, x, y, cfg, hooks, penalty, validation, desc, on_epoch, extra_params, loss_fn, device)
+        try:
+            net.to(device)
+            move_tensors(extra, device)
+            return _fit(net, x, y, cfg, hooks, penalty, validation, desc, on_epoch, extra_params, loss_fn, device)
+        finally:
+            net.to(CPU)
+            move_tensors(extra, CPU)
 
 
-def _fit(net, x, y, cfg, hooks, penalty, validation, desc, on_epoch, extra_params, loss_fn) -> list[dict]:
+def _fit(net, x, y, cfg, hooks, penalty, validation, desc, on_epoch, extra_params, loss_fn, device) -> list[dict]:
     if len(x) == 0:
         raise SiqError("no training images")
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -161,12 +175,14 @@ def _fit(net, x, y, cfg, hooks, penalty, validation, desc, on_epoch, extra_param
                     batch = random_shift(batch, cfg.augment_shift, generator)
                 if cfg.augment_flip:
                     batch = random_flip(batch, generator)
+                # shuffling and augmentation stay on the CPU generator: the same batches on every device
+                batch, batch_labels = batch.to(device), labels[idx].to(device)
                 logits = net(batch, hooks)
                 if loss_fn is None:
-                    loss = torch.nn.functional.cross_entropy(logits, labels[idx],
+                    loss = torch.nn.functional.cross_entropy(logits, batch_labels,
                                                              label_smoothing=cfg.label_smoothing)
                 else:
-                    loss = loss_fn(batch, logits, labels[idx])
+                    loss = loss_fn(batch, logits, batch_labels)
                 if penalty is not None:
                     loss = loss + penalty(net)
                 if not torch.isfinite(loss):

@@ -13,6 +13,7 @@ from siq.codegen.target.boards import DEFAULT_CPU
 from siq.codegen.target.toolchain import require_toolchain, toolchain_status
 from siq.training.fileio import check_output_file
 
+from .options import add_backend, add_device
 from .options import (add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits, add_per_channel,
                       add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits, quant_config,
                       train_config)
@@ -21,24 +22,26 @@ from .options import (add_calibration, add_codebook_bits, add_data, add_distill,
 def train_options(p):
     add_data(p)
     add_train(p)
+    add_device(p)
     p.add_argument("--out", default="out/float.pt")
 
 
 def train(args):
     check_output_file(args.out)  # before the options are turned into a schedule, as before any training
     api.train(args.dataset, arch=args.arch, out=args.out, config=train_config(args), data_dir=args.data_dir,
-              split_seed=args.split_seed)
+              split_seed=args.split_seed, device=args.device)
 
 
 def quantize_options(p):
     p.add_argument("checkpoint")
     add_quant(p)
+    add_device(p)
     p.add_argument("--out", default="out/quantized.pt")
 
 
 def quantize(args):
     check_output_file(args.out)
-    api.quantize(args.checkpoint, quant_config(args), out=args.out)
+    api.quantize(args.checkpoint, quant_config(args), out=args.out, device=args.device)
 
 
 def eval_options(p):
@@ -80,6 +83,7 @@ def pipeline_options(p):
     add_data(p)
     add_train(p)
     add_quant(p)
+    add_device(p)
     p.add_argument("--out", default="out")
     p.add_argument("--prefix", default="siq_model")
     p.add_argument("--cpu", default=None, help=f"Cortex-M core for the target step (default {DEFAULT_CPU})")
@@ -100,7 +104,7 @@ def pipeline(args):
     report = api.pipeline(args.out, dataset=args.dataset, arch=args.arch, train_cfg=train_config(args),
                           quant_cfg=quant_config(args), prefix=args.prefix, data_dir=args.data_dir,
                           split_seed=args.split_seed, force=args.force, cpu=cpu, board=args.board,
-                          target_images=args.target_images)
+                          target_images=args.target_images, device=args.device)
     print(f"report: {Path(args.out) / 'report.md'}")
     bad = report["mismatches"]["torch_quant"] + report["mismatches"]["host_c"]
     bad += report.get("target", {}).get("mismatches", 0)
@@ -145,6 +149,8 @@ def sweep_options(p):
                    help="tune: hold out this fraction of the training data and score on it (never the test split)")
     p.add_argument("--out", default="out/sweep.jsonl")
     p.add_argument("--cache-dir", default=".siq_cache")
+    add_device(p)
+    add_backend(p)
 
 
 def sweep(args):
@@ -168,6 +174,8 @@ def study_options(p):
     p.add_argument("--cache-dir", default=".siq_cache")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--results-dir", help="results folder (default: docs/results beside the study's folder)")
+    add_device(p)
+    add_backend(p)
 
 
 def study(args):

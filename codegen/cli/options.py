@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from siq.codegen.api import check_quantize_config, check_schedule, train_config as schedule_for
 from siq.training.data import DATASETS
+from siq.training.device import check_device
 from siq.training.errors import SiqError
 from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
 from siq.training.quantizers import (METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig, SIQPlusConfig,
@@ -43,7 +44,32 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def device(text: str) -> str:
+    """--device: refused at parse time (one line, exit 2) when this machine cannot train there."""
+    try:
+        return check_device(text)
+    except SiqError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ---------------------------------------------------------------- option groups
+
+def add_device(p):
+    p.add_argument("--device", type=device, default="cpu",
+                   help="where float and fake-quant training run: auto (CUDA when present), cpu, cuda or cuda:N; "
+                        "the firmware's arithmetic is computed exactly on the CPU either way (default %(default)s)")
+
+
+def add_backend(p):
+    p.add_argument("--backend", choices=("joblib", "ray"), default="joblib",
+                   help="where the cells run: local joblib workers, or Ray tasks (pip install 'siq[cluster]') "
+                        "(default %(default)s)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (auto = the one `ray start --head` started here; default: a local "
+                        "Ray instance for this run)")
+    p.add_argument("--max-retries", type=int, default=2,
+                   help="times a failed or lost cell is run again before the study reports it (default %(default)s)")
+
 
 def add_data(p, default_dataset="mnist5k"):
     p.add_argument("--dataset", default=default_dataset, help=f"one of {', '.join(DATASETS)} (default %(default)s)")

@@ -11,6 +11,8 @@ Schema 1 (the keys of every committed result in docs/results, and of every .siq_
                 for a quantized cell, method, widths, fc bits and the QUANTIZE_FIELDS the method uses (SIQ_FIELDS
                 for the retraining methods, PLUS_FIELDS for siq+), plus the method's algorithm version where it is
                 not 1.
+A training device other than the CPU (GPU float roundings give other weights) is hashed in as a last part
+{"device": type}; CPU keys leave it out, so they are the keys of every committed result.
 Fields that were added to the configs after results had been cached are left out of a key while they hold their
 neutral value (the *_NEUTRAL tables): at that value the config means what it meant before the field existed, so
 those cells keep their keys. A field that changes meaning needs a new schema version, not a new neutral entry.
@@ -68,10 +70,17 @@ def _pick(fields: dict, names: tuple[str, ...], neutral: dict) -> dict:
     return {k: v for k, v in picked.items() if k not in neutral or v != neutral[k]}
 
 
-def model_key(data_digest: str, arch: Arch, train_cfg) -> str:
-    """Key of a float model: the data, the architecture and the training config (a TrainConfig or its dict)."""
+def _device_part(device: str) -> tuple:
+    """The key part naming the training device type: none for the CPU."""
+    return () if device == "cpu" else ({"device": device},)
+
+
+def model_key(data_digest: str, arch: Arch, train_cfg, device: str = "cpu") -> str:
+    """Key of a float model: the data, the architecture, the training config (a TrainConfig or its dict) and
+    the device type it trains on ("cpu", "cuda")."""
     fields = train_cfg if isinstance(train_cfg, dict) else asdict(train_cfg)
-    return digest("model", SCHEMA, data_digest, arch.to_dict(), _pick(fields, TRAIN_FIELDS, TRAIN_NEUTRAL))[:24]
+    return digest("model", SCHEMA, data_digest, arch.to_dict(), _pick(fields, TRAIN_FIELDS, TRAIN_NEUTRAL),
+                  *_device_part(device))[:24]
 
 
 def cell_quantize_fields(qcfg: dict, method: str) -> dict:
@@ -82,9 +91,10 @@ def cell_quantize_fields(qcfg: dict, method: str) -> dict:
     return {**qcfg, "plus": asdict(SIQPlusConfig(**qcfg["plus"]).without(off))}
 
 
-def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
+def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cpu") -> str:
     """Key of one cell of a sweep on the float model `model`. qcfg: the sweep's quantize template (every
-    QuantizeConfig field but the cell's own, siq and plus as dicts; see sweep.quantize_template)."""
+    QuantizeConfig field but the cell's own, siq and plus as dicts; see sweep.quantize_template). device: the
+    device type retraining runs on (a float-weight cell does not retrain: only its model key names the device)."""
     if cell.weight_bits is None:
         what = {"method": FLOAT_METHOD, "act_bits": cell.act_bits,
                 "calibration_images": qcfg["calibration_images"]}
@@ -110,7 +120,7 @@ def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict) -> str:
             "quantize": quantize}
     if METHOD_VERSIONS.get(base, 1) != 1:
         what["version"] = METHOD_VERSIONS[base]
-    return digest("cell", SCHEMA, model, what)[:24]
+    return digest("cell", SCHEMA, model, what, *_device_part(device))[:24]
 
 
 def read_cached_cell(path: Path) -> dict | None:

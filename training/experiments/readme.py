@@ -140,6 +140,10 @@ def bench_table(bench: dict) -> str:
                   + "".join(f" The {name} pipeline end to end ({t['epochs']} float epoch(s), SIQ W4A4, export, "
                             f"four-way verification) takes {t['siq_end_to_end_seconds']} s."
                             for name, t in wall.items() if t.get("siq_end_to_end_seconds") is not None)]
+    by_device = bench.get("fashion_epoch_seconds_by_device", {})
+    if by_device:
+        lines += ["", "One Fashion-MNIST float epoch of paper-mnist, per training device (`--device`): "
+                  + ", ".join(f"{device} {seconds} s" for device, seconds in by_device.items()) + "."]
     return "\n".join(lines)
 
 

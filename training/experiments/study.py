@@ -237,16 +237,17 @@ def find_studies(folder: str | Path) -> list[Study]:
 
 
 def run_study(study: Study, results_dir: str | Path, *, cache_dir: str | Path = ".siq_cache", jobs: int = 1,
-              progress: bool = True, threads: int | None = None) -> dict[str, list[dict]]:
+              progress: bool = True, threads: int | None = None, **where) -> dict[str, list[dict]]:
     """Run every sweep of a study (cells in the cache are only read) and write its results files: the records of
-    the runs that share a file, concatenated in run order. Returns {results file name: records}."""
+    the runs that share a file, concatenated in run order. Returns {results file name: records}.
+    where: run_sweep's device, backend, address, max_retries and log (where training and the cells run)."""
     results_dir = Path(results_dir)
     written: dict[str, list[dict]] = {}
     scratch = results_dir / f".{study.name}.partial.jsonl"
     try:
         for run in study.runs:
             records = run_sweep(**run.sweep_arguments(), out=scratch, cache_dir=cache_dir, jobs=jobs,
-                                progress=progress, threads=threads)
+                                progress=progress, threads=threads, **where)
             written.setdefault(run.results, []).extend(records)
     finally:
         scratch.unlink(missing_ok=True)

@@ -37,36 +37,20 @@ Result records (one JSON object per line in `out`, written atomically at the end
     feature-map steps and folded them into powers of two; null where no steps were learned) and progressive_acts
     (the extra activation bits siq+ started from; null where no steps were learned).
 
-Running on a cluster: cells go through joblib, so any joblib backend distributes them without code changes. With
-Dask (`pip install distributed`)::
-
-    from distributed import Client
-    import joblib
-    client = Client("scheduler-address:8786")
-    with joblib.parallel_config(backend="dask"):
-        run_sweep(..., jobs=-1)
-
-With Ray (`pip install ray`)::
-
-    import joblib, ray
-    from ray.util.joblib import register_ray
-    ray.init(address="auto")
-    register_ray()
-    with joblib.parallel_config(backend="ray"):
-        run_sweep(..., jobs=-1)
-
-The workers need this package installed and must see the cache folder (a shared file system) for finished cells
-to be kept; the float models are trained by the calling process before the cells are dispatched.
+Where cells run (backends.py): local joblib workers (`jobs`), or Ray tasks on a cluster (backend="ray",
+address=...), which retries failed or lost cells and caches each result in the driver as it arrives. Training
+runs on `device` (training/device.py); a device other than the CPU is part of the cache keys.
 """
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-import joblib
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -74,6 +58,7 @@ from tqdm import tqdm
 from siq.training import quantizers
 from siq.training.arch import Arch, load_arch
 from siq.training.data import load_dataset
+from siq.training.device import on_device, resolve_device
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
@@ -83,6 +68,7 @@ from siq.training.quantizers import (METHODS, QuantizeConfig, SIQConfig, SIQPlus
 from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                                 torch_threads, train_float)
 
+from .backends import CellRuns, check_backend, run_cells
 from .cache import cell_key, cell_quantize_fields, digest, model_key, read_cached_cell
 from .grid import FLOAT_METHOD, Cell, cells_for, check_bit_list, parse_bits
 from .records import (RECORD_FIELDS, distillation, learned_steps_setting, ordered_record, read_results,
@@ -130,9 +116,10 @@ def prepare_data(dataset_spec, arch_spec, data_dir=None, data_seed: int = 0, val
 
 # ---------------------------------------------------------------- float models
 
-def _float_model(ds, arch: Arch, data_digest: str, dataset_label: str, train_cfg: TrainConfig, models_dir: Path):
-    """(checkpoint path, model key, float test accuracy), training and caching the model when needed."""
-    key = model_key(data_digest, arch, train_cfg)
+def _float_model(ds, arch: Arch, data_digest: str, dataset_label: str, train_cfg: TrainConfig, models_dir: Path,
+                 device: str = "cpu"):
+    """(checkpoint path, model key, float test accuracy), training (on device) and caching the model when needed."""
+    key = model_key(data_digest, arch, train_cfg, device)
     path = models_dir / f"{key}.pt"
     if path.is_file():
         try:
@@ -159,13 +146,13 @@ def _codebook_quantizers(qm) -> dict:
     return {i: (lambda w, v=torch.from_numpy(lc.values()).float(): v.to(w.dtype)) for i, lc in qm.layers.items()}
 
 
-def evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: dict, threads: int | None = None
-                  ) -> dict:
+def evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: dict, threads: int | None = None,
+                  device: str | None = None) -> dict:
     """Quantize (unless the weights stay float) and evaluate one cell; returns the measured part of its record.
 
     data: train_x, train_y, test_x, test_y, test_groups, class_names. qcfg: the QuantizeConfig fields other than
-    the cell's own (see _quantize_template), siq as a dict."""
-    with torch_threads(threads):
+    the cell's own (see _quantize_template), siq as a dict. device: where retraining runs (None: the one in force)."""
+    with torch_threads(threads), on_device(device):
         return _evaluate_cell(cell, data, checkpoint, fc_bits, qcfg)
 
 
@@ -213,12 +200,23 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
             "evaluator": evaluator, "quantize_act_bits": quantize_act_bits, "history": history}
 
 
-def _run_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: dict, threads: int | None,
-              identity: dict, cell_path: str) -> dict:
-    """Worker entry point: evaluate, then save the cell so that a later run skips it."""
-    record = {**identity, **evaluate_cell(cell, data, checkpoint, fc_bits, qcfg, threads)}
-    atomic_write_bytes(cell_path, (json.dumps(record, sort_keys=True) + "\n").encode())
+def _run_cell(cell: Cell, data: dict, checkpoint: str | bytes, fc_bits: int, qcfg: dict, threads: int | None,
+              identity: dict, cell_path: str | None, device: str = "cpu") -> dict:
+    """Worker entry point: evaluate, then save the cell so that a later run skips it (cell_path None: the driver
+    saves it). checkpoint: the float model's file, or its bytes where the worker may not see the driver's files."""
+    if isinstance(checkpoint, bytes):
+        with tempfile.TemporaryDirectory(prefix="siq-cell-") as scratch:
+            path = Path(scratch) / "float.pt"
+            path.write_bytes(checkpoint)
+            return _run_cell(cell, data, str(path), fc_bits, qcfg, threads, identity, cell_path, device)
+    record = {**identity, **evaluate_cell(cell, data, checkpoint, fc_bits, qcfg, threads, device)}
+    if cell_path is not None:
+        _save_cell(cell_path, record)
     return record
+
+
+def _save_cell(cell_path: str, record: dict) -> None:
+    atomic_write_bytes(cell_path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
 
 # ---------------------------------------------------------------- the sweep
@@ -230,7 +228,9 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               codebook_bits: int = 8, calibration_images: int = 2000, threads: int | None = None,
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
-              calibration: str = "float", per_channel: str = "none", input_bits: int | None = None) -> list[dict]:
+              calibration: str = "float", per_channel: str = "none", input_bits: int | None = None,
+              device: str = "cpu", backend: str = "joblib", address: str | None = None, max_retries: int = 2,
+              log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
@@ -243,7 +243,11 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         The train/test split stays the one of `data_seed`, so every seed is scored on the same test images.
     train_cfg: float training (its seed is replaced by each sweep seed); siq_cfg: SIQ schedule; plus_cfg: siq+'s
         ingredients (variants turn some off).
-    jobs: joblib n_jobs for the cells (-1 = all cores).
+    jobs: joblib n_jobs for the cells (-1 = all cores); the joblib backend only.
+    device: where float training and retraining run (auto, cpu, cuda, cuda:N; training/device.py).
+    backend: "joblib" (local workers) or "ray" (Ray tasks; address: the cluster, None = a local instance);
+        max_retries: times the ray backend runs a failed or lost cell again (backends.py).
+    log: where the device choice, retried and failed cells are reported (default: stderr).
     threads: torch intra-op threads for evaluating every cell (restored afterwards); None = one per worker when
         jobs != 1, torch's setting otherwise. Training (float and retraining) always runs on train.TRAIN_THREADS,
         so the weights do not depend on this.
@@ -280,6 +284,10 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     # refused here, not in the first cell after the float models have trained
     check_siq_config(siq_cfg)
     check_plus_config(plus_cfg)
+    check_backend(backend, max_retries, address)
+    log = log or (lambda message: print(message, file=sys.stderr))
+    training_device = resolve_device(device, log)
+    device_type = training_device.type  # what the cache keys name
     out = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / ".siq_cache"
 
@@ -300,15 +308,16 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
     models = {}
-    with torch_threads(threads):
+    with torch_threads(threads), on_device(training_device):
         for s in seeds:
-            models[s] = _float_model(ds, arch, data_digest, dataset_label, replace(train_cfg, seed=s), cache / "models")
+            models[s] = _float_model(ds, arch, data_digest, dataset_label, replace(train_cfg, seed=s),
+                                     cache / "models", device_type)
 
     records: dict[int, dict] = {}
     todo = []
     for n, cell in enumerate(cells_for(methods, weight_bits, act_bits, seeds)):
         checkpoint, model, float_acc = models[cell.seed]
-        key = cell_key(model, cell, fc_bits, qcfg)
+        key = cell_key(model, cell, fc_bits, qcfg, device_type)
         cell_path = cache / "cells" / f"{key}.json"
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
                     "model": model, "codebook_bits": codebook_bits, "calibration": calibration,
@@ -322,41 +331,49 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         else:
             todo.append((n, cell, str(checkpoint), identity, str(cell_path)))
 
-    if threads is None and jobs != 1:
+    if threads is None and (jobs != 1 or backend == "ray"):
         threads = 1
     bar = tqdm(total=len(records) + len(todo), initial=len(records), desc="sweep", unit="cell",
                disable=None if progress else True)
-    tasks = [joblib.delayed(_indexed)(n, cell, data, checkpoint, fc_bits, qcfg, threads, identity, path)
-             for n, cell, checkpoint, identity, path in todo]
+    # Ray workers may not see the driver's files: they get the checkpoint's bytes and the driver saves the cells
+    remote = backend == "ray"
+    blobs = {path: Path(path).read_bytes() for path in {c for _, _, c, _, _ in todo}} if remote else {}
+    calls = [(n, (cell, data, blobs.get(checkpoint, checkpoint), fc_bits, qcfg, threads, identity,
+                  None if remote else path, device_type if remote else str(training_device)))
+             for n, cell, checkpoint, identity, path in todo]  # a Ray task's GPU is its own "cuda" (Ray sets it)
+    paths = {n: path for n, _, _, _, path in todo}
+    runs = CellRuns()
     try:
-        for n, record in _parallel(tasks, jobs):
+        for n, record in run_cells(_run_cell, calls, runs, backend=backend, jobs=jobs, address=address,
+                                   cpus=threads or 1, gpus=1 if device_type == "cuda" else 0,
+                                   max_retries=max_retries,
+                                   progress=lambda running, failed: bar.set_postfix(running=running, failed=failed)):
+            if remote:
+                _save_cell(paths[n], record)
             records[n] = {**record, "cached": False}
             bar.update(1)
     finally:
         bar.close()
+    _report_runs(runs, todo, len(records) + len(runs.failed), log)
 
     ordered = [ordered_record(records[n]) for n in sorted(records)]
     atomic_write_bytes(out, "".join(json.dumps(r, sort_keys=False) + "\n" for r in ordered).encode())
     return ordered
 
 
-def _parallel(tasks: list, jobs: int):
-    """Results as the cells finish (progress), or all at the end on backends that cannot stream them (joblib's
-    "multiprocessing" and Ray's): finished cells are saved by the workers either way."""
-    if not tasks:
-        return []
-    try:
-        return joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
-    except ValueError as exc:
-        if "return_as" not in str(exc):
-            raise
-        return joblib.Parallel(n_jobs=jobs)(tasks)
+def _report_runs(runs: CellRuns, todo: list, total: int, log) -> None:
+    """Say which cells needed another attempt; refuse to write the results while any cell is missing."""
+    cells = {n: cell for n, cell, _, _, _ in todo}
 
-
-def _indexed(n: int, *args) -> tuple[int, dict]:
-    return n, _run_cell(*args)
-
-
+    def name(n: int) -> str:
+        c = cells[n]
+        return f"{c.method} W{c.weight_bits or 'float'}A{c.act_bits or 'float'} seed {c.seed}"
+    for n, reasons in sorted(runs.retried.items()):
+        log(f"sweep: cell {name(n)} retried {len(reasons)}x after: {'; '.join(reasons)}")
+    if runs.failed:
+        first = min(runs.failed)
+        raise SiqError(f"{len(runs.failed)} of {total} cells failed after every retry (first: {name(first)}: "
+                       f"{runs.failed[first]}); the finished cells are cached, run again to retry the others")
 
 
 def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,

@@ -103,7 +103,7 @@ def nearest(centroids: np.ndarray):
     c = torch.as_tensor(np.sort(centroids, axis=-1), dtype=torch.float32)
 
     def quantize(w: torch.Tensor) -> torch.Tensor:
-        values = c.to(w.dtype)
+        values = c.to(w.device, w.dtype)  # the weights' device: retraining may run on a GPU
         return gather(values, nearest_index(values, w.detach()), w.shape)
     return quantize
 
@@ -125,7 +125,8 @@ class TrainableCodebook(torch.nn.Module):
         self.centroids = torch.nn.Parameter(torch.as_tensor(np.sort(centroids, axis=-1), dtype=torch.float32))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        values, _ = torch.sort(self.centroids, dim=-1)
+        # frozen centroids are not moved with the trained tensors: follow the weights' device
+        values, _ = torch.sort(self.centroids.to(w.device), dim=-1)
         chosen = gather(values, nearest_index(values.detach(), w.detach()), w.shape)
         return w + (chosen - w).detach() + (chosen - chosen.detach())
 

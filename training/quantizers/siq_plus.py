@@ -70,7 +70,7 @@ class PlusRetraining(Retraining):
             return loss
         temperature = self.plus.temperature
         with torch.no_grad():
-            target = torch.softmax(self.teacher(batch) / temperature, dim=1)
+            target = torch.softmax(self.teacher.to(batch.device)(batch) / temperature, dim=1)
         soft = torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1), target,
                                           reduction="batchmean") * temperature**2
         return (1 - self.plus.distill) * loss + self.plus.distill * soft
