@@ -29,6 +29,7 @@ from siq.training.quantizers import QuantizeConfig, check_plus_config, check_siq
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 from .lower import LoweredModel, lower
+from .preflight import check_backend, preflight
 from .pipeline import (default_schedule, load_for_model, run_pipeline, step_export, step_quantize, step_train,
                        step_verify)
 from .target.boards import DEFAULT_CPU, resolve_target
@@ -37,6 +38,16 @@ from .target.step import run_target_step
 from .target.toolchain import check_opt
 
 Log = Callable[[str], object]
+DEFAULT_TARGET_IMAGES = 1000
+
+
+def _check_count(option: str, value: int, available: int) -> int:
+    """A count of test images within 1..available (0 allowed for vectors), else SiqError stating the maximum:
+    never clamped silently."""
+    low = 0 if option == "vectors" else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= available:
+        raise SiqError(f"--{option} must be from {low} to {available} (the test split's size), got {value!r}")
+    return value
 
 # Checked schedule overrides: (TrainConfig field, test, what the value must be).
 _SCHEDULE_RULES = (
@@ -103,17 +114,20 @@ def load_quantized(path: str | Path) -> QuantizedModel:
 
 def train(dataset: str = "mnist5k", *, arch: str = "paper-mnist", out: str | Path = "out/float.pt",
           config: TrainConfig | None = None, data_dir: str | None = None, split_seed: int = 0, log: Log = print,
-          **overrides) -> Trained:
+          allow_large: bool = False, **overrides) -> Trained:
     """Train the float network and save its checkpoint to `out`.
 
     dataset: mnist5k, fashion, mnist, digits or folder:PATH; arch: a preset (paper-mnist, paper-office) or a
     .toml/.json file. config defaults to the dataset's documented schedule; keyword overrides are TrainConfig
     fields (epochs, lr, batch_size, augment_shift, augment_flip, dropout, label_smoothing, weight_decay, seed).
+    The whole run is checked first (preflight.py); networks above preflight.SIZE_LIMITS need allow_large=True.
     """
     check_output_file(out)  # before training, not after
     check_schedule(overrides)
     cfg = replace(config or default_schedule(dataset), **overrides)
     check_schedule({f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    preflight(dataset, arch, data_dir=data_dir, split_seed=split_seed, batch_size=cfg.batch_size, outputs=[out],
+              allow_large=allow_large)
     net, data, metrics = step_train(dataset, arch, cfg, Path(out), data_dir, split_seed, log)
     return Trained(net, data, Path(out), metrics["float_accuracy"], metrics)
 
@@ -132,6 +146,7 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
     cfg = quantize_config(config, **overrides)  # every option is checked before the checkpoint and data load
     path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
     net, meta = load_checkpoint(path)
+    check_backend(net.arch, cfg.act_bits, cfg.input_bits)  # before retraining, not after it
     data = load_for_model(meta, net.arch)
     return step_quantize(net, meta, data, cfg, None if out is None else Path(out), log)
 
@@ -149,6 +164,8 @@ def export(model: str | Path | QuantizedModel, out: str | Path = "out/firmware",
     """
     qm = _quantized(model)
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch) if vectors else None
+    if data is not None:
+        _check_count("vectors", vectors, len(data.test_x))
     return step_export(qm, Path(out), prefix, data, vectors, force, log)
 
 
@@ -187,7 +204,7 @@ def target(directory: str | Path = "out/firmware", *, cpu: str = DEFAULT_CPU, bo
     model_macros(directory, prefix)
     qm = _export_folder(directory, prefix)
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
-    n_images = images if images is not None else len(data.test_x)
+    n_images = _check_count("images", images, len(data.test_x)) if images is not None else len(data.test_x)
     result = run_target_step(directory, prefix, lower(qm, prefix), data, cpu, board, n_images, log, opt)
     atomic_write_bytes(directory / f"target-{result['board']}" / "target.json",
                        (json.dumps(result, indent=2) + "\n").encode())
@@ -197,15 +214,22 @@ def target(directory: str | Path = "out/firmware", *, cpu: str = DEFAULT_CPU, bo
 def pipeline(out: str | Path = "out", *, dataset: str = "mnist5k", arch: str = "paper-mnist",
              train_cfg: TrainConfig | None = None, quant_cfg: QuantizeConfig | None = None,
              prefix: str = "siq_model", data_dir: str | None = None, split_seed: int = 0, force: bool = False,
-             cpu: str | None = DEFAULT_CPU, board: str | None = None, target_images: int = 1000,
-             log: Log = print) -> dict:
+             cpu: str | None = DEFAULT_CPU, board: str | None = None, target_images: int | None = None,
+             log: Log = print, allow_large: bool = False) -> dict:
     """The main job into `out`: train -> quantize -> export -> verify (-> Cortex-M unless cpu is None).
 
     Returns the report also written to out/report.json (accuracy of every leg, mismatches, footprint, target).
+    target_images: test images the Cortex-M step runs (default: the first 1000, or the whole split if smaller).
     """
     tcfg = train_cfg or default_schedule(dataset)
     check_schedule({f.name: getattr(tcfg, f.name) for f in fields(tcfg)})
     qcfg = check_quantize_config(quant_cfg or QuantizeConfig())
+    checked = preflight(dataset, arch, data_dir=data_dir, split_seed=split_seed, batch_size=tcfg.batch_size,
+                        quant_cfg=qcfg, allow_large=allow_large)
+    if target_images is None:
+        target_images = DEFAULT_TARGET_IMAGES  # at most: a smaller test split runs whole
+    elif cpu is not None:
+        _check_count("target-images", target_images, len(checked.data.test_x))
     return run_pipeline(Path(out), dataset, arch, qcfg, tcfg, prefix, data_dir, split_seed, force, cpu, board,
                         target_images, log)
 
