@@ -243,8 +243,8 @@ def model_kind(path: str | Path) -> str:
         try:
             load_torch(path, "quantized")
             return "quantized"
-        except SiqError:
-            raise first from None
+        except SiqError as second:  # a quantized file that fails its own checks: say what is wrong with it
+            raise (second if "format 'siq-quantized'" in str(first) else first) from None
 
 
 def evaluate(model: str | Path) -> dict:
