@@ -90,14 +90,25 @@ def _signals_raise():
             signal.signal(sig, handler)
 
 
+def one_line(text: str) -> str:
+    """The message on one line: a newline or carriage return inside it (from a path) is shown escaped."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         with _signals_raise():
+            if any("\x00" in a for a in argv):  # a shell cannot pass one; only main([...]) from Python can
+                raise SiqError("an argument holds a NUL byte")
             args = build_parser().parse_args(argv)
             return int(args.func(args) or 0)
     except SiqError as exc:
-        print(f"siq: error: {exc}", file=sys.stderr)
+        print(f"siq: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a path the system refuses (name too long, ...) where no check named it first
+        where = f"{one_line(str(exc.filename))}: " if exc.filename is not None else ""
+        print(f"siq: error: {where}{exc.strerror or exc}: choose another path", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("siq: interrupted", file=sys.stderr)
