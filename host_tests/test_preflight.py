@@ -25,7 +25,7 @@ ARCH_FILES = {
            '{type = "dense", out = 10}]\n',
     "huge": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 100000, k = 3}, {type = "relu"}, '
             '{type = "flatten"}, {type = "dense", out = 10}]\n',
-    "pool5": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = 3}, {type = "relu"}, '
+    "pool4": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = 3}, {type = "relu"}, '
              '{type = "maxpool", k = 4}, {type = "flatten"}, {type = "dense", out = 10}]\n',
     "norelu": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = 3}, {type = "conv", out = 4, k = 3}, '
               '{type = "relu"}, {type = "flatten"}, {type = "dense", out = 10}]\n',
@@ -52,7 +52,7 @@ ARCH_FILES = {
     (["train", "--dataset", "digits", "--arch", "{arch:string}"], "k must be a whole number, got '5'"),
     (["train", "--dataset", "digits", "--arch", "{arch:boolean}"], "out must be a whole number, got True"),
     (["train", "--dataset", "digits", "--arch", "{arch:huge}"], "larger than siq's limits"),
-    (["train", "--dataset", "digits", "--arch", "{arch:pool5}"], "pool 4 does not divide the 6x6 map"),
+    (["train", "--dataset", "digits", "--arch", "{arch:pool4}"], "pool 4 does not divide the 6x6 map"),
     (["train", "--dataset", "digits", "--arch", "{arch:norelu}"], "must be followed by relu"),
     (["pipeline", "--dataset", "digits", "--arch", "{arch:mlp}", "--method", "siq", "--no-target"],
      "has no conv layer"),
