@@ -29,7 +29,7 @@ from siq.training.quantizers import QuantizeConfig, check_plus_config, check_siq
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 from .lower import LoweredModel, lower
-from .preflight import check_backend, preflight
+from .preflight import check_backend, check_splits, preflight, probe_output_file
 from .pipeline import (default_schedule, load_for_model, run_pipeline, step_export, step_quantize, step_train,
                        step_verify)
 from .target.boards import DEFAULT_CPU, resolve_target
@@ -142,12 +142,13 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
     plus=SIQPlusConfig(...), seed). out, if given, receives the model file.
     """
     if out is not None:
-        check_output_file(out)
+        probe_output_file(out)
     cfg = quantize_config(config, **overrides)  # every option is checked before the checkpoint and data load
     path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
     net, meta = load_checkpoint(path)
     check_backend(net.arch, cfg.act_bits, cfg.input_bits)  # before retraining, not after it
     data = load_for_model(meta, net.arch)
+    check_splits(data)
     return step_quantize(net, meta, data, cfg, None if out is None else Path(out), log)
 
 

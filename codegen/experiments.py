@@ -12,7 +12,7 @@ from siq.training.experiments.sweep import run_sweep
 from siq.training.quantizers import QuantizeConfig, check_method_fits
 
 from .pipeline import default_schedule
-from .preflight import preflight
+from .preflight import SEED_MAX, preflight
 
 
 def preflight_runs(runs, outputs=(), allow_large: bool = False) -> None:
@@ -37,6 +37,8 @@ def sweep_run_options(args) -> dict:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SiqError(f"--seeds wants whole numbers separated by commas, got {args.seeds!r}") from None
+    if not all(0 <= s <= SEED_MAX for s in seeds):
+        raise SiqError(f"--seeds must each be from 0 to {SEED_MAX}, got {args.seeds!r}")
     schedule = default_schedule(args.dataset)
     recipe = {"epochs": schedule.epochs, "lr": schedule.lr, "batch_size": schedule.batch_size,
               "augment_shift": schedule.augment_shift, "flip": schedule.augment_flip,

@@ -33,6 +33,8 @@ from siq.training.quantizers import QuantizeConfig, check_method_fits
 
 from .pipeline import fit_arch_to_data
 
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds both take any value in 0..2^32-1
+
 # The documented size cap (docs/bad-input.md): larger networks are refused unless --allow-large. An
 # architecture typo (conv out = 100000) otherwise grows past the machine's memory and is killed without a word.
 SIZE_LIMITS = {

@@ -33,6 +33,7 @@ ARCH_FILES = {
                 '{type = "flatten"}, {type = "dense", out = 10}]\n',
     "string": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = "5"}, {type = "relu"}, '
               '{type = "flatten"}, {type = "dense", out = 10}]\n',
+    "fractional-input": 'input = [1, 8.5, 8]\nlayers = [{type = "flatten"}, {type = "dense", out = 10}]\n',
     "boolean": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = true, k = 3}, {type = "relu"}, '
                '{type = "flatten"}, {type = "dense", out = 10}]\n',
 }
@@ -70,6 +71,9 @@ ARCH_FILES = {
     (["train", "--dataset", "digits", "--out", "/proc/siq-missing/f.pt"], "cannot write /proc/siq-missing/f.pt"),
     (["sweep", "--dataset", "digits", "--arch", "{arch:mlp}", "--methods", "siq"], "has no conv layer"),
     (["sweep", "--dataset", "digits", "--jobs", "0"], "argument --jobs: must be a whole number >= 1"),
+    (["sweep", "--dataset", "digits", "--seeds", "99999999999999999999"], "--seeds must each be from 0 to"),
+    (["train", "--dataset", "digits", "--arch", "{arch:fractional-input}"], "input must be whole numbers"),
+    (["quantize", "{model}", "--out", "/proc/siq-missing/q.pt"], "cannot write /proc/siq-missing/q.pt"),
 ])
 def test_preflight_refused(args, message, tmp_path, capsys, model):
     out_dir = tmp_path / "out"

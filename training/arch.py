@@ -100,7 +100,9 @@ class Arch:
     def from_dict(d: dict) -> "Arch":
         try:
             name = str(d.get("name", "custom"))
-            shape = tuple(int(v) for v in d["input"])
+            shape = tuple(d["input"])
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
+                raise SiqError(f"architecture input must be whole numbers [channels, height, width], got {shape}")
             if len(shape) != 3 or min(shape) < 1:
                 raise SiqError(f"architecture input must be [channels, height, width] > 0, got {list(shape)}")
             layers = []

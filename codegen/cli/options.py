@@ -10,6 +10,7 @@ import math
 from dataclasses import replace
 
 from siq.codegen.api import check_quantize_config, check_schedule, train_config as schedule_for
+from siq.codegen.preflight import SEED_MAX
 from siq.training.data import DATASETS
 from siq.training.errors import SiqError
 from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
@@ -25,9 +26,6 @@ def bits(text: str) -> int:
     if not 1 <= value <= 8:
         raise argparse.ArgumentTypeError(f"bit width must be from 1 to 8, got {value}")
     return value
-
-
-SEED_MAX = 2**32 - 1  # numpy's and torch's seeds both take any value in 0..2^32-1
 
 
 def whole(low: int, high: int | None = None, what: str = "a whole number"):
