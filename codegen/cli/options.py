@@ -44,9 +44,9 @@ def whole(low: int, high: int | None = None, what: str = "a whole number"):
     return parse
 
 
-def real(low: float | None = None, positive: bool = False, what: str = "a number"):
-    """An argparse type: a finite number (> 0 when positive, >= low when low is given); NaN and Inf are refused
-    here because every check after this one (v < 1, v >= 0) lets NaN through or treats Inf as a value."""
+def real(positive: bool = False, what: str = "a number"):
+    """An argparse type: a finite number (> 0 when positive); NaN and Inf are refused here because every check
+    after this one (v < 1, v >= 0) lets NaN through or treats Inf as a value."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -56,8 +56,6 @@ def real(low: float | None = None, positive: bool = False, what: str = "a number
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if positive and value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
-        if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {value:g}")
         return value
     parse.__name__ = what
     return parse
