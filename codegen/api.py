@@ -189,6 +189,7 @@ def verify(directory: str | Path = "out/firmware", *, prefix: str = "siq_model",
     if not (directory / f"{prefix}.c").is_file():
         raise SiqError(f"{directory} holds no {prefix}.c: pass the folder written by siq export (or --prefix)")
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
+    check_splits(data)
     return step_verify(qm, lm, directory, data, log)
 
 
@@ -257,10 +258,12 @@ def evaluate(model: str | Path) -> dict:
     if model_kind(path) == "checkpoint":
         net, meta = load_checkpoint(path)
         data = load_for_model(meta, net.arch)
+        check_splits(data)  # an empty test split has no accuracy (NaN): say so instead
         acc = accuracy(predict_scores(net, data.test_x), data.test_y, data.test_groups)
         return {"kind": "float", "accuracy": acc, "n_test": len(data.test_x), "dataset": data.name}
     qm = _load_quantized(path)
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
+    check_splits(data)
     scores = integer_scores(lower(qm).integer, data.test_x)
     return {"kind": "integer", "accuracy": accuracy(scores, data.test_y, data.test_groups),
             "n_test": len(data.test_x), "dataset": data.name, "float_accuracy": qm.meta.get("float_accuracy")}

@@ -179,3 +179,19 @@ def test_data_with_one_class_in_a_split_is_refused(tmp_path):
     folder = idx_folder(tmp_path / "idx", n_train=20, n_test=1)
     with pytest.raises(SiqError, match="the test split holds images of 1 class"):
         preflight("mnist", "paper-mnist", data_dir=str(folder))
+
+
+def test_eval_of_a_model_whose_test_split_is_now_empty(tmp_path, capsys, digits):
+    """A checkpoint trained on IDX files whose test file was later emptied: no "accuracy nan" with numpy
+    warnings, but one line naming the split."""
+    import torch
+    from conftest import tiny_arch
+    from siq.training.train import TrainConfig, save_checkpoint
+    folder = idx_folder(tmp_path / "idx", n_train=20, n_test=0)
+    torch.manual_seed(0)
+    meta = {"spec": "mnist", "data_dir": str(folder), "seed": 0, "class_names": ["0", "1"]}
+    net = Net(tiny_arch(input_shape=(1, 28, 28), classes=2))
+    save_checkpoint(tmp_path / "f.pt", net, meta, TrainConfig(epochs=1), {"float_accuracy": 0.5})
+    assert main(["eval", str(tmp_path / "f.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the test split holds no images" in err[0], err
