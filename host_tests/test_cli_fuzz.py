@@ -1,6 +1,6 @@
 """Fuzz the command line: for every subcommand and every numeric or path option (read from the parser itself,
 so a new option is fuzzed without a change here), hypothesis draws bad values (NaN, +-Inf, negative, zero,
-huge, fractions, words, empty, NUL bytes, impossible paths) and siq must answer with one `siq: error:` line,
+huge, fractions, words, empty, NUL bytes, impossible paths, prefixes that are no C identifier) and siq must answer with one `siq: error:` line,
 exit status 2, no traceback, and nothing written.
 
 Each command line also carries a fault found only after option parsing (a data set, file or folder that does
@@ -8,6 +8,7 @@ not exist), so that a value that happens to be valid ends in the same refusal in
 process (codegen.cli.main): an uncaught exception fails the test. Bounded: a few hundred examples, seconds."""
 import contextlib
 import os
+import re
 import tempfile
 
 from hypothesis import HealthCheck, given, settings
@@ -57,6 +58,8 @@ NUMBERS = st.one_of(
     st.integers(min_value=-10**30, max_value=10**30).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(max_size=6))
+PREFIXES = st.one_of(st.sampled_from(["", "1bad", "a-b", "Model", "x y", "é", "a\nb", "abc\n", "-1", "0x"]),
+                     st.text(max_size=6).filter(lambda t: not re.fullmatch(r"[a-z_][a-z0-9_]*", t)))
 PATHS = st.sampled_from(["", ".", "..", "/", "/proc/siq-x/f", "/proc/siq-x", "/dev/null/x", "/sys/siq.pt",
                          "a\x00b", "x" * 300, "missing/../../x", "-", "~nobody/x"])
 
@@ -85,14 +88,15 @@ def test_every_fuzzed_option_is_a_real_option():
 def test_bad_option_values_get_one_line(data, capsys):
     command = data.draw(st.sampled_from(sorted(OPTIONS)), label="command")
     option = data.draw(st.sampled_from(OPTIONS[command]), label="option")
-    value = data.draw(PATHS if option in PATH_OPTIONS else NUMBERS, label="value")
+    value = data.draw(PATHS if option in PATH_OPTIONS else PREFIXES if option == "--prefix" else NUMBERS,
+                      label="value")
     with in_empty_folder() as folder:
         code = main([command, *BASE[command], f"{option}={value}"])
         left = os.listdir(folder)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("siq: error:"), (command, option, value, err)
     assert left == [], (command, option, value, left)
-    if value in NEVER_VALID:
+    if value in NEVER_VALID or option == "--prefix":
         assert option in err[0], (command, option, value, err)
 
 

@@ -72,6 +72,8 @@ ARCH_FILES = {
     (["sweep", "--dataset", "digits", "--arch", "{arch:mlp}", "--methods", "siq"], "has no conv layer"),
     (["sweep", "--dataset", "digits", "--jobs", "0"], "argument --jobs: must be a whole number >= 1"),
     (["sweep", "--dataset", "digits", "--seeds", "99999999999999999999"], "--seeds must each be from 0 to"),
+    (["pipeline", "--dataset", "digits", "--prefix", "My-Model", "--no-target"],
+     "argument --prefix: must be a lower-case C identifier"),
     (["train", "--dataset", "digits", "--arch", "{arch:fractional-input}"], "input must be whole numbers"),
     (["quantize", "{model}", "--out", "/proc/siq-missing/q.pt"], "cannot write /proc/siq-missing/q.pt"),
 ])

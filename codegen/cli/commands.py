@@ -15,7 +15,7 @@ from siq.training.fileio import check_output_file
 
 from .options import (COUNT, RATE, add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits,
                       add_per_channel, add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits,
-                      quant_config, train_config, whole)
+                      c_prefix, quant_config, train_config, whole)
 
 
 def train_options(p):
@@ -57,7 +57,7 @@ def eval_(args):
 def export_options(p):
     p.add_argument("model")
     p.add_argument("--out", default="out/firmware")
-    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
     p.add_argument("--vectors", type=whole(0, what="--vectors"), default=100, help="test images embedded for on-target self tests")
     p.add_argument("--force", action="store_true", help="replace an output folder holding other files")
 
@@ -68,7 +68,7 @@ def export(args):
 
 def verify_options(p):
     p.add_argument("dir")
-    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
 
 
 def verify(args):
@@ -81,7 +81,7 @@ def pipeline_options(p):
     add_train(p)
     add_quant(p)
     p.add_argument("--out", default="out")
-    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
     p.add_argument("--cpu", default=None, help=f"Cortex-M core for the target step (default {DEFAULT_CPU})")
     p.add_argument("--board", default=None)
     p.add_argument("--target-images", type=COUNT, default=None,
@@ -112,7 +112,7 @@ def target_options(p):
     p.add_argument("dir")
     p.add_argument("--cpu", default=DEFAULT_CPU)
     p.add_argument("--board", default=None)
-    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
     p.add_argument("--opt", default="-O2")
     p.add_argument("--images", type=COUNT, default=None, help="test images to run (default: the whole test split)")
 

@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         with _signals_raise():
-            if any("\x00" in a for a in argv):  # a shell cannot pass one; only main([...]) from Python can
-                raise SiqError("an argument holds a NUL byte")
+            for a in argv:  # a shell cannot pass a NUL byte; only main([...]) from Python can
+                if "\x00" in a:
+                    name = a.split("=", 1)[0] if a.startswith("--") else "an argument"
+                    raise SiqError(f"{name} holds a NUL byte")
             args = build_parser().parse_args(argv)
             return int(args.func(args) or 0)
     except SiqError as exc:

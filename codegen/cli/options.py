@@ -10,6 +10,7 @@ import math
 from dataclasses import replace
 
 from siq.codegen.api import check_quantize_config, check_schedule, train_config as schedule_for
+from siq.codegen.lower import IDENTIFIER
 from siq.codegen.preflight import SEED_MAX
 from siq.training.data import DATASETS
 from siq.training.errors import SiqError
@@ -66,6 +67,14 @@ COUNT = whole(1)             # epochs, batch size, rounds, images, jobs: at leas
 SHIFT = whole(0, 8, "a shift in pixels")
 RATE = real(what="a rate")   # ranges that depend on the option are checked with the config (api.check_schedule)
 LEARNING_RATE = real(positive=True, what="a learning rate")
+
+
+def c_prefix(text: str) -> str:
+    """The generated C's name prefix, checked by the lowering's own rule before anything trains."""
+    if not IDENTIFIER.fullmatch(text):  # fullmatch: "$" alone would let a trailing newline through
+        raise argparse.ArgumentTypeError(f"must be a lower-case C identifier (letters, digits, underscores), "
+                                         f"got {text!r}")
+    return text
 
 
 def layer_bits(text: str) -> dict[int, int]:
