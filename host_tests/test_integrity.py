@@ -94,7 +94,8 @@ def test_foreign_torch_file_and_older_unhashed_format(tmp_path, capsys):
 
 def test_round_trip_and_the_hash_covers_meta_and_every_tensor(tmp_path):
     path = tmp_path / "x.pt"
-    save_torch(path, "checkpoint", {"a": 1}, {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)})
+    save_torch(path, "checkpoint", {"a": 1}, {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2),
+                                              "count": torch.tensor(7), "flags": torch.ones(3, dtype=torch.bool)})
     meta, tensors = load_torch(path, "checkpoint")
     assert meta == {"a": 1} and torch.equal(tensors["w"], torch.arange(6.0).reshape(2, 3))
     blob = torch.load(path, weights_only=True)
@@ -102,7 +103,8 @@ def test_round_trip_and_the_hash_covers_meta_and_every_tensor(tmp_path):
     for change in (lambda b: b.__setitem__("meta", '{"a": 2}'),
                    lambda b: b["tensors"]["b"].__setitem__(0, 1.0),
                    lambda b: b["tensors"].__setitem__("w", b["tensors"]["w"].reshape(3, 2)),
-                   lambda b: b["tensors"].pop("b")):
+                   lambda b: b["tensors"].pop("b"),
+                   lambda b: b["tensors"].__setitem__("count", torch.tensor(8))):
         blob = torch.load(path, weights_only=True)
         change(blob)
         torch.save(blob, tmp_path / "changed.pt")

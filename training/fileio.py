@@ -141,8 +141,8 @@ def content_hash(kind: str, meta_text: str, tensors: dict) -> str:
         value = tensors[name]
         h.update(f"{name}\0".encode())
         if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}\0".encode())
+            t = value.detach().cpu().contiguous().reshape(-1)  # flat: a 0-d tensor cannot change dtype
+            h.update(f"{value.dtype}{tuple(value.shape)}\0".encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         else:
             h.update(repr(value).encode())
