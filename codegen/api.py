@@ -33,6 +33,7 @@ from siq.training.quantizers import QuantizeConfig, check_plus_config, check_siq
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 from .lower import LoweredModel, lower
+from .preflight import check_backend, check_splits, preflight, probe_output_file
 from .pipeline import (default_schedule, load_for_model, run_pipeline, step_export, step_quantize, step_train,
                        step_verify)
 from .target.boards import DEFAULT_CPU, resolve_target
@@ -41,6 +42,16 @@ from .target.step import run_target_step
 from .target.toolchain import check_opt
 
 Log = Callable[[str], object]
+DEFAULT_TARGET_IMAGES = 1000
+
+
+def _check_count(option: str, value: int, available: int) -> int:
+    """A count of test images within 1..available (0 allowed for vectors), else SiqError stating the maximum:
+    never clamped silently."""
+    low = 0 if option == "vectors" else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= available:
+        raise SiqError(f"--{option} must be from {low} to {available} (the test split's size), got {value!r}")
+    return value
 
 # Checked schedule overrides: (TrainConfig field, test, what the value must be).
 _SCHEDULE_RULES = (
@@ -107,18 +118,21 @@ def load_quantized(path: str | Path) -> QuantizedModel:
 
 def train(dataset: str = "mnist5k", *, arch: str = "paper-mnist", out: str | Path = "out/float.pt",
           config: TrainConfig | None = None, data_dir: str | None = None, split_seed: int = 0, log: Log = print,
-          device: str = "cpu", **overrides) -> Trained:
+          device: str = "cpu", allow_large: bool = False, **overrides) -> Trained:
     """Train the float network and save its checkpoint to `out`.
 
     dataset: mnist5k, fashion, mnist, digits or folder:PATH; arch: a preset (paper-mnist, paper-office) or a
     .toml/.json file. config defaults to the dataset's documented schedule; keyword overrides are TrainConfig
     fields (epochs, lr, batch_size, augment_shift, augment_flip, dropout, label_smoothing, weight_decay, seed).
     device: where the network trains (auto, cpu, cuda, cuda:N).
+    The whole run is checked first (preflight.py); networks above preflight.SIZE_LIMITS need allow_large=True.
     """
     check_output_file(out)  # before training, not after
     check_schedule(overrides)
     cfg = replace(config or default_schedule(dataset), **overrides)
     check_schedule({f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    preflight(dataset, arch, data_dir=data_dir, split_seed=split_seed, batch_size=cfg.batch_size, outputs=[out],
+              allow_large=allow_large)
     with on_device(resolve_device(device, log)):
         net, data, metrics = step_train(dataset, arch, cfg, Path(out), data_dir, split_seed, log)
     return Trained(net, data, Path(out), metrics["float_accuracy"], metrics)
@@ -135,12 +149,14 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
     retraining runs (auto, cpu, cuda, cuda:N); everything the firmware is made of is computed on the CPU.
     """
     if out is not None:
-        check_output_file(out)
+        probe_output_file(out)
     cfg = quantize_config(config, **overrides)  # every option is checked before the checkpoint and data load
     training_device = resolve_device(device, log)
     path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
     net, meta = load_checkpoint(path)
+    check_backend(net.arch, cfg.act_bits, cfg.input_bits)  # before retraining, not after it
     data = load_for_model(meta, net.arch)
+    check_splits(data)
     with on_device(training_device):
         return step_quantize(net, meta, data, cfg, None if out is None else Path(out), log)
 
@@ -158,6 +174,8 @@ def export(model: str | Path | QuantizedModel, out: str | Path = "out/firmware",
     """
     qm = _quantized(model)
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch) if vectors else None
+    if data is not None:
+        _check_count("vectors", vectors, len(data.test_x))
     return step_export(qm, Path(out), prefix, data, vectors, force, log)
 
 
@@ -180,6 +198,7 @@ def verify(directory: str | Path = "out/firmware", *, prefix: str = "siq_model",
     if not (directory / f"{prefix}.c").is_file():
         raise SiqError(f"{directory} holds no {prefix}.c: pass the folder written by siq export (or --prefix)")
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
+    check_splits(data)
     return step_verify(qm, lm, directory, data, log)
 
 
@@ -196,7 +215,7 @@ def target(directory: str | Path = "out/firmware", *, cpu: str = DEFAULT_CPU, bo
     model_macros(directory, prefix)
     qm = _export_folder(directory, prefix)
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
-    n_images = images if images is not None else len(data.test_x)
+    n_images = _check_count("images", images, len(data.test_x)) if images is not None else len(data.test_x)
     result = run_target_step(directory, prefix, lower(qm, prefix), data, cpu, board, n_images, log, opt)
     atomic_write_bytes(directory / f"target-{result['board']}" / "target.json",
                        (json.dumps(result, indent=2) + "\n").encode())
@@ -206,16 +225,23 @@ def target(directory: str | Path = "out/firmware", *, cpu: str = DEFAULT_CPU, bo
 def pipeline(out: str | Path = "out", *, dataset: str = "mnist5k", arch: str = "paper-mnist",
              train_cfg: TrainConfig | None = None, quant_cfg: QuantizeConfig | None = None,
              prefix: str = "siq_model", data_dir: str | None = None, split_seed: int = 0, force: bool = False,
-             cpu: str | None = DEFAULT_CPU, board: str | None = None, target_images: int = 1000,
-             log: Log = print, device: str = "cpu") -> dict:
+             cpu: str | None = DEFAULT_CPU, board: str | None = None, target_images: int | None = None,
+             log: Log = print, device: str = "cpu", allow_large: bool = False) -> dict:
     """The main job into `out`: train -> quantize -> export -> verify (-> Cortex-M unless cpu is None).
 
     Returns the report also written to out/report.json (accuracy of every leg, mismatches, footprint, target).
+    target_images: test images the Cortex-M step runs (default: the first 1000, or the whole split if smaller).
     device: where float training and SIQ's retraining run (auto, cpu, cuda, cuda:N).
     """
     tcfg = train_cfg or default_schedule(dataset)
     check_schedule({f.name: getattr(tcfg, f.name) for f in fields(tcfg)})
     qcfg = check_quantize_config(quant_cfg or QuantizeConfig())
+    checked = preflight(dataset, arch, data_dir=data_dir, split_seed=split_seed, batch_size=tcfg.batch_size,
+                        quant_cfg=qcfg, allow_large=allow_large)
+    if target_images is None:
+        target_images = DEFAULT_TARGET_IMAGES  # at most: a smaller test split runs whole
+    elif cpu is not None:
+        _check_count("target-images", target_images, len(checked.data.test_x))
     with on_device(resolve_device(device, log)):
         return run_pipeline(Path(out), dataset, arch, qcfg, tcfg, prefix, data_dir, split_seed, force, cpu,
                             board, target_images, log)
@@ -230,8 +256,8 @@ def model_kind(path: str | Path) -> str:
         try:
             load_torch(path, "quantized")
             return "quantized"
-        except SiqError:
-            raise first from None
+        except SiqError as second:  # a quantized file that fails its own checks: say what is wrong with it
+            raise (second if "format 'siq-quantized'" in str(first) else first) from None
 
 
 def evaluate(model: str | Path) -> dict:
@@ -243,10 +269,12 @@ def evaluate(model: str | Path) -> dict:
     if model_kind(path) == "checkpoint":
         net, meta = load_checkpoint(path)
         data = load_for_model(meta, net.arch)
+        check_splits(data)  # an empty test split has no accuracy (NaN): say so instead
         acc = accuracy(predict_scores(net, data.test_x), data.test_y, data.test_groups)
         return {"kind": "float", "accuracy": acc, "n_test": len(data.test_x), "dataset": data.name}
     qm = _load_quantized(path)
     data = load_for_model(qm.meta.get("dataset", {}), qm.arch)
+    check_splits(data)
     scores = integer_scores(lower(qm).integer, data.test_x)
     return {"kind": "integer", "accuracy": accuracy(scores, data.test_y, data.test_groups),
             "n_test": len(data.test_x), "dataset": data.name, "float_accuracy": qm.meta.get("float_accuracy")}

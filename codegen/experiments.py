@@ -10,7 +10,25 @@ from siq.training.experiments.report import paper_reference_for, render_report
 from siq.training.experiments.study import Run, check_sweep_options, find_studies, load_study, run_study
 from siq.training.experiments.sweep import run_sweep
 
+from siq.training.quantizers import QuantizeConfig, check_method_fits
+
 from .pipeline import default_schedule
+from .preflight import SEED_MAX, preflight
+
+
+def preflight_runs(runs, outputs=(), allow_large: bool = False) -> None:
+    """Every run of a sweep or study checked (data, architecture, size, back end, methods) before any trains."""
+    seen = set()
+    for run in runs:
+        o = run.options
+        key = (o["dataset"], o.get("arch", "paper-mnist"), o.get("data_dir"), o.get("split_seed", 0),
+               o.get("batch_size", 64))
+        if key not in seen:
+            checked = preflight(key[0], key[1], data_dir=key[2], split_seed=key[3], batch_size=key[4],
+                                outputs=outputs, allow_large=allow_large)
+            seen.add(key)
+            for method in o["methods"]:
+                check_method_fits(checked.arch, QuantizeConfig(method=method))
 
 
 def sweep_run_options(args) -> dict:
@@ -20,6 +38,8 @@ def sweep_run_options(args) -> dict:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SiqError(f"--seeds wants whole numbers separated by commas, got {args.seeds!r}") from None
+    if not all(0 <= s <= SEED_MAX for s in seeds):
+        raise SiqError(f"--seeds must each be from 0 to {SEED_MAX}, got {args.seeds!r}")
     schedule = default_schedule(args.dataset)
     recipe = {"epochs": schedule.epochs, "lr": schedule.lr, "batch_size": schedule.batch_size,
               "augment_shift": schedule.augment_shift, "flip": schedule.augment_flip,
@@ -57,6 +77,7 @@ def sweep_command(args) -> int:
     options = sweep_run_options(args)
     check_sweep_options("siq sweep", options)
     run = Run(1, options, options["split"], Path(args.out).name)
+    preflight_runs([run], [args.out], args.allow_large)
     records = run_sweep(**run.sweep_arguments(), out=Path(args.out), jobs=args.jobs, cache_dir=args.cache_dir,
                         **where_options(args))
     print(f"{len(records)} cells -> {args.out}")
@@ -91,6 +112,8 @@ def study_command(args) -> int:
     if not paths:
         raise SiqError("no study files given and none in docs/studies")
     studies = [load_study(p) for p in paths]  # every file is checked before anything runs
+    if args.action == "run":
+        preflight_runs([run for s in studies for run in s.runs])
 
     def results_dir(s) -> Path:
         return Path(args.results_dir) if args.results_dir else s.path.parent.parent / "results"

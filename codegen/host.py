@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,7 @@ class HostModel:
     num_classes: int
     arena_bytes: int
     profile: bool
-    build_dir: Path
+    build_dir: Path  # where it was built; already removed when build_host made it a temporary folder
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 images [N, C, H, W] -> (int32 scores [N, classes], classes [N])."""
@@ -92,14 +93,23 @@ class HostModel:
 
 def build_host(model_dir: Path, prefix: str, build_dir: Path | None = None, profile: bool = False,
                extra_flags: list[str] | None = None) -> HostModel:
-    """Compile <prefix>.c with the strict flags into a cffi extension module and import it."""
-    import cffi  # only host builds need it, and it pulls in setuptools: imported when one is made
-
+    """Compile <prefix>.c with the strict flags into a cffi extension module and import it. Without build_dir
+    the build happens in a temporary folder that is removed once the module is loaded."""
     model_dir = Path(model_dir).resolve()
     header = (model_dir / f"{prefix}.h").read_text()
     constants = header_macros(header, prefix)
+    scratch = build_dir is None  # a temporary build is removed once the module is loaded (see below)
     build_dir = Path(build_dir or tempfile.mkdtemp(prefix="siq-host-")).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build(model_dir, prefix, build_dir, profile, extra_flags, constants)
+    finally:
+        if scratch:  # the loaded extension stays mapped in this process after its file is gone
+            shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def _build(model_dir: Path, prefix: str, build_dir: Path, profile: bool, extra_flags, constants) -> HostModel:
+    import cffi  # only host builds need it, and it pulls in setuptools: imported when one is made
     module = f"_siq_host_{prefix}_{abs(hash((str(model_dir), profile, os.getpid()))) % 10**10}"
     ffi = cffi.FFI()
     ffi.cdef(f"""

@@ -129,7 +129,7 @@ def test_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
     (["sweep", "--dataset", "digits", "--distill-temperature", "0"], "distillation temperature must be a positive"),
     (["quantize", "x.pt", "--siq-growth", "0"], "SIQ growth must be a positive number"),
     (["sweep", "--dataset", "digits", "--siq-alpha", "-1"], "alpha >= 0"),
-    (["quantize", "x.pt", "--siq-alpha", "nan"], "alpha >= 0"),
+    (["quantize", "x.pt", "--siq-alpha", "nan"], "argument --siq-alpha: must be a finite number"),
     (["quantize", "x.pt", "--codebook-bits", "16"], "codebook bits must be a whole number from 2 to 15"),
     (["quantize", "x.pt", "--per-channel", "dense"], "invalid choice: 'dense'"),
     (["sweep", "--dataset", "digits", "--codebook-bits", "1"], "codebook bits must be a whole number from 2 to 15"),

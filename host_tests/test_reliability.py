@@ -18,7 +18,7 @@ from siq.codegen.pipeline import OUTPUT_MARKER, step_train
 from siq.codegen.verify import verify
 from conftest import tiny_arch
 from siq.training.errors import SiqError
-from siq.training.fileio import atomic_directory, atomic_write_bytes
+from siq.training.fileio import atomic_directory, atomic_write_bytes, content_hash
 from siq.training.nets import Net
 from siq.training.quant import save_quantized
 from siq.training.quantizers import QuantizeConfig, SIQConfig, quantize_model
@@ -61,11 +61,14 @@ def files(tmp_path_factory, digits):
 
 
 def rewrite(src: Path, dst: Path, change) -> Path:
-    """Copy a siq torch file, letting change(meta, tensors) corrupt it."""
+    """Copy a siq torch file, letting change(meta, tensors) corrupt it, with its content hash recomputed: these
+    files stand for what a faulty writer could produce, so the checks behind the hash are what is tested (a
+    changed byte under an intact hash is test_integrity.py's)."""
     blob = torch.load(src, weights_only=True)
     meta = json.loads(blob["meta"])
     change(meta, blob["tensors"])
     blob["meta"] = json.dumps(meta)
+    blob["sha256"] = content_hash(blob["format"].removeprefix("siq-"), blob["meta"], blob["tensors"])
     torch.save(blob, dst)
     return dst
 

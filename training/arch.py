@@ -74,6 +74,19 @@ LAYER_TYPES = {cls.__dataclass_fields__["type"].default: cls
 WEIGHTED = (Conv, Dense)
 
 
+def _check_field_types(layer, where: str) -> None:
+    """Every field of the declared kind: a whole number for int fields (not 4.7, "5" or true), a finite number
+    for float fields. The geometry checks (shapes) compare numbers, so a string or a fraction reaching them
+    would fail as a traceback, and a fraction would reach the C generator as a size."""
+    for name, spec in layer.__dataclass_fields__.items():
+        value, kind = getattr(layer, name), spec.type
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SiqError(f"{where}: {name} must be a whole number, got {value!r}")
+        if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                or value != value or value in (float("inf"), float("-inf"))):
+            raise SiqError(f"{where}: {name} must be a finite number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Arch:
     name: str
@@ -87,7 +100,9 @@ class Arch:
     def from_dict(d: dict) -> "Arch":
         try:
             name = str(d.get("name", "custom"))
-            shape = tuple(int(v) for v in d["input"])
+            shape = tuple(d["input"])
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
+                raise SiqError(f"architecture input must be whole numbers [channels, height, width], got {shape}")
             if len(shape) != 3 or min(shape) < 1:
                 raise SiqError(f"architecture input must be [channels, height, width] > 0, got {list(shape)}")
             layers = []
@@ -101,6 +116,7 @@ class Arch:
                     layers.append(LAYER_TYPES[kind](**spec))
                 except TypeError as exc:
                     raise SiqError(f"architecture layer {i} ({kind}): {exc}") from None
+                _check_field_types(layers[-1], f"architecture layer {i} ({kind})")
         except (KeyError, TypeError, ValueError) as exc:
             raise SiqError(f"malformed architecture: {type(exc).__name__}: {exc}") from None
         arch = Arch(name, shape, tuple(layers))

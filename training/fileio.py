@@ -1,17 +1,19 @@
 """Artifacts are written whole or not at all: into a temporary sibling, then renamed into place.
 
 Checkpoints and quantized models are torch files holding only tensors, numbers and strings, loaded with
-weights_only=True (no arbitrary unpickling); structure travels as a JSON string inside.
+weights_only=True (no arbitrary unpickling); structure travels as a JSON string inside, and a sha256 of the
+content is checked on every load.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -128,27 +130,62 @@ def _read_marker(marker: Path) -> str | None:
         return None
 
 
+FORMAT_VERSION = 2  # 2: a content hash (sha256 of the metadata and every tensor) checked on load
+
+
+def content_hash(kind: str, meta_text: str, tensors: dict) -> str:
+    """sha256 over the kind, the metadata string and every tensor's name, dtype, shape and bytes (sorted by
+    name): a changed byte anywhere in what siq reads back changes it. (torch does not check the zip CRCs.)"""
+    h = hashlib.sha256(f"siq-{kind}\0{meta_text}\0".encode())
+    for name in sorted(tensors, key=str):
+        value = tensors[name]
+        h.update(f"{name}\0".encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous().reshape(-1)  # flat: a 0-d tensor cannot change dtype
+            h.update(f"{value.dtype}{tuple(value.shape)}\0".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()
+
+
 def save_torch(path: str | Path, kind: str, meta: dict, tensors: dict) -> None:
     buf = io.BytesIO()
-    torch.save({"format": f"siq-{kind}", "version": 1, "meta": json.dumps(meta, sort_keys=True),
-                "tensors": tensors}, buf)
+    meta_text = json.dumps(meta, sort_keys=True)
+    torch.save({"format": f"siq-{kind}", "version": FORMAT_VERSION, "meta": meta_text, "tensors": tensors,
+                "sha256": content_hash(kind, meta_text, tensors)}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_torch(path: str | Path, kind: str) -> tuple[dict, dict]:
+    """(meta, tensors) of a file save_torch wrote, or SiqError naming the file: missing, unreadable (truncated,
+    garbage), another kind of file, an older unhashed siq file, or content that no longer matches its hash."""
     path = Path(path)
     if not path.is_file():
         raise SiqError(f"{kind} file {path} not found")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, Exception) as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SiqError(f"{path} is not a readable siq {kind} file (corrupt or truncated: {first[:120]})") from None
-    if not isinstance(blob, dict) or blob.get("format") != f"siq-{kind}":
-        raise SiqError(f"{path} is not a siq {kind} file (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - torch raises anything from RuntimeError to OSError [Errno 22] here
+        raise SiqError(f"{path} is not a readable siq {kind} file (truncated, corrupt or not written by siq): "
+                       f"re-create it with siq {'train' if kind == 'checkpoint' else 'quantize'}") from None
+    found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+    if not isinstance(blob, dict) or found != f"siq-{kind}":
+        raise SiqError(f"{path} is not a siq {kind} file (format {found!r})")
+    if blob.get("version") != FORMAT_VERSION or "sha256" not in blob:
+        raise SiqError(f"{path} is a siq {kind} file of format version {blob.get('version')!r} without a content "
+                       f"hash (this siq reads version {FORMAT_VERSION}): re-create it with this siq")
     try:
-        meta = json.loads(blob["meta"])
-        tensors = dict(blob["tensors"])
-    except (KeyError, TypeError, json.JSONDecodeError):
+        meta_text, tensors = blob["meta"], dict(blob["tensors"])
+        intact = isinstance(meta_text, str) and blob["sha256"] == content_hash(kind, meta_text, tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        intact = False
+    if not intact:
+        raise SiqError(f"{path}: content does not match its hash (the file was changed or damaged after siq "
+                       "wrote it): re-create it")
+    try:
+        meta = json.loads(meta_text)
+    except json.JSONDecodeError:
         raise SiqError(f"{path}: corrupt siq {kind} file (metadata unreadable)") from None
     return meta, tensors

@@ -14,9 +14,9 @@ from siq.codegen.target.toolchain import require_toolchain, toolchain_status
 from siq.training.fileio import check_output_file
 
 from .options import add_backend, add_device
-from .options import (add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits, add_per_channel,
-                      add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits, quant_config,
-                      train_config)
+from .options import (COUNT, RATE, add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits,
+                      add_per_channel, add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits,
+                      c_prefix, quant_config, train_config, whole)
 
 
 def train_options(p):
@@ -29,7 +29,7 @@ def train_options(p):
 def train(args):
     check_output_file(args.out)  # before the options are turned into a schedule, as before any training
     api.train(args.dataset, arch=args.arch, out=args.out, config=train_config(args), data_dir=args.data_dir,
-              split_seed=args.split_seed, device=args.device)
+              split_seed=args.split_seed, device=args.device, allow_large=args.allow_large)
 
 
 def quantize_options(p):
@@ -60,8 +60,8 @@ def eval_(args):
 def export_options(p):
     p.add_argument("model")
     p.add_argument("--out", default="out/firmware")
-    p.add_argument("--prefix", default="siq_model")
-    p.add_argument("--vectors", type=int, default=100, help="test images embedded for on-target self tests")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
+    p.add_argument("--vectors", type=whole(0, what="--vectors"), default=100, help="test images embedded for on-target self tests")
     p.add_argument("--force", action="store_true", help="replace an output folder holding other files")
 
 
@@ -71,7 +71,7 @@ def export(args):
 
 def verify_options(p):
     p.add_argument("dir")
-    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
 
 
 def verify(args):
@@ -85,10 +85,11 @@ def pipeline_options(p):
     add_quant(p)
     add_device(p)
     p.add_argument("--out", default="out")
-    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
     p.add_argument("--cpu", default=None, help=f"Cortex-M core for the target step (default {DEFAULT_CPU})")
     p.add_argument("--board", default=None)
-    p.add_argument("--target-images", type=int, default=1000)
+    p.add_argument("--target-images", type=COUNT, default=None,
+                   help="test images the Cortex-M step runs (default: 1000, or the whole test split if smaller)")
     p.add_argument("--no-target", action="store_true", help="skip the Cortex-M step")
     p.add_argument("--force", action="store_true")
 
@@ -104,7 +105,7 @@ def pipeline(args):
     report = api.pipeline(args.out, dataset=args.dataset, arch=args.arch, train_cfg=train_config(args),
                           quant_cfg=quant_config(args), prefix=args.prefix, data_dir=args.data_dir,
                           split_seed=args.split_seed, force=args.force, cpu=cpu, board=args.board,
-                          target_images=args.target_images, device=args.device)
+                          target_images=args.target_images, device=args.device, allow_large=args.allow_large)
     print(f"report: {Path(args.out) / 'report.md'}")
     bad = report["mismatches"]["torch_quant"] + report["mismatches"]["host_c"]
     bad += report.get("target", {}).get("mismatches", 0)
@@ -115,9 +116,9 @@ def target_options(p):
     p.add_argument("dir")
     p.add_argument("--cpu", default=DEFAULT_CPU)
     p.add_argument("--board", default=None)
-    p.add_argument("--prefix", default="siq_model")
+    p.add_argument("--prefix", type=c_prefix, default="siq_model")
     p.add_argument("--opt", default="-O2")
-    p.add_argument("--images", type=int, default=None, help="test images to run (default: the whole test split)")
+    p.add_argument("--images", type=COUNT, default=None, help="test images to run (default: the whole test split)")
 
 
 def target(args):
@@ -135,7 +136,7 @@ def sweep_options(p):
     add_input_bits(p)
     p.add_argument("--fc-bits", type=bits, default=8)
     p.add_argument("--seeds", default="0")
-    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--jobs", type=COUNT, default=1)
     add_siq_schedule(p)
     add_siq_penalty(p)
     add_siq_augment(p)
@@ -143,9 +144,9 @@ def sweep_options(p):
     add_calibration(p)
     add_per_channel(p)
     add_codebook_bits(p)
-    p.add_argument("--train-size", type=int, help="budgeted run: a stratified subset of this many training images")
-    p.add_argument("--test-size", type=int, help="budgeted run: a stratified subset of this many test images")
-    p.add_argument("--validation", type=float, metavar="FRACTION",
+    p.add_argument("--train-size", type=COUNT, help="budgeted run: a stratified subset of this many training images")
+    p.add_argument("--test-size", type=COUNT, help="budgeted run: a stratified subset of this many test images")
+    p.add_argument("--validation", type=RATE, metavar="FRACTION",
                    help="tune: hold out this fraction of the training data and score on it (never the test split)")
     p.add_argument("--out", default="out/sweep.jsonl")
     p.add_argument("--cache-dir", default=".siq_cache")
@@ -172,7 +173,7 @@ def study_options(p):
     p.add_argument("action", choices=("run", "list", "report"))
     p.add_argument("studies", nargs="*", help="study files (default: every docs/studies/*.toml); list: folders")
     p.add_argument("--cache-dir", default=".siq_cache")
-    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--jobs", type=COUNT, default=1)
     p.add_argument("--results-dir", help="results folder (default: docs/results beside the study's folder)")
     add_device(p)
     add_backend(p)

@@ -1,11 +1,16 @@
 """siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report.
 
 Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
+SIGINT, SIGTERM and SIGHUP end a run the same way: the temporary outputs and folders are removed (their
+context managers unwind), one line, and the conventional status 128 + signal number (130, 143, 129).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 import siq.codegen.cli.commands as commands
 from siq.training.errors import SiqError
@@ -53,14 +58,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM / SIGHUP; a BaseException, like KeyboardInterrupt, so that no
+    `except Exception` swallows it and every cleanup on the way out runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    for sig in _HANDLED:  # a second signal must not cut the cleanup the first one started
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+_HANDLED = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM and SIGHUP raise Terminated for the duration (main thread only; handlers restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _terminate) for sig in _HANDLED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def one_line(text: str) -> str:
+    """The message on one line: a newline or carriage return inside it (from a path) is shown escaped."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        with _signals_raise():
+            for a in argv:  # a shell cannot pass a NUL byte; only main([...]) from Python can
+                if "\x00" in a:
+                    name = a.split("=", 1)[0] if a.startswith("--") else "an argument"
+                    raise SiqError(f"{name} holds a NUL byte")
+            args = build_parser().parse_args(argv)
+            return int(args.func(args) or 0)
     except SiqError as exc:
-        print(f"siq: error: {exc}", file=sys.stderr)
+        print(f"siq: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a path the system refuses (name too long, ...) where no check named it first
+        where = f"{one_line(str(exc.filename))}: " if exc.filename is not None else ""
+        print(f"siq: error: {where}{exc.strerror or exc}: choose another path", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("siq: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated as exc:
+        print(f"siq: terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum

@@ -6,9 +6,12 @@ name the command-line option (--plus-off, --epochs, ...) because only here is it
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 
 from siq.codegen.api import check_quantize_config, check_schedule, train_config as schedule_for
+from siq.codegen.lower import IDENTIFIER
+from siq.codegen.preflight import SEED_MAX
 from siq.training.data import DATASETS
 from siq.training.device import check_device
 from siq.training.errors import SiqError
@@ -27,13 +30,64 @@ def bits(text: str) -> int:
     return value
 
 
+def whole(low: int, high: int | None = None, what: str = "a whole number"):
+    """An argparse type: a whole number in [low, high] (high None = no upper bound), else one line naming it."""
+    span = f"from {low} to {high}" if high is not None else f">= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, got {value}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def real(positive: bool = False, what: str = "a number"):
+    """An argparse type: a finite number (> 0 when positive); NaN and Inf are refused here because every check
+    after this one (v < 1, v >= 0) lets NaN through or treats Inf as a value."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+SEED = whole(0, SEED_MAX, "a seed")
+COUNT = whole(1)             # epochs, batch size, rounds, images, jobs: at least one
+SHIFT = whole(0, 8, "a shift in pixels")
+RATE = real(what="a rate")   # ranges that depend on the option are checked with the config (api.check_schedule)
+LEARNING_RATE = real(positive=True, what="a learning rate")
+
+
+def c_prefix(text: str) -> str:
+    """The generated C's name prefix, checked by the lowering's own rule before anything trains."""
+    if not IDENTIFIER.fullmatch(text):  # fullmatch: "$" alone would let a trailing newline through
+        raise argparse.ArgumentTypeError(f"must be a lower-case C identifier (letters, digits, underscores), "
+                                         f"got {text!r}")
+    return text
+
+
 def layer_bits(text: str) -> dict[int, int]:
     """'0=4,4=3' -> {0: 4, 4: 3} (architecture layer index = weight bits)."""
     out = {}
     for part in filter(None, text.split(",")):
         try:
             index, value = part.split("=")
-            out[int(index)] = bits(value)
+            index = int(index)
+            if index < 0:
+                raise ValueError(index)
+            out[index] = bits(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"--layer-bits wants INDEX=BITS[,INDEX=BITS...], got {part!r}") from None
     return out
@@ -74,21 +128,24 @@ def add_backend(p):
 def add_data(p, default_dataset="mnist5k"):
     p.add_argument("--dataset", default=default_dataset, help=f"one of {', '.join(DATASETS)} (default %(default)s)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (fashion, mnist)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split where the dataset has none")
+    p.add_argument("--split-seed", type=SEED, default=0, help="seed of the train/test split where the dataset has none")
 
 
 def add_train(p):
     p.add_argument("--arch", default="paper-mnist", help="preset (paper-mnist, paper-office) or .toml/.json file")
-    p.add_argument("--epochs", type=int, help="default: the dataset's documented schedule")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--augment-shift", type=int, help="random translation in pixels during training")
+    p.add_argument("--epochs", type=COUNT, help="default: the dataset's documented schedule")
+    p.add_argument("--lr", type=LEARNING_RATE)
+    p.add_argument("--batch-size", type=COUNT)
+    p.add_argument("--augment-shift", type=SHIFT, help="random translation in pixels during training")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror training images left-right at random (default: the dataset's schedule)")
-    p.add_argument("--dropout", type=float, help="training dropout rate instead of the architecture's")
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dropout", type=RATE, help="training dropout rate instead of the architecture's")
+    p.add_argument("--label-smoothing", type=RATE)
+    p.add_argument("--weight-decay", type=RATE, help="decoupled weight decay (AdamW)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--allow-large", action="store_true",
+                   help="train networks above siq's size limits (codegen/preflight.py SIZE_LIMITS: 20M parameters, "
+                        "2G MACs per inference, 4 GiB of float activations per training batch)")
 
 
 def add_quant(p):
@@ -105,7 +162,7 @@ def add_quant(p):
     add_siq_augment(p)
     add_calibration(p)
     add_per_channel(p)
-    p.add_argument("--quant-seed", type=int, default=0)
+    p.add_argument("--quant-seed", type=SEED, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
     add_distill(p)
@@ -117,16 +174,16 @@ def add_codebook_bits(p):
 
 
 def add_siq_schedule(p):
-    p.add_argument("--siq-rounds", type=int, default=4, help="maximum SIQ rounds")
-    p.add_argument("--siq-lr", type=float, default=3e-4, help="Adam learning rate of SIQ's retraining")
-    p.add_argument("--siq-epochs", type=int, default=2, help="retraining epochs per SIQ round")
+    p.add_argument("--siq-rounds", type=COUNT, default=4, help="maximum SIQ rounds")
+    p.add_argument("--siq-lr", type=LEARNING_RATE, default=3e-4, help="Adam learning rate of SIQ's retraining")
+    p.add_argument("--siq-epochs", type=COUNT, default=2, help="retraining epochs per SIQ round")
 
 
 def add_distill(p):
-    p.add_argument("--distill", type=float, default=None, metavar="WEIGHT",
+    p.add_argument("--distill", type=RATE, default=None, metavar="WEIGHT",
                    help="siq+: weight of the distillation term against the float network, in [0, 1] (0 = off; "
                         "default 0.5)")
-    p.add_argument("--distill-temperature", type=float, default=None, metavar="T",
+    p.add_argument("--distill-temperature", type=RATE, default=None, metavar="T",
                    help="siq+: softmax temperature of the distillation term (default 4)")
     p.add_argument("--real-steps", action="store_true",
                    help="siq+: train the feature-map steps as real numbers, then fold them into the layers around "
@@ -155,18 +212,18 @@ def add_per_channel(p):
 
 
 def add_siq_penalty(p):
-    p.add_argument("--siq-alpha", type=float, default=None,
+    p.add_argument("--siq-alpha", type=RATE, default=None,
                    help="weight of the continuation penalty ||w - Q(w)||^2 / ||w||^2 in the first retraining round "
                         "(default 0.1)")
-    p.add_argument("--siq-growth", type=float, default=None,
+    p.add_argument("--siq-growth", type=RATE, default=None,
                    help="factor by which that penalty's weight grows each round (default 4)")
 
 
 def add_siq_augment(p):
-    p.add_argument("--siq-augment-shift", type=int, default=0,
+    p.add_argument("--siq-augment-shift", type=SHIFT, default=0,
                    help="random translation in pixels during SIQ retraining (default: none, as in the paper)")
     p.add_argument("--siq-flip", action="store_true", help="random left-right flips during SIQ retraining")
-    p.add_argument("--siq-dropout", type=float, default=None,
+    p.add_argument("--siq-dropout", type=RATE, default=None,
                    help="dropout rate during SIQ retraining (default: the architecture's, whatever --dropout the "
                         "float network was trained with)")
 

@@ -6,6 +6,7 @@ min(N, 98); 99 = fault.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from pathlib import Path
@@ -44,6 +45,24 @@ def chunk_size(model_dir: str | Path, prefix: str, cpu: str, board: str | None, 
         raise SiqError(f"the model and harness leave no flash for test vectors on {board} "
                        f"({BOARDS[board]['flash_bytes']} bytes of flash)")
     return int(min(fits, max_chunk))
+
+
+def flash_overflow(message: str) -> int | None:
+    """Bytes by which the linker said the flash region overflowed, or None for any other build failure."""
+    found = re.search(r"region .FLASH. overflowed by (\d+) bytes?", message)
+    return int(found.group(1)) if found else None
+
+
+@contextlib.contextmanager
+def without_deleted_logs(temporary: bool):
+    """Build errors name their build.log; when that log is in a temporary folder about to be removed, the
+    message keeps the compiler's first error and drops the path (it would point at nothing)."""
+    try:
+        yield
+    except SiqError as exc:
+        if not temporary or "(full log: " not in str(exc):
+            raise
+        raise SiqError(re.sub(r" \(full log: [^)]*\)", " (build folder removed)", str(exc))) from None
 
 
 def _parse_output(text: str, first: int, count: int, num_classes: int, where: str
@@ -88,21 +107,32 @@ def run_self_test(model_dir: str | Path, prefix: str, cpu: str, board: str | Non
     images, classes, scores = check_vectors(images, classes, scores)
     if classes is None:
         raise SiqError("run_self_test needs expected classes and scores")
-    with tempfile.TemporaryDirectory(prefix="siq-target-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="siq-target-") as scratch, without_deleted_logs(work_dir is None):
         work = Path(work_dir) if work_dir is not None else Path(scratch)
         if chunk is None:
             chunk = chunk_size(model_dir, prefix, cpu, board, opt, work)
         if chunk < 1:
             raise SiqError(f"chunk size must be at least 1, got {chunk}")
+        macros = model_macros(model_dir, prefix)
+        per_vector = _vector_bytes(macros["INPUT_BYTES"], macros["NUM_CLASSES"])
         n, num_classes = scores.shape
         got_classes = np.empty(n, np.int64)
         got_scores = np.empty((n, num_classes), np.int64)
-        starts = range(0, n, chunk)
-        for number, start in enumerate(starts):
+        start = number = 0
+        while start < n:
             stop = min(start + chunk, n)
             piece = (images[start:stop], classes[start:stop], scores[start:stop])
-            elf = build_elf(model_dir, prefix, work / f"chunk{number:03d}", cpu, board, opt, piece,
-                            first_index=start)
+            try:
+                elf = build_elf(model_dir, prefix, work / f"chunk{number:03d}", cpu, board, opt, piece,
+                                first_index=start)
+            except SiqError as exc:
+                # The one-vector probe only estimates the harness's code size: when the real chunk does not
+                # fit, the linker says by how much, and the chunk shrinks by that many vectors (and one more).
+                over = flash_overflow(str(exc))
+                if over is None or stop - start == 1:
+                    raise
+                chunk = max(1, stop - start - (over + per_vector - 1) // per_vector - 1)
+                continue
             status, text = run_elf(elf, board, timeout if timeout is not None else 60 + 0.1 * (stop - start))
             where = f"{elf} on {board}"
             if status == EXIT_FAULT:
@@ -115,6 +145,7 @@ def run_self_test(model_dir: str | Path, prefix: str, cpu: str, board: str | Non
             if harness_count != int(wrong.sum()) or status != min(harness_count, EXIT_MAX_MISMATCHES):
                 raise SiqError(f"harness and host disagree on {where}: harness counted {harness_count} "
                                f"mismatches (exit status {status}), host counted {int(wrong.sum())}")
+            start, number = stop, number + 1
     wrong = (got_classes != classes) | (got_scores != scores).any(axis=1)
     first_mismatch = None
     if wrong.any():
@@ -123,5 +154,5 @@ def run_self_test(model_dir: str | Path, prefix: str, cpu: str, board: str | Non
                           "expected": {"class": int(classes[i]), "scores": scores[i].tolist()},
                           "got": {"class": int(got_classes[i]), "scores": got_scores[i].tolist()}}
     return {"n_images": n, "mismatches": int(wrong.sum()), "first_mismatch": first_mismatch,
-            "classes": got_classes, "scores": got_scores, "chunks": len(starts), "chunk_size": chunk,
+            "classes": got_classes, "scores": got_scores, "chunks": number, "chunk_size": chunk,
             "cpu": cpu, "board": board}

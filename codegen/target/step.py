@@ -16,7 +16,7 @@ from .boards import resolve_target
 from .build import FIRMWARE
 from .footprint import footprint
 from .qemu import instructions_per_inference
-from .selftest import run_self_test
+from .selftest import run_self_test, without_deleted_logs
 from .toolchain import require_toolchain
 
 
@@ -37,7 +37,7 @@ def run_target_step(model_dir: str | Path, prefix: str, lm, data, cpu: str | Non
     scores = integer_scores(lm.integer, images)
     classes = scores.argmax(axis=1)
     keep = Path(model_dir) / f"target-{board}"
-    with tempfile.TemporaryDirectory(prefix="siq-target-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="siq-target-") as scratch, without_deleted_logs(True):
         work = Path(scratch)
         test = run_self_test(model_dir, prefix, cpu, board, images, classes, scores, opt, work_dir=work / "test")
         insn = instructions_per_inference(model_dir, prefix, cpu, board, images[0], opt, work_dir=work / "insn")

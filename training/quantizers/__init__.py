@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ..arch import Arch, Conv
 from ..errors import SiqError
 from ..nets import Net
 from ..quant import (QuantizedModel, calibrate_shifts, check_bits, check_codebook_bits, quantizable,
@@ -29,7 +30,7 @@ from .codebooks import (TrainableCodebook, centroid_values, gather, kmeans_codeb
                         load_book_weights, nearest, nearest_assignment, nearest_index, per_row, uniform_codebook,
                         uniform_codes)
 from .config import (PER_CHANNEL_CHOICES, PLUS_INGREDIENTS, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                     check_per_channel, check_plus_config, check_siq_config)
+                     check_layer_bits, check_per_channel, check_plus_config, check_siq_config)
 from .interface import (METHODS, FloatCodebook, Method, Quantizer, QuantizerInput, QuantizerOutput, method_variant,
                         register, resolve_method)
 from .siq import Retraining, continuation_penalty, retrain
@@ -42,10 +43,26 @@ RETRAINING_METHODS = tuple(name for name, method in METHODS.items() if method.re
 __all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_METHODS", "FloatCodebook",
            "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer", "QuantizerInput",
            "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook", "centroid_values",
-           "check_per_channel", "check_plus_config", "check_siq_config", "continuation_penalty", "fold_step_scales",
+           "check_layer_bits", "check_method_fits", "check_per_channel", "check_plus_config", "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
            "resolve_method", "retrain", "run", "uniform_codebook", "uniform_codes"]
+
+
+def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
+    """Refuse, before any training, a configuration with nothing to do on this architecture: per-layer bits for
+    a layer without weights, or a retraining method whose layers to retrain (conv only, unless the FC layers are
+    retrained too) are none of the network's."""
+    check_layer_bits(arch, cfg.layer_bits)
+    method = resolve_method(cfg.method)
+    if not method.retrains:
+        return
+    cfg = method.configure(cfg)
+    fc = cfg.plus.quantize_fc if method.ingredients else cfg.siq.quantize_fc
+    if not fc and not any(isinstance(arch.layers[i], Conv) for i in arch.weighted_layers()):
+        raise SiqError(f"--method {cfg.method}: architecture {arch.name!r} has no conv layer, and {cfg.method} "
+                       "retrains only the conv layers: pass --siq-fc to retrain its dense layers, or use "
+                       "--method kmeans")
 
 
 def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: QuantizeConfig) -> QuantizerInput:
@@ -62,6 +79,7 @@ def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: Quant
     if method.ingredients:
         check_plus_config(cfg.plus)
     quantizable(float_net.arch)
+    check_method_fits(float_net.arch, cfg)
     bits = cfg.bits_per_layer(float_net)
     seed_everything(cfg.seed)
     net = copy.deepcopy(float_net).float()

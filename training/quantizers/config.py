@@ -112,6 +112,7 @@ class QuantizeConfig:
     plus: SIQPlusConfig = field(default_factory=SIQPlusConfig)
 
     def bits_per_layer(self, net: Net) -> dict[int, int]:
+        check_layer_bits(net.arch, self.layer_bits)
         bits = {}
         for i in net.arch.weighted_layers():
             default = self.conv_bits if isinstance(net.arch.layers[i], Conv) else self.fc_bits
@@ -123,6 +124,15 @@ class QuantizeConfig:
         check_per_channel(self.per_channel)
         return {i for i in net.arch.weighted_layers()
                 if self.per_channel == "all" or (self.per_channel == "conv" and isinstance(net.arch.layers[i], Conv))}
+
+
+def check_layer_bits(arch, layer_bits: dict) -> None:
+    """Refuse per-layer bits for an index that is not a conv or dense layer: it would be ignored silently."""
+    weighted = arch.weighted_layers()
+    stray = sorted(i for i in layer_bits if i not in weighted)
+    if stray:
+        raise SiqError(f"--layer-bits: layer(s) {', '.join(map(str, stray))} of architecture {arch.name!r} carry no "
+                       f"weights; the weighted layers are {', '.join(map(str, weighted))}")
 
 
 def check_per_channel(choice) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..arch import Conv
+from ..errors import SiqError
 from ..nets import Hooks, Net
 from ..quant import TrainingHooks
 from ..train import fit
@@ -34,6 +35,8 @@ class Retraining:
         self.step_scales: dict[int, float] = {}
         arch = job.net.arch
         self.retrained = [i for i in job.bits if isinstance(arch.layers[i], Conv) or self.quantize_fc]
+        if not self.retrained:  # check_method_fits refuses this before training; never divide by zero weights
+            raise SiqError(f"{self.name} has no layer to retrain in architecture {arch.name!r}")
 
     @property
     def quantize_fc(self) -> bool:
