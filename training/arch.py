@@ -1,7 +1,17 @@
 """Declarative network architectures: one list of layer specs drives the PyTorch module and the C generator.
 
-An architecture is an input shape (channels, height, width) and a sequence of layers:
-  conv(out, k, stride=1, pad=0), relu, maxpool(k), lrn(size, alpha, beta, k), flatten, dense(out), dropout(p).
+An architecture is an input shape (channels, height, width), or (channels, length) for 1-D signals, which is
+the map (channels, 1, length), and a sequence of layers:
+  conv(out, k, stride=1, pad=0, groups=1)   k, stride: int or [h, w]; pad: int, "valid", "same", [h, w] or
+                                           [top, bottom, left, right]; groups divides both channel counts
+                                           (groups = in channels = out channels is a depthwise conv)
+  conv1d(out, k, stride=1, pad=0, groups=1) the conv with a 1 x k kernel on (channels, 1, length); pad: int,
+                                           "valid", "same" or [left, right]
+  batchnorm(eps, momentum)                 directly after a conv or dense layer; folded into its weights and
+                                           bias before quantization (the integer model has no batch norm)
+  relu, relu6, clip(max)                   relu6 is clip(6): min(max(x, 0), max)
+  maxpool(k), avgpool(k, stride=k, pad=0), globalavgpool, lrn(size, alpha, beta, k), flatten, dense(out),
+  dropout(p).
 It can be given as a preset name or as a TOML/JSON file:
 
     name = "tiny"
@@ -21,13 +31,120 @@ from pathlib import Path
 from .errors import SiqError
 
 
+def _pair(value, what: str) -> tuple[int, int]:
+    """An int or [h, w] as (h, w), each a whole number >= 1."""
+    pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise SiqError(f"{what} must be a whole number >= 1 or [height, width] of them, got {value!r}")
+    return pair
+
+
+def _frozen(layer, *names) -> None:
+    """Lists from TOML/JSON become tuples: layers are frozen and hashable."""
+    for name in names:
+        value = getattr(layer, name)
+        if isinstance(value, list):
+            object.__setattr__(layer, name, tuple(value))
+
+
 @dataclass(frozen=True)
 class Conv:
+    """2-D convolution; in_channels / groups input channels feed each output channel (PyTorch's groups)."""
     out: int
-    k: int
-    stride: int = 1
-    pad: int = 0
+    k: int | tuple[int, int]
+    stride: int | tuple[int, int] = 1
+    pad: int | str | tuple = 0
+    groups: int = 1
     type: str = field(default="conv", init=False)
+
+    def __post_init__(self):
+        _frozen(self, "k", "stride", "pad")
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return _pair(self.k, "conv k")
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return _pair(self.stride, "conv stride")
+
+    def padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) zero rows/columns on a height x width input. "same" gives ceil(in / stride)
+        outputs with the odd extra row/column at the bottom/right (TensorFlow's rule); "valid" is no padding."""
+        pad, (kh, kw), (sh, sw) = self.pad, self.kernel, self.strides
+        if pad == "valid":
+            return (0, 0, 0, 0)
+        if pad == "same":
+            th = max((-(-height // sh) - 1) * sh + kh - height, 0)
+            tw = max((-(-width // sw) - 1) * sw + kw - width, 0)
+            return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        pads = tuple(pad) if isinstance(pad, (list, tuple)) else (pad,) * 4
+        if len(pads) == 2:
+            pads = (pads[0], pads[0], pads[1], pads[1])
+        if len(pads) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in pads):
+            raise SiqError(f"conv pad must be a whole number >= 0, \"valid\", \"same\", [h, w] or "
+                           f"[top, bottom, left, right], got {pad!r}")
+        return pads
+
+
+def conv1d(out: int, k: int, stride: int = 1, pad=0, groups: int = 1) -> Conv:
+    """A 1-D conv over (channels, length) is the 2-D conv with a 1 x k kernel on the map (channels, 1, length)."""
+    for name, value in (("k", k), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SiqError(f"conv1d {name} must be a whole number, got {value!r}")
+    if isinstance(pad, (list, tuple)):
+        if len(pad) != 2:
+            raise SiqError(f"conv1d pad must be a whole number, \"valid\", \"same\" or [left, right], got {pad!r}")
+        pad = (0, 0, pad[0], pad[1])
+    elif not isinstance(pad, str):
+        pad = (0, 0, pad, pad)
+    return Conv(out, (1, k), (1, stride), pad, groups)
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch norm over the channels (or features) of the conv (dense) layer right before it; trained as batch
+    norm and folded into that layer's weights and bias before quantization (Arch.folded, nets.fold_batchnorm)."""
+    eps: float = 1e-5
+    momentum: float = 0.1
+    type: str = field(default="batchnorm", init=False)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """min(max(x, 0), max): a relu with an upper bound (relu6 is clip(6)); a quantization point like relu."""
+    max: float = 6.0
+    type: str = field(default="clip", init=False)
+
+
+def relu6() -> Clip:
+    return Clip(6.0)
+
+
+@dataclass(frozen=True)
+class AvgPool:
+    """Mean over k windows (zero padding counted: the divisor is always kh * kw); stride defaults to k."""
+    k: int | tuple[int, int]
+    stride: int | tuple[int, int] | None = None
+    pad: int = 0
+    type: str = field(default="avgpool", init=False)
+
+    def __post_init__(self):
+        _frozen(self, "k", "stride")
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return _pair(self.k, "avgpool k")
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return self.kernel if self.stride is None else _pair(self.stride, "avgpool stride")
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Mean over each channel's whole map: (C, H, W) -> (C, 1, 1), the avgpool with k = (H, W)."""
+    type: str = field(default="globalavgpool", init=False)
 
 
 @dataclass(frozen=True)
@@ -70,26 +187,41 @@ class Dropout:
 
 
 LAYER_TYPES = {cls.__dataclass_fields__["type"].default: cls
-               for cls in (Conv, ReLU, MaxPool, LRN, Flatten, Dense, Dropout)}
+               for cls in (Conv, BatchNorm, ReLU, Clip, MaxPool, AvgPool, GlobalAvgPool, LRN, Flatten, Dense,
+                           Dropout)}
+LAYER_TYPES.update(conv1d=conv1d, relu6=relu6)  # spellings of a layer above with fixed fields
 WEIGHTED = (Conv, Dense)
+ACTIVATIONS = (ReLU, Clip)  # quantization points that follow a conv or dense layer
+
+
+def _layer_dict(layer) -> dict:
+    d = asdict(layer)
+    if isinstance(layer, Conv) and layer.groups == 1:
+        del d["groups"]  # files written before groups existed, and their digests, stay the same
+    if isinstance(layer, AvgPool) and layer.stride is None:
+        del d["stride"]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str
-    input: tuple[int, int, int]  # (channels, height, width)
+    input: tuple[int, int, int]  # (channels, height, width); a 1-D input (channels, length) is (channels, 1, length)
     layers: tuple
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "input": list(self.input), "layers": [asdict(l) for l in self.layers]}
+        return {"name": self.name, "input": list(self.input), "layers": [_layer_dict(l) for l in self.layers]}
 
     @staticmethod
     def from_dict(d: dict) -> "Arch":
         try:
             name = str(d.get("name", "custom"))
             shape = tuple(int(v) for v in d["input"])
+            if len(shape) == 2:
+                shape = (shape[0], 1, shape[1])
             if len(shape) != 3 or min(shape) < 1:
-                raise SiqError(f"architecture input must be [channels, height, width] > 0, got {list(shape)}")
+                raise SiqError(f"architecture input must be [channels, height, width] or [channels, length] > 0, "
+                               f"got {list(shape)}")
             layers = []
             for i, spec in enumerate(d["layers"]):
                 spec = dict(spec)
@@ -99,7 +231,7 @@ class Arch:
                                    f"(known: {', '.join(sorted(LAYER_TYPES))})")
                 try:
                     layers.append(LAYER_TYPES[kind](**spec))
-                except TypeError as exc:
+                except (TypeError, SiqError) as exc:
                     raise SiqError(f"architecture layer {i} ({kind}): {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise SiqError(f"malformed architecture: {type(exc).__name__}: {exc}") from None
@@ -118,16 +250,34 @@ class Arch:
         for i, layer in enumerate(self.layers):
             where = f"architecture {self.name!r} layer {i} ({layer.type})"
             if isinstance(layer, Conv):
+                shape = self._conv_shape(layer, shape, where)
+            elif isinstance(layer, BatchNorm):
+                if i == 0 or not isinstance(self.layers[i - 1], WEIGHTED):
+                    raise SiqError(f"{where}: batchnorm must directly follow a conv or dense layer (it is folded "
+                                   "into that layer's weights and bias)")
+                if not layer.eps > 0 or not 0 <= layer.momentum <= 1:
+                    raise SiqError(f"{where}: batchnorm needs eps > 0 and momentum in [0, 1]")
+            elif isinstance(layer, Clip):
+                if isinstance(layer.max, bool) or not isinstance(layer.max, (int, float)) or not layer.max > 0:
+                    raise SiqError(f"{where}: clip max must be a number > 0, got {layer.max!r}")
+            elif isinstance(layer, (AvgPool, GlobalAvgPool)):
                 if len(shape) != 3:
-                    raise SiqError(f"{where}: conv needs a (C, H, W) input, got {shape}")
-                if min(layer.out, layer.k, layer.stride) < 1 or layer.pad < 0:
-                    raise SiqError(f"{where}: out, k, stride must be >= 1 and pad >= 0")
+                    raise SiqError(f"{where}: {layer.type} needs a (C, H, W) input")
                 c, h, w = shape
-                oh = (h + 2 * layer.pad - layer.k) // layer.stride + 1
-                ow = (w + 2 * layer.pad - layer.k) // layer.stride + 1
-                if oh < 1 or ow < 1:
-                    raise SiqError(f"{where}: kernel {layer.k} does not fit a {h}x{w} input")
-                shape = (layer.out, oh, ow)
+                if isinstance(layer, GlobalAvgPool):
+                    shape = (c, 1, 1)
+                else:
+                    try:
+                        (kh, kw), (sh, sw) = layer.kernel, layer.strides
+                    except SiqError as exc:
+                        raise SiqError(f"{where}: {exc}") from None
+                    if isinstance(layer.pad, bool) or not isinstance(layer.pad, int) or \
+                            not 0 <= 2 * layer.pad <= min(kh, kw):
+                        raise SiqError(f"{where}: avgpool pad must be a whole number from 0 to half the window")
+                    oh, ow = (h + 2 * layer.pad - kh) // sh + 1, (w + 2 * layer.pad - kw) // sw + 1
+                    if oh < 1 or ow < 1:
+                        raise SiqError(f"{where}: window {kh}x{kw} larger than the {h}x{w} map")
+                    shape = (c, oh, ow)
             elif isinstance(layer, MaxPool):
                 if len(shape) != 3 or layer.k < 1:
                     raise SiqError(f"{where}: maxpool needs a (C, H, W) input and k >= 1")
@@ -157,13 +307,39 @@ class Arch:
             raise SiqError(f"architecture {self.name!r} must end with a dense layer giving the class scores")
         return out
 
+    @staticmethod
+    def _conv_shape(layer: Conv, shape: tuple, where: str) -> tuple[int, int, int]:
+        if len(shape) != 3:
+            raise SiqError(f"{where}: conv needs a (C, H, W) input, got {shape}")
+        c, h, w = shape
+        try:
+            (kh, kw), (sh, sw), (top, bottom, left, right) = layer.kernel, layer.strides, layer.padding(h, w)
+        except SiqError as exc:
+            raise SiqError(f"{where}: {exc}") from None
+        groups = layer.groups
+        if isinstance(layer.out, bool) or not isinstance(layer.out, int) or layer.out < 1:
+            raise SiqError(f"{where}: out must be a whole number >= 1")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or c % groups or \
+                layer.out % groups:
+            raise SiqError(f"{where}: groups {groups!r} must divide both the {c} input and {layer.out} output "
+                           "channels")
+        oh = (h + top + bottom - kh) // sh + 1
+        ow = (w + left + right - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise SiqError(f"{where}: kernel {kh}x{kw} does not fit a {h}x{w} input")
+        return (layer.out, oh, ow)
+
     def weight_shape(self, index: int) -> tuple[int, ...]:
-        """PyTorch layout of a weighted layer's weights: conv [C_OUT, C_IN, K, K], dense [OUT, IN]."""
+        """PyTorch layout of a weighted layer's weights: conv [C_OUT, C_IN / groups, KH, KW], dense [OUT, IN]."""
         layer = self.layers[index]
         in_shape = ([self.input] + self.shapes())[index]
         if isinstance(layer, Conv):
-            return (layer.out, in_shape[0], layer.k, layer.k)
+            return (layer.out, in_shape[0] // layer.groups) + layer.kernel
         return (layer.out, in_shape[0])
+
+    def folded(self) -> "Arch":
+        """The architecture quantization and the C see: batch norm layers folded away (nets.fold_batchnorm)."""
+        return Arch(self.name, self.input, tuple(l for l in self.layers if not isinstance(l, BatchNorm)))
 
     @property
     def num_classes(self) -> int:
