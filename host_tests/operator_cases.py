@@ -42,7 +42,7 @@ def random_net(arch: Arch, seed: int) -> Net:
 def check_four_ways(arch: Arch, seed: int, tmp_path, act_bits: int = 4, weight_bits: int = 4,
                     builds=tuple(BUILDS)):
     """Quantize a random net of `arch`, lower it, and require torch == numpy == C (each build) on every score.
-    Returns the lowered model."""
+    Returns the quantized and the lowered model."""
     rng = np.random.default_rng(seed)
     images = random_images(arch, rng)
     net = random_net(arch, seed)
@@ -61,4 +61,4 @@ def check_four_ways(arch: Arch, seed: int, tmp_path, act_bits: int = 4, weight_b
         bad = np.flatnonzero(np.any(scores != expected, axis=1))
         assert len(bad) == 0, (f"{name} build: {len(bad)} images differ, first {bad[0]}: "
                                f"expected {expected[bad[0]].tolist()}, got {scores[bad[0]].tolist()}")
-    return lm
+    return qm, lm

@@ -56,7 +56,7 @@ def test_fixed_conv_shapes_bit_exact(case, tmp_path):
     shape, convs = CASES[case]
     layers = [layer for conv in convs for layer in (conv, {"type": "relu"})]
     arch = Arch.from_dict({"name": f"fixed{case}", "input": shape, "layers": layers + HEAD})
-    lm = check_four_ways(arch, case, tmp_path, act_bits=(4, 8, 2)[case % 3])
+    _, lm = check_four_ways(arch, case, tmp_path, act_bits=(4, 8, 2)[case % 3])
     assert any(isinstance(op.ir, Conv2dGeneralRequant) for op in lm.ops)
     assert "conv2d_general_requant" in (tmp_path / "siq_model.c").read_text()
 
