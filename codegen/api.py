@@ -106,7 +106,7 @@ def train(dataset: str = "mnist5k", *, arch: str = "paper-mnist", out: str | Pat
           **overrides) -> Trained:
     """Train the float network and save its checkpoint to `out`.
 
-    dataset: mnist5k, fashion, mnist, digits or folder:PATH; arch: a preset (paper-mnist, paper-office) or a
+    dataset: mnist5k, fashion, mnist, digits, folder:PATH or npz:PATH; arch: a preset (paper-mnist, paper-office) or a
     .toml/.json file. config defaults to the dataset's documented schedule; keyword overrides are TrainConfig
     fields (epochs, lr, batch_size, augment_shift, augment_flip, dropout, label_smoothing, weight_decay, seed).
     """
