@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from siq.codegen.export import model_report
 from siq.training.arch import Arch, Conv, load_arch
 from siq.training.errors import SiqError
 from siq.training.integer import Conv2dGeneralRequant
@@ -59,6 +60,11 @@ def test_fixed_conv_shapes_bit_exact(case, tmp_path):
     _, lm = check_four_ways(arch, case, tmp_path, act_bits=(4, 8, 2)[case % 3])
     assert any(isinstance(op.ir, Conv2dGeneralRequant) for op in lm.ops)
     assert "conv2d_general_requant" in (tmp_path / "siq_model.c").read_text()
+    report = model_report(lm)
+    general = [i for i, op in enumerate(lm.ops) if op.kernel == "conv2d_general_requant"]
+    assert [f"op{i} conv2d_general_requant" for i in general] == [
+        name for name in report["reference_kernel_ops"] if "conv" in name]
+    assert all(report["ops"][i]["default_build_kernel"] == "conv2d_general_requant" for i in general)
 
 
 def test_grammar_from_a_toml_file(tmp_path):
