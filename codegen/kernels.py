@@ -208,6 +208,12 @@ def _conv_fast(op: Conv2dRequantMaxpool, in_bits: int, out_bits: int) -> str | N
     return f"conv2d_requant_maxpool_{conv_rows_name(op.conv.k, in_bits)}" + ("_o4" if out_bits == 4 else "")
 
 
+def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | None:
+    """conv2d_requant_1x1: a 1x1 conv, stride 1, no padding (MobileNet's and DS-CNN's pointwise convs): each
+    output channel's weights decoded once into the scratch, no bounds checks, any code layout."""
+    return "conv2d_requant_1x1" if op.k == 1 and op.stride == 1 and op.pad == 0 else None
+
+
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
     """lrn_requant_window[_i4]: any LRN (a sliding channel window per pixel)."""
     return "lrn_requant_window" + ("_i4" if out_bits == 4 else "")
@@ -249,7 +255,9 @@ KERNELS = {
     QuantizeInput: KernelSpec("quantize_input", QuantizeInputParams, "quantize_input.c.j2", ("store_code",),
                               fast=_quantize_input_fast, packable=True, writes_nibbles=_small_codes),
     # the reference conv reads nibbles always and writes them for an even output width
-    Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, packable=True,
+    Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS,
+                              ("read_index", "load_code", "store_code", "requantize"), fast=_pointwise_fast,
+                              packable=True,
                               writes_nibbles=lambda op: _small_codes(op) and op.out_shape[2] % 2 == 0,
                               reads_nibbles=lambda op: True),
     # the fast conv reads nibbles for K = 5 on even input widths and writes them for even pooled widths

@@ -275,6 +275,9 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             conv = op.ir.conv
             size = 4 * conv.in_shape[0] * conv.k * filter_row_words(conv.k, op.in_bits)
             buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
+        elif op.fast_kernel and isinstance(op.ir, Conv2dRequant):
+            op.scratch = f"scratch{index}"  # conv2d_requant_1x1: one output channel's C_IN decoded weights
+            buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * op.ir.in_shape[0], index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
     for index, op in enumerate(ops):

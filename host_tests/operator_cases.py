@@ -15,7 +15,7 @@ from siq.training.nets import Net
 from siq.training.quant import evaluate_exact
 from siq.training.quantizers import QuantizeConfig, quantize_model
 
-BUILDS = {"default": [], "reference": ["-DSIQ_REFERENCE_KERNELS"]}
+BUILDS = {"default": [], "reference": ["-DSIQ_REFERENCE_KERNELS"], "dsp": ["-DSIQ_EMULATE_DSP"]}
 
 
 def random_images(arch: Arch, rng: np.random.Generator, n: int = 24) -> np.ndarray:
@@ -40,7 +40,7 @@ def random_net(arch: Arch, seed: int) -> Net:
 
 
 def check_four_ways(arch: Arch, seed: int, tmp_path, act_bits: int = 4, weight_bits: int = 4,
-                    builds=tuple(BUILDS)):
+                    builds=("default", "reference")):
     """Quantize a random net of `arch`, lower it, and require torch == numpy == C (each build) on every score.
     Returns the quantized and the lowered model."""
     rng = np.random.default_rng(seed)

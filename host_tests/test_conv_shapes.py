@@ -110,3 +110,18 @@ def test_bad_convs_are_refused_naming_the_layer(layer, message):
         Arch.from_dict({"input": [2, 6, 6], "layers": [layer, {"type": "relu"}] + HEAD})
     assert "layer 0" in str(info.value)
 
+
+
+@pytest.mark.parametrize("act_bits", [4, 8])
+def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, tmp_path):
+    """1x1 stride-1 unpadded convs take conv2d_requant_1x1 in the default build (bytes and 4-bit packed codes),
+    bit-exact with the reference build, the emulated-DSP build and numpy."""
+    arch = Arch.from_dict({"name": "pw", "input": [3, 5, 6], "layers": [
+        {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
+        {"type": "conv", "out": 6, "k": 3, "pad": "same", "groups": 6}, {"type": "relu"},
+        {"type": "conv", "out": 5, "k": 1}, {"type": "relu"}] + HEAD})
+    _, lm = check_four_ways(arch, act_bits, tmp_path, act_bits=act_bits, builds=("default", "reference", "dsp"))
+    pointwise = [op for op in lm.ops if op.kernel == "conv2d_requant"]
+    assert [op.fast_kernel for op in pointwise] == ["conv2d_requant_1x1"] * 2
+    assert {op.in_bits for op in pointwise} == {4 if act_bits == 4 else 8}
+    assert [name.split()[1] for name in model_report(lm)["reference_kernel_ops"]] == ["conv2d_general_requant"]
