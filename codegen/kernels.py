@@ -85,6 +85,7 @@ class Conv2dGeneralParams:
     codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook + o * codebook_stride")
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN / groups][KH][KW]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
+    scratch: str = c_field("int32_t *", "arena words of one channel's decoded taps (depthwise fast kernel), else NULL")
 
 
 @dataclass
@@ -214,6 +215,13 @@ def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | Non
     return "conv2d_requant_1x1" if op.k == 1 and op.stride == 1 and op.pad == 0 else None
 
 
+def _depthwise_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) -> str | None:
+    """conv2d_general_requant_dw: a depthwise conv (groups = in = out channels), any kernel, strides, padding:
+    each channel's taps decoded once, the window clipped to the map once per output instead of per tap."""
+    c_in, c_out = op.in_shape[0], op.out_shape[0]
+    return "conv2d_general_requant_dw" if op.groups == c_in == c_out else None
+
+
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
     """lrn_requant_window[_i4]: any LRN (a sliding channel window per pixel)."""
     return "lrn_requant_window" + ("_i4" if out_bits == 4 else "")
@@ -266,10 +274,12 @@ KERNELS = {
         fast=_conv_fast, packable=True,
         writes_nibbles=lambda op: _small_codes(op) and (op.conv.out_shape[2] // op.pool.k) % 2 == 0,
         reads_nibbles=lambda op: not conv_fast_applies(op) or (op.conv.k == 5 and op.conv.in_shape[2] % 2 == 0)),
-    # reference only so far: reads nibbles always, writes them where codes fit 4 bits (store_code keeps the
-    # other nibble of a byte, so any output width works)
+    # reads nibbles always, writes them where codes fit 4 bits (store_code keeps the other nibble of a byte, so
+    # any output width works); a fast variant for depthwise convs
     Conv2dGeneralRequant: KernelSpec("conv2d_general_requant", Conv2dGeneralParams, "conv2d_general.c.j2",
-                                     ("read_index", "load_code", "store_code", "requantize"), packable=True,
+                                     ("read_index", "load_code", "store_code", "requantize"),
+                                     ("read_index", "load_code", "store_code", "requantize"), fast=_depthwise_fast,
+                                     packable=True,
                                      writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
     MaxPool2d: KernelSpec("maxpool2d", MaxPool2dParams, "maxpool2d.c.j2"),
     AvgPool2d: KernelSpec("avgpool2d", AvgPool2dParams, "avgpool2d.c.j2", ("load_code", "store_code"),

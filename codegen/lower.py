@@ -217,7 +217,7 @@ def _params(op: LoweredOp, scratch: str, index: int):
         (c, h, wd), (o, oh, ow) = ir.in_shape, ir.out_shape
         return Conv2dGeneralParams(c, h, wd, o, oh, ow, *ir.kernel, *ir.stride, ir.pad[0], ir.pad[2], ir.groups,
                                    ir.bits, ir.shift, ir.max_code, op.in_bits, op.out_bits, w.codebook_stride,
-                                   **arrays)
+                                   scratch=scratch, **arrays)
     if isinstance(ir, MaxPool2d):
         c, h, wd = ir.in_shape
         return MaxPool2dParams(c, h, wd, ir.k)
@@ -275,9 +275,11 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             conv = op.ir.conv
             size = 4 * conv.in_shape[0] * conv.k * filter_row_words(conv.k, op.in_bits)
             buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
-        elif op.fast_kernel and isinstance(op.ir, Conv2dRequant):
-            op.scratch = f"scratch{index}"  # conv2d_requant_1x1: one output channel's C_IN decoded weights
-            buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * op.ir.in_shape[0], index, index)
+        elif op.fast_kernel and isinstance(op.ir, (Conv2dRequant, Conv2dGeneralRequant)):
+            # conv2d_requant_1x1: one output channel's C_IN decoded weights; conv2d_general_requant_dw: its KH * KW
+            op.scratch = f"scratch{index}"
+            words = op.ir.in_shape[0] if isinstance(op.ir, Conv2dRequant) else op.ir.kernel[0] * op.ir.kernel[1]
+            buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * words, index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
     for index, op in enumerate(ops):

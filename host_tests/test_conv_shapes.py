@@ -62,9 +62,10 @@ def test_fixed_conv_shapes_bit_exact(case, tmp_path):
     assert "conv2d_general_requant" in (tmp_path / "siq_model.c").read_text()
     report = model_report(lm)
     general = [i for i, op in enumerate(lm.ops) if op.kernel == "conv2d_general_requant"]
-    assert [f"op{i} conv2d_general_requant" for i in general] == [
+    assert [f"op{i} conv2d_general_requant" for i in general if not lm.ops[i].fast_kernel] == [
         name for name in report["reference_kernel_ops"] if "conv" in name]
-    assert all(report["ops"][i]["default_build_kernel"] == "conv2d_general_requant" for i in general)
+    assert all(report["ops"][i]["default_build_kernel"] == (lm.ops[i].fast_kernel or "conv2d_general_requant")
+               for i in general)
 
 
 def test_grammar_from_a_toml_file(tmp_path):
@@ -124,4 +125,16 @@ def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, tmp_path):
     pointwise = [op for op in lm.ops if op.kernel == "conv2d_requant"]
     assert [op.fast_kernel for op in pointwise] == ["conv2d_requant_1x1"] * 2
     assert {op.in_bits for op in pointwise} == {4 if act_bits == 4 else 8}
-    assert [name.split()[1] for name in model_report(lm)["reference_kernel_ops"]] == ["conv2d_general_requant"]
+    assert model_report(lm)["reference_kernel_ops"] == []  # the depthwise conv runs its fast kernel too
+
+
+@pytest.mark.parametrize("act_bits, pad, stride", [(4, "same", 1), (8, [2, 0, 1, 2], [2, 1]), (2, "valid", 2)])
+def test_depthwise_convs_run_the_fast_kernel(act_bits, pad, stride, tmp_path):
+    """Depthwise convs (groups = in = out channels) of any kernel, stride and padding take
+    conv2d_general_requant_dw in the default build, bit-exact with the reference and emulated-DSP builds."""
+    arch = Arch.from_dict({"name": "dw", "input": [4, 7, 6], "layers": [
+        {"type": "conv", "out": 4, "k": [3, 2], "stride": stride, "pad": pad, "groups": 4}, {"type": "relu"},
+        {"type": "conv", "out": 4, "k": 3, "pad": 1, "groups": 2}, {"type": "relu"}] + HEAD})
+    _, lm = check_four_ways(arch, act_bits, tmp_path, act_bits=act_bits, builds=("default", "reference", "dsp"))
+    general = [op for op in lm.ops if op.kernel == "conv2d_general_requant"]
+    assert [op.fast_kernel for op in general] == ["conv2d_general_requant_dw", None]  # grouped: reference
