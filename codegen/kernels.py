@@ -85,7 +85,7 @@ class Conv2dGeneralParams:
     codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook + o * codebook_stride")
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN / groups][KH][KW]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
-    scratch: str = c_field("int32_t *", "arena words of one channel's decoded taps (depthwise fast kernel), else NULL")
+    scratch: str = c_field("int32_t *", "arena words of one output channel's decoded taps (fast kernel)")
 
 
 @dataclass
@@ -215,11 +215,10 @@ def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | Non
     return "conv2d_requant_1x1" if op.k == 1 and op.stride == 1 and op.pad == 0 else None
 
 
-def _depthwise_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) -> str | None:
-    """conv2d_general_requant_dw: a depthwise conv (groups = in = out channels), any kernel, strides, padding:
-    each channel's taps decoded once, the window clipped to the map once per output instead of per tap."""
-    c_in, c_out = op.in_shape[0], op.out_shape[0]
-    return "conv2d_general_requant_dw" if op.groups == c_in == c_out else None
+def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) -> str:
+    """conv2d_general_requant_fast: any general conv (depthwise and grouped too): each output channel's
+    C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map once per output."""
+    return "conv2d_general_requant_fast"
 
 
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
@@ -275,10 +274,10 @@ KERNELS = {
         writes_nibbles=lambda op: _small_codes(op) and (op.conv.out_shape[2] // op.pool.k) % 2 == 0,
         reads_nibbles=lambda op: not conv_fast_applies(op) or (op.conv.k == 5 and op.conv.in_shape[2] % 2 == 0)),
     # reads nibbles always, writes them where codes fit 4 bits (store_code keeps the other nibble of a byte, so
-    # any output width works); a fast variant for depthwise convs
+    # any output width works); its fast variant runs every general conv
     Conv2dGeneralRequant: KernelSpec("conv2d_general_requant", Conv2dGeneralParams, "conv2d_general.c.j2",
                                      ("read_index", "load_code", "store_code", "requantize"),
-                                     ("read_index", "load_code", "store_code", "requantize"), fast=_depthwise_fast,
+                                     ("read_index", "load_code", "store_code", "requantize"), fast=_general_conv_fast,
                                      packable=True,
                                      writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
     MaxPool2d: KernelSpec("maxpool2d", MaxPool2dParams, "maxpool2d.c.j2"),

@@ -276,9 +276,11 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             size = 4 * conv.in_shape[0] * conv.k * filter_row_words(conv.k, op.in_bits)
             buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
         elif op.fast_kernel and isinstance(op.ir, (Conv2dRequant, Conv2dGeneralRequant)):
-            # conv2d_requant_1x1: one output channel's C_IN decoded weights; conv2d_general_requant_dw: its KH * KW
+            # one output channel's decoded weights: C_IN (conv2d_requant_1x1), C_IN / groups * KH * KW (general)
             op.scratch = f"scratch{index}"
-            words = op.ir.in_shape[0] if isinstance(op.ir, Conv2dRequant) else op.ir.kernel[0] * op.ir.kernel[1]
+            ir = op.ir
+            words = ir.in_shape[0] if isinstance(ir, Conv2dRequant) else \
+                ir.in_shape[0] // ir.groups * ir.kernel[0] * ir.kernel[1]
             buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * words, index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
