@@ -121,9 +121,10 @@ def train(dataset: str = "mnist5k", *, arch: str = "paper-mnist", out: str | Pat
           device: str = "cpu", allow_large: bool = False, **overrides) -> Trained:
     """Train the float network and save its checkpoint to `out`.
 
-    dataset: mnist5k, fashion, mnist, digits or folder:PATH; arch: a preset (paper-mnist, paper-office) or a
-    .toml/.json file. config defaults to the dataset's documented schedule; keyword overrides are TrainConfig
-    fields (epochs, lr, batch_size, augment_shift, augment_flip, dropout, label_smoothing, weight_decay, seed).
+    dataset: mnist5k, fashion, mnist, digits, folder:PATH or npz:PATH; arch: a preset (paper-mnist,
+    paper-office, ds-cnn, mobilenet-v1-0.25) or a .toml/.json file. config defaults to the dataset's documented
+    schedule; keyword overrides are TrainConfig fields (epochs, lr, batch_size, augment_shift, augment_flip,
+    dropout, label_smoothing, weight_decay, seed).
     device: where the network trains (auto, cpu, cuda, cuda:N).
     The whole run is checked first (preflight.py); networks above preflight.SIZE_LIMITS need allow_large=True.
     """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from siq.training.integer import DenseRequant, DenseScores, LRNRequant
+from siq.training.integer import Conv2dRequantMaxpool, DenseRequant, DenseScores, LRNRequant
 
 from . import kernels
 from .lower import LoweredModel
@@ -162,7 +162,7 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
                         {p.STRUCT: kernels.typedef(p, lm.codebook_type) for p in specs.values()}, functions)
     rows, mains = {}, {}
     for op in lm.ops:
-        if op.fast_kernel and op.conv is not None:
+        if op.fast_kernel and isinstance(op.ir, Conv2dRequantMaxpool):  # the unrolled row kernels
             conv = op.conv
             key = (conv.k, op.in_bits)
             name = kernels.conv_rows_name(conv.k, op.in_bits)

@@ -107,7 +107,12 @@ def model_report(lm: LoweredModel) -> dict:
         "footprint": {"weights_bytes": lm.weights_bytes(), "arena_bytes": lm.arena_bytes,
                       "bias_bytes": sum(l["bias_bytes"] for l in per_layer), "layers": per_layer},
         "act_bits": lm.integer.act_bits, "input_bits": lm.integer.input_bits,
-        "ops": [{"kernel": op.kernel, "comment": op.comment} for op in lm.ops],
+        # per op: the reference kernel, the kernel the default build runs (its fast variant where one applies),
+        # MACs and stored code widths; reference_kernel_ops names the MAC-bearing ops without a fast kernel
+        "ops": [{"kernel": op.kernel, "default_build_kernel": op.fast_kernel or op.kernel, "macs": op.macs,
+                 "in_bits": op.in_bits, "out_bits": op.out_bits, "comment": op.comment} for op in lm.ops],
+        "reference_kernel_ops": [f"op{index} {op.kernel}" for index, op in enumerate(lm.ops)
+                                 if op.macs and not op.fast_kernel],
     }
 
 

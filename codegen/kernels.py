@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
-from siq.training.integer import (Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, LRNRequant,
-                                  MaxPool2d, QuantizeInput)
+from siq.training.integer import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant,
+                                  DenseScores, LRNRequant, MaxPool2d, QuantizeInput)
 
 CODEBOOK_POINTER = "const {codebook} *"  # the model's codebook entry type: int8_t, or int16_t when a value needs it
 
@@ -61,6 +61,53 @@ class Conv2dParams:
 
 
 @dataclass
+class Conv2dGeneralParams:
+    STRUCT: ClassVar[str] = "conv2d_general_params"
+    in_channels: int = c_field("int32_t")
+    in_height: int = c_field("int32_t")
+    in_width: int = c_field("int32_t")
+    out_channels: int = c_field("int32_t")
+    out_height: int = c_field("int32_t")
+    out_width: int = c_field("int32_t")
+    kernel_height: int = c_field("int32_t")
+    kernel_width: int = c_field("int32_t")
+    stride_height: int = c_field("int32_t")
+    stride_width: int = c_field("int32_t")
+    pad_top: int = c_field("int32_t", "bottom/right padding only extends out_height/out_width")
+    pad_left: int = c_field("int32_t")
+    groups: int = c_field("int32_t", "divides in_channels and out_channels")
+    index_bits: int = c_field("uint32_t")
+    shift: int = c_field("int32_t")
+    max_code: int = c_field("int32_t")
+    in_bits: int = c_field("uint32_t", "bits per stored code of the input buffer: 8 or 4")
+    out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
+    codebook_stride: int = c_field("int32_t", "entries per output channel's codebook row; 0: one for the layer")
+    codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook + o * codebook_stride")
+    weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN / groups][KH][KW]")
+    bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
+    scratch: str = c_field("int32_t *", "arena words of one output channel's decoded taps (fast kernel)")
+
+
+@dataclass
+class AvgPool2dParams:
+    STRUCT: ClassVar[str] = "avgpool2d_params"
+    channels: int = c_field("int32_t")
+    in_height: int = c_field("int32_t")
+    in_width: int = c_field("int32_t")
+    out_height: int = c_field("int32_t")
+    out_width: int = c_field("int32_t")
+    kernel_height: int = c_field("int32_t")
+    kernel_width: int = c_field("int32_t")
+    stride_height: int = c_field("int32_t")
+    stride_width: int = c_field("int32_t")
+    pad: int = c_field("int32_t", "zero rows/columns on every side, counted in the mean")
+    count: int = c_field("int32_t", "kernel_height * kernel_width: the divisor")
+    count_shift: int = c_field("int32_t", "log2(count) when count is a power of two, else -1")
+    in_bits: int = c_field("uint32_t", "bits per stored code of the input buffer: 8 or 4")
+    out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
+
+
+@dataclass
 class MaxPool2dParams:
     STRUCT: ClassVar[str] = "maxpool2d_params"
     channels: int = c_field("int32_t")
@@ -97,7 +144,8 @@ class DenseParams:
     bias: str = c_field("const int32_t *")
 
 
-PARAMS = (QuantizeInputParams, Conv2dParams, MaxPool2dParams, LRNParams, DenseParams)
+PARAMS = (QuantizeInputParams, Conv2dParams, Conv2dGeneralParams, MaxPool2dParams, AvgPool2dParams, LRNParams,
+          DenseParams)
 
 
 def typedef(params: type, codebook: str) -> str:
@@ -161,6 +209,18 @@ def _conv_fast(op: Conv2dRequantMaxpool, in_bits: int, out_bits: int) -> str | N
     return f"conv2d_requant_maxpool_{conv_rows_name(op.conv.k, in_bits)}" + ("_o4" if out_bits == 4 else "")
 
 
+def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | None:
+    """conv2d_requant_1x1: a 1x1 conv, stride 1, no padding (MobileNet's and DS-CNN's pointwise convs): each
+    output channel's weights decoded once into the scratch, no bounds checks, any code layout."""
+    return "conv2d_requant_1x1" if op.k == 1 and op.stride == 1 and op.pad == 0 else None
+
+
+def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) -> str:
+    """conv2d_general_requant_fast: any general conv (depthwise and grouped too): each output channel's
+    C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map once per output."""
+    return "conv2d_general_requant_fast"
+
+
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
     """lrn_requant_window[_i4]: any LRN (a sliding channel window per pixel)."""
     return "lrn_requant_window" + ("_i4" if out_bits == 4 else "")
@@ -202,7 +262,9 @@ KERNELS = {
     QuantizeInput: KernelSpec("quantize_input", QuantizeInputParams, "quantize_input.c.j2", ("store_code",),
                               fast=_quantize_input_fast, packable=True, writes_nibbles=_small_codes),
     # the reference conv reads nibbles always and writes them for an even output width
-    Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, packable=True,
+    Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS,
+                              ("read_index", "load_code", "store_code", "requantize"), fast=_pointwise_fast,
+                              packable=True,
                               writes_nibbles=lambda op: _small_codes(op) and op.out_shape[2] % 2 == 0,
                               reads_nibbles=lambda op: True),
     # the fast conv reads nibbles for K = 5 on even input widths and writes them for even pooled widths
@@ -211,7 +273,16 @@ KERNELS = {
         fast=_conv_fast, packable=True,
         writes_nibbles=lambda op: _small_codes(op) and (op.conv.out_shape[2] // op.pool.k) % 2 == 0,
         reads_nibbles=lambda op: not conv_fast_applies(op) or (op.conv.k == 5 and op.conv.in_shape[2] % 2 == 0)),
+    # reads nibbles always, writes them where codes fit 4 bits (store_code keeps the other nibble of a byte, so
+    # any output width works); its fast variant runs every general conv
+    Conv2dGeneralRequant: KernelSpec("conv2d_general_requant", Conv2dGeneralParams, "conv2d_general.c.j2",
+                                     ("read_index", "load_code", "store_code", "requantize"),
+                                     ("read_index", "load_code", "store_code", "requantize"), fast=_general_conv_fast,
+                                     packable=True,
+                                     writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
     MaxPool2d: KernelSpec("maxpool2d", MaxPool2dParams, "maxpool2d.c.j2"),
+    AvgPool2d: KernelSpec("avgpool2d", AvgPool2dParams, "avgpool2d.c.j2", ("load_code", "store_code"),
+                          packable=True, writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
     LRNRequant: KernelSpec("lrn_requant", LRNParams, "lrn.c.j2", ("load_code", "store_code"), fast=_lrn_fast,
                            packable=True, writes_nibbles=lambda op: _small_codes(op) and _even_plane(op),
                            reads_nibbles=_even_plane, in_place=True),
@@ -221,7 +292,8 @@ KERNELS = {
     DenseScores: KernelSpec("dense_scores", DenseParams, "dense.c.j2", ("dense_accumulate", "read_index"),
                             ("index_stream",), fast=_dense_fast),
 }
-TEMPLATES = ("quantize_input.c.j2", "conv2d.c.j2", "maxpool2d.c.j2", "lrn.c.j2", "dense.c.j2")
+TEMPLATES = ("quantize_input.c.j2", "conv2d.c.j2", "conv2d_general.c.j2", "maxpool2d.c.j2", "avgpool2d.c.j2",
+             "lrn.c.j2", "dense.c.j2")
 
 
 def spec(op) -> KernelSpec:

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from siq.training.errors import SiqError
-from siq.training.integer import (Conv2dRequant, Conv2dRequantMaxpool, DenseScores, IntegerModel, LRNRequant,
-                                  MaxPool2d, QuantizeInput, build_integer_model, fuse)
+from siq.training.integer import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseScores,
+                                  IntegerModel, LRNRequant, MaxPool2d, QuantizeInput, build_integer_model, fuse)
 from siq.training.quant import QuantizedModel, codebook_entry_bytes
 from siq.version import __version__
 
 from . import kernels
-from .kernels import (NIBBLE_SLACK, Conv2dParams, DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams,
+from .kernels import (NIBBLE_SLACK, AvgPool2dParams, Conv2dGeneralParams, Conv2dParams, DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams,
                       fast_kernel, filter_row_words)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner
@@ -184,8 +184,16 @@ def _comment(op) -> str:
         return (f"conv {conv.out_shape[0]}@{conv.k}x{conv.k}/{conv.stride} pad {conv.pad} on {list(conv.in_shape)} "
                 "-> relu" + (f" -> maxpool {pool.k}" if pool else "")
                 + f" -> {list(pool.out_shape if pool else conv.out_shape)}; |acc| <= {conv.acc_bound} < 2^31")
+    if isinstance(op, Conv2dGeneralRequant):
+        (kh, kw), (sh, sw) = op.kernel, op.stride
+        return (f"conv {op.out_shape[0]}@{kh}x{kw}/{sh}x{sw} pad {list(op.pad)} groups {op.groups} on "
+                f"{list(op.in_shape)} -> relu (max code {op.max_code}) -> {list(op.out_shape)}; "
+                f"|acc| <= {op.acc_bound} < 2^31")
     if isinstance(op, MaxPool2d):
         return f"maxpool {op.k} on {list(op.in_shape)} -> {list(op.out_shape)}"
+    if isinstance(op, AvgPool2d):
+        return (f"avgpool {op.kernel[0]}x{op.kernel[1]}/{op.stride[0]}x{op.stride[1]} pad {op.pad} on "
+                f"{list(op.in_shape)} -> {list(op.out_shape)}: (sum + {op.count // 2}) / {op.count}")
     if isinstance(op, LRNRequant):
         return (f"lrn over {op.window_before + op.window_after + 1} channels on {list(op.shape)}: "
                 f"table of {len(op.table)} reciprocals, index S >> {op.index_shift}, {op.frac_bits} fraction bits")
@@ -205,9 +213,19 @@ def _params(op: LoweredOp, scratch: str, index: int):
         (c, h, wd), (o, oh, ow) = conv.in_shape, conv.out_shape
         return Conv2dParams(c, h, wd, o, oh, ow, conv.k, conv.stride, conv.pad, pool, conv.bits, conv.shift,
                             conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch, **arrays)
+    if isinstance(ir, Conv2dGeneralRequant):
+        (c, h, wd), (o, oh, ow) = ir.in_shape, ir.out_shape
+        return Conv2dGeneralParams(c, h, wd, o, oh, ow, *ir.kernel, *ir.stride, ir.pad[0], ir.pad[2], ir.groups,
+                                   ir.bits, ir.shift, ir.max_code, op.in_bits, op.out_bits, w.codebook_stride,
+                                   scratch=scratch, **arrays)
     if isinstance(ir, MaxPool2d):
         c, h, wd = ir.in_shape
         return MaxPool2dParams(c, h, wd, ir.k)
+    if isinstance(ir, AvgPool2d):
+        (c, h, wd), (_, oh, ow) = ir.in_shape, ir.out_shape
+        power = ir.count & (ir.count - 1) == 0
+        return AvgPool2dParams(c, h, wd, oh, ow, *ir.kernel, *ir.stride, ir.pad, ir.count,
+                               ir.count.bit_length() - 1 if power else -1, op.in_bits, op.out_bits)
     if isinstance(ir, LRNRequant):
         c, h, wd = ir.shape
         return LRNParams(c, h * wd, ir.window_before, ir.window_after, ir.index_shift, ir.frac_bits, ir.max_code,
@@ -257,6 +275,13 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             conv = op.ir.conv
             size = 4 * conv.in_shape[0] * conv.k * filter_row_words(conv.k, op.in_bits)
             buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
+        elif op.fast_kernel and isinstance(op.ir, (Conv2dRequant, Conv2dGeneralRequant)):
+            # one output channel's decoded weights: C_IN (conv2d_requant_1x1), C_IN / groups * KH * KW (general)
+            op.scratch = f"scratch{index}"
+            ir = op.ir
+            words = ir.in_shape[0] if isinstance(ir, Conv2dRequant) else \
+                ir.in_shape[0] // ir.groups * ir.kernel[0] * ir.kernel[1]
+            buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * words, index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
     for index, op in enumerate(ops):

@@ -1,6 +1,6 @@
 """The kernel specs (codegen/kernels.py) are the one source of each C parameter struct: the generated typedefs
 and every op's designated initializer follow them field for field, and each reference kernel has a numpy twin of
-the same name. One small model here runs all seven reference kernels (and the fast variants that apply)."""
+the same name. One small model here runs all nine reference kernels (and the fast variants that apply)."""
 import re
 import subprocess
 from dataclasses import fields
@@ -22,12 +22,15 @@ from siq.training.nets import Net
 from siq.training.quantizers import QuantizeConfig, quantize_model
 
 # conv pad 1 -> relu -> pool (fused, reference only: padded), lrn, conv -> relu (unfused), lrn -> a standalone
-# pool, dense -> relu, dense scores: every reference kernel once.
+# pool, a grouped 2x1 conv with asymmetric padding -> relu, an average pool, dense -> relu, dense scores: every
+# reference kernel once.
 EVERY_KERNEL = {"name": "every-kernel", "input": [1, 12, 12], "layers": [
     {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"}, {"type": "maxpool", "k": 2},
     {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
     {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"},
     {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0}, {"type": "maxpool", "k": 2},
+    {"type": "conv", "out": 4, "k": [2, 1], "pad": [1, 0, 0, 0], "groups": 2}, {"type": "relu"},
+    {"type": "avgpool", "k": 2, "stride": 1},
     {"type": "flatten"}, {"type": "dense", "out": 8}, {"type": "relu"}, {"type": "dense", "out": 3}]}
 
 
@@ -49,8 +52,8 @@ def _uncommented(text: str) -> str:
 def test_the_model_runs_every_reference_kernel(every_kernel):
     lm, _, _, _ = every_kernel
     assert [op.kernel for op in lm.ops] == ["quantize_input", "conv2d_requant_maxpool", "lrn_requant",
-                                            "conv2d_requant", "lrn_requant", "maxpool2d", "dense_requant",
-                                            "dense_scores"]
+                                            "conv2d_requant", "lrn_requant", "maxpool2d",
+                                            "conv2d_general_requant", "avgpool2d", "dense_requant", "dense_scores"]
     assert {op.kernel for op in lm.ops} == {spec.name for spec in kernels.KERNELS.values()}
 
 

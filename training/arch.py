@@ -1,7 +1,17 @@
 """Declarative network architectures: one list of layer specs drives the PyTorch module and the C generator.
 
-An architecture is an input shape (channels, height, width) and a sequence of layers:
-  conv(out, k, stride=1, pad=0), relu, maxpool(k), lrn(size, alpha, beta, k), flatten, dense(out), dropout(p).
+An architecture is an input shape (channels, height, width), or (channels, length) for 1-D signals, which is
+the map (channels, 1, length), and a sequence of layers:
+  conv(out, k, stride=1, pad=0, groups=1)   k, stride: int or [h, w]; pad: int, "valid", "same", [h, w] or
+                                           [top, bottom, left, right]; groups divides both channel counts
+                                           (groups = in channels = out channels is a depthwise conv)
+  conv1d(out, k, stride=1, pad=0, groups=1) the conv with a 1 x k kernel on (channels, 1, length); pad: int,
+                                           "valid", "same" or [left, right]
+  batchnorm(eps, momentum)                 directly after a conv or dense layer; folded into its weights and
+                                           bias before quantization (the integer model has no batch norm)
+  relu, relu6, clip(max)                   relu6 is clip(6): min(max(x, 0), max)
+  maxpool(k), avgpool(k, stride=k, pad=0), globalavgpool, lrn(size, alpha, beta, k), flatten, dense(out),
+  dropout(p).
 It can be given as a preset name or as a TOML/JSON file:
 
     name = "tiny"
@@ -15,63 +25,17 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SiqError
+# The layer specs live in layers.py; every one is importable from here too, where callers have always found them.
+from .layers import (ACTIVATIONS, LAYER_TYPES, LRN, WEIGHTED, AvgPool, BatchNorm, Clip, Conv, Dense, Dropout,
+                     Flatten, GlobalAvgPool, MaxPool, ReLU, conv1d, layer_dict, relu6)
 
-
-@dataclass(frozen=True)
-class Conv:
-    out: int
-    k: int
-    stride: int = 1
-    pad: int = 0
-    type: str = field(default="conv", init=False)
-
-
-@dataclass(frozen=True)
-class ReLU:
-    type: str = field(default="relu", init=False)
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    k: int
-    type: str = field(default="maxpool", init=False)
-
-
-@dataclass(frozen=True)
-class LRN:
-    """Cross-channel local response normalization, PyTorch semantics:
-    b_c = a_c / (k + alpha/size * sum_{c' in window(c)} a_c'^2) ** beta."""
-    size: int = 5
-    alpha: float = 1e-4
-    beta: float = 0.75
-    k: float = 2.0
-    type: str = field(default="lrn", init=False)
-
-
-@dataclass(frozen=True)
-class Flatten:
-    type: str = field(default="flatten", init=False)
-
-
-@dataclass(frozen=True)
-class Dense:
-    out: int
-    type: str = field(default="dense", init=False)
-
-
-@dataclass(frozen=True)
-class Dropout:
-    p: float = 0.5
-    type: str = field(default="dropout", init=False)
-
-
-LAYER_TYPES = {cls.__dataclass_fields__["type"].default: cls
-               for cls in (Conv, ReLU, MaxPool, LRN, Flatten, Dense, Dropout)}
-WEIGHTED = (Conv, Dense)
+__all__ = ["ACTIVATIONS", "LAYER_TYPES", "LRN", "PRESETS", "WEIGHTED", "Arch", "AvgPool", "BatchNorm", "Clip", "Conv",
+           "Dense", "Dropout", "Flatten", "GlobalAvgPool", "MaxPool", "ReLU", "conv1d", "layer_dict", "load_arch",
+           "relu6"]
 
 
 def _check_field_types(layer, where: str) -> None:
@@ -90,11 +54,11 @@ def _check_field_types(layer, where: str) -> None:
 @dataclass(frozen=True)
 class Arch:
     name: str
-    input: tuple[int, int, int]  # (channels, height, width)
+    input: tuple[int, int, int]  # (channels, height, width); a 1-D input (channels, length) is (channels, 1, length)
     layers: tuple
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "input": list(self.input), "layers": [asdict(l) for l in self.layers]}
+        return {"name": self.name, "input": list(self.input), "layers": [layer_dict(l) for l in self.layers]}
 
     @staticmethod
     def from_dict(d: dict) -> "Arch":
@@ -102,9 +66,13 @@ class Arch:
             name = str(d.get("name", "custom"))
             shape = tuple(d["input"])
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
-                raise SiqError(f"architecture input must be whole numbers [channels, height, width], got {shape}")
+                raise SiqError(f"architecture input must be whole numbers [channels, height, width] or [channels, "
+                               f"length], got {shape}")
+            if len(shape) == 2:
+                shape = (shape[0], 1, shape[1])
             if len(shape) != 3 or min(shape) < 1:
-                raise SiqError(f"architecture input must be [channels, height, width] > 0, got {list(shape)}")
+                raise SiqError(f"architecture input must be [channels, height, width] or [channels, length] > 0, "
+                               f"got {list(shape)}")
             layers = []
             for i, spec in enumerate(d["layers"]):
                 spec = dict(spec)
@@ -114,7 +82,7 @@ class Arch:
                                    f"(known: {', '.join(sorted(LAYER_TYPES))})")
                 try:
                     layers.append(LAYER_TYPES[kind](**spec))
-                except TypeError as exc:
+                except (TypeError, SiqError) as exc:
                     raise SiqError(f"architecture layer {i} ({kind}): {exc}") from None
                 _check_field_types(layers[-1], f"architecture layer {i} ({kind})")
         except (KeyError, TypeError, ValueError) as exc:
@@ -134,16 +102,34 @@ class Arch:
         for i, layer in enumerate(self.layers):
             where = f"architecture {self.name!r} layer {i} ({layer.type})"
             if isinstance(layer, Conv):
+                shape = self._conv_shape(layer, shape, where)
+            elif isinstance(layer, BatchNorm):
+                if i == 0 or not isinstance(self.layers[i - 1], WEIGHTED):
+                    raise SiqError(f"{where}: batchnorm must directly follow a conv or dense layer (it is folded "
+                                   "into that layer's weights and bias)")
+                if not layer.eps > 0 or not 0 <= layer.momentum <= 1:
+                    raise SiqError(f"{where}: batchnorm needs eps > 0 and momentum in [0, 1]")
+            elif isinstance(layer, Clip):
+                if isinstance(layer.max, bool) or not isinstance(layer.max, (int, float)) or not layer.max > 0:
+                    raise SiqError(f"{where}: clip max must be a number > 0, got {layer.max!r}")
+            elif isinstance(layer, (AvgPool, GlobalAvgPool)):
                 if len(shape) != 3:
-                    raise SiqError(f"{where}: conv needs a (C, H, W) input, got {shape}")
-                if min(layer.out, layer.k, layer.stride) < 1 or layer.pad < 0:
-                    raise SiqError(f"{where}: out, k, stride must be >= 1 and pad >= 0")
+                    raise SiqError(f"{where}: {layer.type} needs a (C, H, W) input")
                 c, h, w = shape
-                oh = (h + 2 * layer.pad - layer.k) // layer.stride + 1
-                ow = (w + 2 * layer.pad - layer.k) // layer.stride + 1
-                if oh < 1 or ow < 1:
-                    raise SiqError(f"{where}: kernel {layer.k} does not fit a {h}x{w} input")
-                shape = (layer.out, oh, ow)
+                if isinstance(layer, GlobalAvgPool):
+                    shape = (c, 1, 1)
+                else:
+                    try:
+                        (kh, kw), (sh, sw) = layer.kernel, layer.strides
+                    except SiqError as exc:
+                        raise SiqError(f"{where}: {exc}") from None
+                    if isinstance(layer.pad, bool) or not isinstance(layer.pad, int) or \
+                            not 0 <= 2 * layer.pad <= min(kh, kw):
+                        raise SiqError(f"{where}: avgpool pad must be a whole number from 0 to half the window")
+                    oh, ow = (h + 2 * layer.pad - kh) // sh + 1, (w + 2 * layer.pad - kw) // sw + 1
+                    if oh < 1 or ow < 1:
+                        raise SiqError(f"{where}: window {kh}x{kw} larger than the {h}x{w} map")
+                    shape = (c, oh, ow)
             elif isinstance(layer, MaxPool):
                 if len(shape) != 3 or layer.k < 1:
                     raise SiqError(f"{where}: maxpool needs a (C, H, W) input and k >= 1")
@@ -173,13 +159,39 @@ class Arch:
             raise SiqError(f"architecture {self.name!r} must end with a dense layer giving the class scores")
         return out
 
+    @staticmethod
+    def _conv_shape(layer: Conv, shape: tuple, where: str) -> tuple[int, int, int]:
+        if len(shape) != 3:
+            raise SiqError(f"{where}: conv needs a (C, H, W) input, got {shape}")
+        c, h, w = shape
+        try:
+            (kh, kw), (sh, sw), (top, bottom, left, right) = layer.kernel, layer.strides, layer.padding(h, w)
+        except SiqError as exc:
+            raise SiqError(f"{where}: {exc}") from None
+        groups = layer.groups
+        if isinstance(layer.out, bool) or not isinstance(layer.out, int) or layer.out < 1:
+            raise SiqError(f"{where}: out must be a whole number >= 1")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or c % groups or \
+                layer.out % groups:
+            raise SiqError(f"{where}: groups {groups!r} must divide both the {c} input and {layer.out} output "
+                           "channels")
+        oh = (h + top + bottom - kh) // sh + 1
+        ow = (w + left + right - kw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise SiqError(f"{where}: kernel {kh}x{kw} does not fit a {h}x{w} input")
+        return (layer.out, oh, ow)
+
     def weight_shape(self, index: int) -> tuple[int, ...]:
-        """PyTorch layout of a weighted layer's weights: conv [C_OUT, C_IN, K, K], dense [OUT, IN]."""
+        """PyTorch layout of a weighted layer's weights: conv [C_OUT, C_IN / groups, KH, KW], dense [OUT, IN]."""
         layer = self.layers[index]
         in_shape = ([self.input] + self.shapes())[index]
         if isinstance(layer, Conv):
-            return (layer.out, in_shape[0], layer.k, layer.k)
+            return (layer.out, in_shape[0] // layer.groups) + layer.kernel
         return (layer.out, in_shape[0])
+
+    def folded(self) -> "Arch":
+        """The architecture quantization and the C see: batch norm layers folded away (nets.fold_batchnorm)."""
+        return Arch(self.name, self.input, tuple(l for l in self.layers if not isinstance(l, BatchNorm)))
 
     @property
     def num_classes(self) -> int:
@@ -204,6 +216,19 @@ def _paper_block(out: int, pad: int) -> list:
     return [Conv(out, 5, 1, pad), ReLU(), MaxPool(2), LRN(5, 1e-4, 0.75, 2.0)]
 
 
+def _separable(channels: int, out: int, stride: int) -> list:
+    """MobileNet's block: depthwise 3x3 'same' conv, batch norm, relu, pointwise 1x1 conv, batch norm, relu."""
+    return [Conv(channels, 3, stride, "same", channels), BatchNorm(), ReLU(), Conv(out, 1), BatchNorm(), ReLU()]
+
+
+def _mobilenet_v1_025() -> tuple:
+    layers, channels = [Conv(8, 3, 2, "same"), BatchNorm(), ReLU()], 8
+    for out, stride in [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2)] + [(128, 1)] * 5 + [(256, 2), (256, 1)]:
+        layers += _separable(channels, out, stride)
+        channels = out
+    return tuple(layers + [GlobalAvgPool(), Flatten(), Dense(2)])
+
+
 PRESETS = {
     # §4.1: conv 6@5x5 -> pool -> LRN -> conv 12@5x5 -> pool -> LRN -> FC 100 (dropout) -> FC 10.
     # 28 -> 24 -> 12 -> 8 -> 4: 12*4*4 = 192 features, 22,278 parameters, 221,800 MACs.
@@ -215,6 +240,13 @@ PRESETS = {
     "paper-office": Arch("paper-office", (1, 32, 32), tuple(
         _paper_block(12, 2) + _paper_block(24, 2) + _paper_block(32, 2)
         + [Flatten(), Dense(300), ReLU(), Dropout(0.5), Dense(20)])),
+    # MLPerf Tiny keyword spotting: 49x10 MFCC map, conv 64@10x4/2 'same', four depthwise-separable blocks,
+    # average pool over the 25x5 map, FC 12. 2,656,768 MACs.
+    "ds-cnn": Arch("ds-cnn", (1, 49, 10), tuple(
+        [Conv(64, (10, 4), 2, "same"), BatchNorm(), ReLU()] + _separable(64, 64, 1) * 4
+        + [GlobalAvgPool(), Flatten(), Dense(12)])),
+    # MLPerf Tiny visual wake words: MobileNetV1 width 0.25 on 96x96 RGB, 2 classes. 7,489,664 MACs.
+    "mobilenet-v1-0.25": Arch("mobilenet-v1-0.25", (3, 96, 96), _mobilenet_v1_025()),
 }
 
 

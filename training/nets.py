@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arch import LRN, Arch, Conv, Dense, Dropout, Flatten, MaxPool, ReLU
+from .arch import LRN, Arch, AvgPool, BatchNorm, Clip, Conv, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool, ReLU
 
 
 class Hooks:
@@ -34,6 +34,10 @@ class Hooks:
     def lrn(self, index: int, module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:
         return module(x) if x.device.type == "cpu" else window_lrn(module, x)
 
+    def avgpool(self, index: int, module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor:
+        """An avgpool or globalavgpool layer (the integer model rounds its mean: quant/hooks.py)."""
+        return module(x)
+
 
 FLOAT = Hooks()
 
@@ -49,9 +53,20 @@ def window_lrn(module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:
     return x / (window * module.alpha + module.k) ** module.beta
 
 
-def _module(layer, in_channels: int, in_features: int) -> nn.Module:
+def _module(layer, in_shape: tuple[int, ...]) -> nn.Module:
+    in_channels = in_features = in_shape[0]
     if isinstance(layer, Conv):
-        return nn.Conv2d(in_channels, layer.out, layer.k, layer.stride, layer.pad)
+        # the padding is applied in Net.forward (it may be asymmetric); the module only holds the weights
+        return nn.Conv2d(in_channels, layer.out, layer.k, layer.stride, 0, groups=layer.groups)
+    if isinstance(layer, BatchNorm):
+        cls = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+        return cls(in_channels, layer.eps, layer.momentum)
+    if isinstance(layer, Clip):
+        return nn.Hardtanh(0.0, float(layer.max))
+    if isinstance(layer, AvgPool):
+        return nn.AvgPool2d(layer.kernel, layer.strides, layer.pad, count_include_pad=True)
+    if isinstance(layer, GlobalAvgPool):
+        return nn.AvgPool2d(in_shape[1:], 1, 0, count_include_pad=True)
     if isinstance(layer, Dense):
         return nn.Linear(in_features, layer.out)
     if isinstance(layer, ReLU):
@@ -74,21 +89,29 @@ class Net(nn.Module):
         super().__init__()
         self.arch = arch
         shapes = [arch.input] + arch.shapes()
-        self.layers = nn.ModuleList(
-            _module(layer, shapes[i][0], shapes[i][0]) for i, layer in enumerate(arch.layers))
+        self.layers = nn.ModuleList(_module(layer, shapes[i]) for i, layer in enumerate(arch.layers))
+        # conv padding per layer: (top, bottom, left, right), fixed by the input shape ("same")
+        self.pads = {i: layer.padding(*shapes[i][1:]) for i, layer in enumerate(arch.layers)
+                     if isinstance(layer, Conv)}
 
     def forward(self, x: torch.Tensor, hooks: Hooks = FLOAT, collect: list | None = None) -> torch.Tensor:
         x = hooks.input(x)
         for i, (layer, module) in enumerate(zip(self.arch.layers, self.layers)):
             if isinstance(layer, Conv):
+                top, bottom, left, right = self.pads[i]
+                if top != bottom or left != right:
+                    x = nn.functional.pad(x, (left, right, top, bottom))  # zeros: code 0, as the C skips them
+                    top = left = 0
                 x = nn.functional.conv2d(x, hooks.weight(i, module.weight), hooks.bias(i, module.bias),
-                                         layer.stride, layer.pad)
+                                         layer.strides, (top, left), 1, layer.groups)
             elif isinstance(layer, Dense):
                 x = nn.functional.linear(x, hooks.weight(i, module.weight), hooks.bias(i, module.bias))
             elif isinstance(layer, LRN):
                 x = hooks.activation(i, hooks.lrn(i, module, x))
-            elif isinstance(layer, ReLU):
+            elif isinstance(layer, (ReLU, Clip)):
                 x = hooks.activation(i, module(x))
+            elif isinstance(layer, (AvgPool, GlobalAvgPool)):
+                x = hooks.avgpool(i, module, x)
             else:
                 x = module(x)
             if collect is not None:
@@ -101,3 +124,27 @@ def images_to_input(images, dtype=torch.float32) -> torch.Tensor:
     if isinstance(images, np.ndarray) and not images.flags.writeable:
         images = images.copy()  # joblib hands workers read-only memmaps, which torch warns about sharing
     return torch.as_tensor(images).to(dtype) / 256.0
+
+
+def fold_batchnorm(net: Net) -> Net:
+    """The same function without batch norm layers, in eval mode: each batchnorm (running statistics, affine) is
+    folded into the conv/dense before it, w' = w * g / sqrt(var + eps) per output channel and
+    b' = (b - mean) * g / sqrt(var + eps) + beta. Quantization starts from this net, so codebooks are fitted to
+    the folded weights. A net without batch norm is returned unchanged."""
+    if not any(isinstance(l, BatchNorm) for l in net.arch.layers):
+        return net
+    folded = Net(net.arch.folded()).to(next(net.parameters()).dtype)
+    target = 0
+    with torch.no_grad():
+        for i, layer in enumerate(net.arch.layers):
+            if isinstance(layer, BatchNorm):
+                bn = net.layers[i]
+                scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+                dst = folded.layers[target - 1]
+                w = dst.weight.double()
+                dst.weight.copy_(w * scale.reshape((-1,) + (1,) * (w.dim() - 1)))
+                dst.bias.copy_((dst.bias.double() - bn.running_mean.double()) * scale + bn.bias.double())
+                continue
+            folded.layers[target].load_state_dict(net.layers[i].state_dict())
+            target += 1
+    return folded.eval()

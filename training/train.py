@@ -17,6 +17,7 @@ from .arch import Arch
 from .device import CPU, move_tensors, resolve_device, training_device
 from .errors import SiqError
 from .fileio import load_torch, save_torch
+from .integer import check_lowerable
 from .nets import FLOAT, Hooks, Net, images_to_input
 
 
@@ -210,6 +211,7 @@ def _fit(net, x, y, cfg, hooks, penalty, validation, desc, on_epoch, extra_param
 
 
 def train_float(arch: Arch, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, validation=None, on_epoch=None):
+    check_lowerable(arch)  # a layer or shape the integer C cannot run is refused before any training
     seed_everything(cfg.seed)
     net = Net(arch)
     history = fit(net, x, y, cfg, validation=validation, desc="float", on_epoch=on_epoch)

@@ -6,6 +6,8 @@ Specs understood by load_dataset():
   mnist        MNIST IDX files from --data-dir (.gz or plain), 60,000 / 10,000, 28x28
   digits       scikit-learn's 8x8 digits (0..16 scaled to 0..255), seeded stratified 80 / 20 split
   folder:PATH  one sub-folder per class; images become gray 32x32 crops (the paper's §4.2 preprocessing)
+  npz:PATH     arrays x (images, feature maps or 1-D signals, any channel count) and y, optional class_names and
+               a given train/test split (training/data/npz.py)
 
 Nothing is downloaded: every source is either bundled with an installed package or a local file.
 Every split is a pure function of the seed, so the same spec and seed always give identical arrays.
@@ -20,15 +22,16 @@ from ..errors import SiqError
 from .bundled import DIGIT_CLASSES, load_digits, load_mnist5k
 from .dataset import Dataset
 from .folder import CROP, FOLDER_TEST_FRACTION, IMAGE_SUFFIXES, image_crops, load_folder
+from .npz import NPZ_TEST_FRACTION, load_npz
 from .idx import (FASHION_CLASSES, FASHION_DIR, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IDX_PARTS, load_fashion,
                   load_mnist, read_idx, read_idx_images, read_idx_labels)
 from .split import select_groups, stratified_split
 
-DATASETS = ("mnist5k", "fashion", "mnist", "digits", "folder:PATH")
+DATASETS = ("mnist5k", "fashion", "mnist", "digits", "folder:PATH", "npz:PATH")
 
 __all__ = ["CROP", "DATASETS", "DIGIT_CLASSES", "FASHION_CLASSES", "FASHION_DIR", "FOLDER_TEST_FRACTION",
-           "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "IDX_PARTS", "IMAGE_SUFFIXES", "Dataset", "image_crops",
-           "load_dataset", "load_digits", "load_fashion", "load_folder", "load_mnist", "load_mnist5k", "read_idx",
+           "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "IDX_PARTS", "IMAGE_SUFFIXES", "NPZ_TEST_FRACTION", "Dataset", "image_crops",
+           "load_dataset", "load_digits", "load_fashion", "load_folder", "load_mnist", "load_mnist5k", "load_npz", "read_idx",
            "read_idx_images", "read_idx_labels", "select_groups", "stratified_split"]
 
 
@@ -49,5 +52,7 @@ def load_dataset(spec: str, data_dir: str | None = None, seed: int = 0) -> Datas
         return load_digits(seed)
     if spec.startswith("folder:"):
         return load_folder(spec[len("folder:"):], seed)
+    if spec.startswith("npz:"):
+        return load_npz(spec[len("npz:"):], seed)
     raise SiqError(f"unknown dataset {spec!r}: use one of {', '.join(DATASETS)}")
 

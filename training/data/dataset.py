@@ -11,9 +11,9 @@ from .split import select_groups, stratified_split
 
 @dataclass
 class Dataset:
-    """A train/test pair of gray image sets.
+    """A train/test pair of image sets (gray, except npz: arrays, which may have any channel count).
 
-    Invariants (checked on construction): train_x/test_x are uint8 [N, 1, H, W] with the same H, W;
+    Invariants (checked on construction): train_x/test_x are uint8 [N, C, H, W] with the same C, H, W;
     train_y/test_y are int64 with values in [0, num_classes); test_groups (train_groups), when present,
     are int64 with one entry per test (train) sample, numbering the source image each crop was cut from.
     """
@@ -34,8 +34,8 @@ class Dataset:
     def __post_init__(self):
         for part in ("train", "test"):
             x, y = getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
-            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != 1:
-                raise ValueError(f"{self.name}: {part}_x must be uint8 [N, 1, H, W], got {x.dtype} {x.shape}")
+            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] < 1:
+                raise ValueError(f"{self.name}: {part}_x must be uint8 [N, C, H, W], got {x.dtype} {x.shape}")
             if y.dtype != np.int64 or y.shape != (len(x),):
                 raise ValueError(f"{self.name}: {part}_y must be int64 [{len(x)}], got {y.dtype} {y.shape}")
             if len(y) and (y.min() < 0 or y.max() >= len(self.class_names)):

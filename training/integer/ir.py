@@ -65,6 +65,67 @@ class Conv2dRequant:
 
 
 @dataclass
+class Conv2dGeneralRequant:
+    """Any conv: out[o, y, x] = requantize(bias[o] + sum_{c < C_IN/groups, ky < KH, kx < KW}
+    in[g*C_IN/groups + c, y*stride_h + ky - pad_top, x*stride_w + kx - pad_left] * codebook[indices[o, c, ky, kx]])
+    with g = o / (C_OUT/groups) the output channel's group (zero outside the input; a per-channel codebook
+    [C_OUT, K] reads codebook[o, ...]). Lowering uses it where Conv2dRequant (square kernel, one stride, one pad
+    on every side, no groups) does not fit; bottom/right padding only extends the output (out_shape)."""
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int]          # (KH, KW)
+    stride: tuple[int, int]          # (rows, columns)
+    pad: tuple[int, int, int, int]   # (top, bottom, left, right)
+    groups: int
+    codebook: np.ndarray   # int64 [K], or [C_OUT, K] per output channel
+    indices: np.ndarray    # uint8 [C_OUT, C_IN / groups, KH, KW]
+    bits: int
+    bias: np.ndarray       # int64 [C_OUT]: integer bias plus the rounding half 2^(shift-1) when shift > 0
+    shift: int
+    max_code: int
+    acc_bound: int
+    layer_index: int
+    name: str = "conv2d_general_requant"
+
+    @property
+    def weights_layer(self) -> int:
+        return self.layer_index - 1
+
+    @property
+    def out_count(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def macs(self) -> int:
+        o, oh, ow = self.out_shape
+        return o * oh * ow * (self.in_shape[0] // self.groups) * self.kernel[0] * self.kernel[1]
+
+
+@dataclass
+class AvgPool2d:
+    """out[c, y, x] = (sum of the KH x KW window at (y*stride_h - pad, x*stride_w - pad), zero outside
+    + count / 2) / count, count = KH * KW: the mean rounded half up, on the input's step (codes stay codes)."""
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: int
+    max_code: int          # the input's (and so the output's) largest code
+    layer_index: int
+    name: str = "avgpool2d"
+
+    @property
+    def count(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    @property
+    def out_count(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    macs = 0
+
+
+@dataclass
 class MaxPool2d:
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
@@ -184,7 +245,7 @@ class DenseScores:
         return self.in_features * self.out_features
 
 
-WeightedOp = Conv2dRequant | DenseRequant | DenseScores
+WeightedOp = Conv2dRequant | Conv2dGeneralRequant | DenseRequant | DenseScores
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 from siq.training.errors import SiqError
 from siq.training.quant import INT32_MAX, codebook_weights
 
-from .ir import (Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, IntegerModel, LRNRequant,
+from .ir import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, IntegerModel, LRNRequant,
                  MaxPool2d, QuantizeInput)
 
 
@@ -46,6 +46,30 @@ def conv2d_requant(codes: np.ndarray, op: Conv2dRequant) -> np.ndarray:
     acc = np.einsum("nchwij,ocij->nohw", windows, weights, optimize=True) + op.bias[None, :, None, None]
     _check_bound(acc, op.acc_bound, op.name)
     return requantize(acc, op.shift, op.max_code)
+
+
+def conv2d_general_requant(codes: np.ndarray, op: Conv2dGeneralRequant) -> np.ndarray:
+    top, bottom, left, right = op.pad
+    (kh, kw), (sh, sw), (_, oh, ow) = op.kernel, op.stride, op.out_shape
+    padded = np.pad(codes, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw][:, :, :oh, :ow]                 # [N, C, OH, OW, KH, KW]
+    weights = codebook_weights(op.codebook, op.indices)                # [O, C / groups, KH, KW]
+    n, g = len(codes), op.groups
+    windows = windows.reshape(n, g, -1, oh, ow, kh, kw)
+    weights = weights.reshape(g, -1, *weights.shape[1:])               # [G, O / G, C / G, KH, KW]
+    acc = np.einsum("ngchwij,gocij->ngohw", windows, weights, optimize=True).reshape(n, -1, oh, ow)
+    acc = acc + op.bias[None, :, None, None]
+    _check_bound(acc, op.acc_bound, op.name)
+    return requantize(acc, op.shift, op.max_code)
+
+
+def avgpool2d(codes: np.ndarray, op: AvgPool2d) -> np.ndarray:
+    (kh, kw), (sh, sw), (_, oh, ow) = op.kernel, op.stride, op.out_shape
+    padded = np.pad(codes.astype(np.int64), ((0, 0), (0, 0), (op.pad, op.pad), (op.pad, op.pad)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
+    sums = windows[:, :, ::sh, ::sw][:, :, :oh, :ow].sum(axis=(4, 5))
+    return (sums + op.count // 2) // op.count  # floor division of non-negative integers: round half up
 
 
 def maxpool2d(codes: np.ndarray, op: MaxPool2d) -> np.ndarray:
@@ -84,6 +108,8 @@ def dense_scores(codes: np.ndarray, op: DenseScores) -> np.ndarray:
 OP_FUNCTIONS = {
     "quantize_input": quantize_input,
     "conv2d_requant": conv2d_requant,
+    "conv2d_general_requant": conv2d_general_requant,
+    "avgpool2d": avgpool2d,
     "maxpool2d": maxpool2d,
     "conv2d_requant_maxpool": conv2d_requant_maxpool,
     "lrn_requant": lrn_requant,

@@ -22,7 +22,7 @@ quantization-aware training). Every name is re-exported here: callers import fro
 from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, best_shift, calibrate_shifts
 from .codebook import (MAX_CODEBOOK_BITS, LayerCodebook, check_codebook_bits, codebook_entry_bytes, codebook_weights,
                        pad_rows, snap_codebook)
-from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, quantizable,
+from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, point_max_code, quantizable,
                          quantization_points, quantize_activation, relu_follows, round_half_up)
 from .hooks import ExactHooks, TrainingHooks, evaluate_exact, ste
 from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
@@ -32,5 +32,5 @@ __all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "INT32_MAX", "LRN_TABLE_B
            "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel", "TrainingHooks", "best_shift",
            "calibrate_shifts", "check_bits", "check_codebook_bits", "codebook_entry_bytes", "codebook_weights",
            "evaluate_exact", "input_point_of", "load_quantized", "lrn_table", "lrn_window_sum", "pad_rows",
-           "point_bits", "quantizable", "quantization_points", "quantize_activation", "quantize_biases",
+           "point_bits", "point_max_code", "quantizable", "quantization_points", "quantize_activation", "quantize_biases",
            "relu_follows", "round_half_up", "save_quantized", "snap_codebook", "ste"]

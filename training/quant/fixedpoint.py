@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..arch import Arch, Conv, Dense, LRN, ReLU
+from ..arch import ACTIVATIONS, LRN, Arch, Clip, Conv, Dense
 from ..errors import SiqError
 
 SHIFT_RANGE = range(-8, 25)
@@ -41,8 +41,8 @@ def point_bits(point: int, act_bits: int, input_bits: int | None = None) -> int:
 
 
 def quantization_points(arch: Arch) -> list[int]:
-    """Layer indices whose outputs are stored quantized: every relu and lrn (the input is point -1)."""
-    return [i for i, layer in enumerate(arch.layers) if isinstance(layer, (ReLU, LRN))]
+    """Layer indices whose outputs are stored quantized: every relu, clip and lrn (the input is point -1)."""
+    return [i for i, layer in enumerate(arch.layers) if isinstance(layer, (*ACTIVATIONS, LRN))]
 
 
 def input_point_of(arch: Arch, index: int) -> int:
@@ -54,7 +54,19 @@ def input_point_of(arch: Arch, index: int) -> int:
 
 
 def relu_follows(arch: Arch, index: int) -> bool:
-    return index + 1 < len(arch.layers) and isinstance(arch.layers[index + 1], ReLU)
+    """A relu or clip directly after layer `index`."""
+    return index + 1 < len(arch.layers) and isinstance(arch.layers[index + 1], ACTIVATIONS)
+
+
+def point_max_code(arch: Arch, point: int, shift: int, bits: int) -> int:
+    """The largest code a quantization point stores. A clip(M) point: round_half_up(M * 2^shift), capped at
+    2^bits - 1. Exact for every M: rounding is monotone, so quantizing min(x, M) equals the smaller of x's code
+    and M's code; the upper clamp is one more bound in the requantization, never a refusal."""
+    layer = arch.layers[point] if point >= 0 else None
+    top = 2**bits - 1
+    if isinstance(layer, Clip):
+        return int(min(top, np.floor(float(layer.max) * 2.0**shift + 0.5)))
+    return top
 
 
 def quantizable(arch: Arch) -> None:
@@ -63,7 +75,8 @@ def quantizable(arch: Arch) -> None:
     for i in weighted[:-1]:
         if not relu_follows(arch, i):
             kind = "conv" if isinstance(arch.layers[i], Conv) else "dense"
-            raise SiqError(f"layer {i} ({kind}) must be followed by relu: the client stores unsigned feature maps")
+            raise SiqError(f"layer {i} ({kind}) must be followed by relu, relu6 or clip: the client stores unsigned "
+                           "feature maps")
     if not isinstance(arch.layers[weighted[-1]], Dense) or weighted[-1] != len(arch.layers) - 1:
         raise SiqError("the network must end with a dense layer (the class scores)")
 

@@ -47,6 +47,21 @@ class ExactHooks(Hooks):
         # except for the clamp to 2^a - 1, the same clamp the integer lrn applies.
         return out_codes * 2.0 ** -self.qm.shifts[index]
 
+    def avgpool(self, index, module, x):
+        return rounded_mean(module, x, self.qm.shifts[input_point_of(self.qm.arch, index)])
+
+
+def rounded_mean(module: torch.nn.AvgPool2d, x: torch.Tensor, shift_in: int) -> torch.Tensor:
+    """The integer average pool on codes q = x * 2^shift_in: floor((sum + count // 2) / count), count = kh * kw
+    (padding counted), as a real value on the same step. float64 holds every sum exactly, and the floor of the
+    correctly rounded quotient of two integers below 2^26 is the exact integer floor."""
+    kh, kw = (module.kernel_size,) * 2 if isinstance(module.kernel_size, int) else module.kernel_size
+    count = kh * kw
+    codes = x * 2.0**shift_in
+    sums = torch.nn.functional.avg_pool2d(codes, module.kernel_size, module.stride, module.padding,
+                                          count_include_pad=True, divisor_override=1)
+    return torch.floor((sums + count // 2) / count) * 2.0**-shift_in
+
 
 def ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
     """Straight-through estimator: forward the quantized value, backward the identity."""

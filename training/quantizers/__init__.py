@@ -21,7 +21,7 @@ import numpy as np
 
 from ..arch import Arch, Conv
 from ..errors import SiqError
-from ..nets import Net
+from ..nets import Net, fold_batchnorm
 from ..quant import (QuantizedModel, calibrate_shifts, check_bits, check_codebook_bits, quantizable,
                      quantize_biases, snap_codebook)
 from ..train import seed_everything
@@ -78,6 +78,9 @@ def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: Quant
         check_siq_config(cfg.siq)
     if method.ingredients:
         check_plus_config(cfg.plus)
+    # batch norm is folded first: calibration, codebooks and retraining all see the folded weights, and the
+    # quantized model's layer indices are those of the folded architecture
+    float_net = fold_batchnorm(float_net)
     quantizable(float_net.arch)
     check_method_fits(float_net.arch, cfg)
     bits = cfg.bits_per_layer(float_net)
