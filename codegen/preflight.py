@@ -103,7 +103,9 @@ def check_size(arch: Arch, batch_size: int = 1, allow_large: bool = False) -> di
 
 
 def check_backend(arch: Arch, act_bits: int = 4, input_bits: int | None = None) -> None:
-    """SiqError when the integer lowering refuses this architecture, whatever the trained weights will be."""
+    """SiqError when the integer lowering refuses this architecture, whatever the trained weights will be
+    (batch norm folded first, as quantization folds it)."""
+    arch = arch.folded()
     layers = {i: LayerCodebook(1, np.zeros(1, np.int64), 0, np.zeros(arch.weight_shape(i), np.uint8))
               for i in arch.weighted_layers()}
     biases = {i: np.zeros(arch.weight_shape(i)[0], np.int64) for i in layers}

@@ -177,6 +177,19 @@ def test_backend_check_runs_the_lowering_on_every_preset():
         check_backend(arch, act_bits=2, input_bits=8)
 
 
+def test_backend_check_folds_batch_norm_as_quantization_does():
+    """A conv -> batchnorm -> relu network is runnable (quantization folds the batch norm into the conv); the same
+    network with the batch norm where nothing can absorb it is refused by name (when the file is read)."""
+    folded = Arch.from_dict({"name": "bn", "input": [1, 8, 8], "layers": [
+        {"type": "conv", "out": 2, "k": 3}, {"type": "batchnorm"}, {"type": "relu"}, {"type": "flatten"},
+        {"type": "dense", "out": 3}]})
+    check_backend(folded)
+    with pytest.raises(SiqError, match="batchnorm must directly follow"):
+        check_backend(Arch.from_dict({"name": "bn", "input": [1, 8, 8], "layers": [
+            {"type": "conv", "out": 2, "k": 3}, {"type": "relu"}, {"type": "batchnorm"}, {"type": "flatten"},
+            {"type": "dense", "out": 3}]}))
+
+
 def test_data_with_one_class_in_a_split_is_refused(tmp_path):
     folder = idx_folder(tmp_path / "idx", n_train=20, n_test=1)
     with pytest.raises(SiqError, match="the test split holds images of 1 class"):
