@@ -132,18 +132,28 @@ def step_export(qm: QuantizedModel, out: Path, prefix: str, data: Dataset | None
                 log=print) -> LoweredModel:
     lm = lower(qm, prefix)
     with atomic_directory(out, force=force, marker=OUTPUT_MARKER, identity=f"siq export {lm.config_hash}") as tmp:
-        vectors = None
-        if data is not None and n_vectors > 0:
-            images = data.test_x[:n_vectors]
-            scores = integer_scores(lm.integer, images)
-            vectors = (images, np.argmax(scores, axis=1), scores)
-        lm = write_export(qm, tmp, prefix, vectors)
+        lm = _export_with_vectors(qm, lm, tmp, data, n_vectors)
         report = {"title": f"{qm.arch.name} {qm.meta.get('method', '')}", "model": model_report(lm),
                   "config": qm.meta.get("config", {})}
         _write_reports(tmp, report)
-    log(f"exported {prefix}.c/.h to {out}: weights {lm.weights_bytes()} bytes, arena {lm.arena_bytes} bytes, "
-        f"{lm.macs} MACs")
+    _log_export(lm, out, log)
     return lm
+
+
+def _export_with_vectors(qm: QuantizedModel, lm: LoweredModel, directory: Path, data: Dataset | None,
+                         n_vectors: int) -> LoweredModel:
+    """The sources plus the first n_vectors test images with the integer reference's classes and scores."""
+    vectors = None
+    if data is not None and n_vectors > 0:
+        images = data.test_x[:n_vectors]
+        scores = integer_scores(lm.integer, images)
+        vectors = (images, np.argmax(scores, axis=1), scores)
+    return write_export(qm, directory, lm.prefix, vectors)
+
+
+def _log_export(lm: LoweredModel, out: Path, log) -> None:
+    log(f"exported {lm.prefix}.c/.h to {out}: weights {lm.weights_bytes()} bytes, arena {lm.arena_bytes} bytes, "
+        f"{lm.macs} MACs")
 
 
 def _write_reports(directory: Path, report: dict) -> None:
@@ -164,6 +174,9 @@ def step_verify(qm: QuantizedModel, lm: LoweredModel, model_dir: Path, data: Dat
     return result
 
 
+PIPELINE_VECTORS = 100  # test images in the pipeline's firmware/<prefix>_test_vectors.h (on-target self tests)
+
+
 def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg: TrainConfig, prefix: str,
                  data_dir=None, split_seed: int = 0, force: bool = False, cpu: str | None = None,
                  board: str | None = None, target_images: int = 1000, log=print) -> dict:
@@ -176,10 +189,8 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
         qm = step_quantize(net, meta, data, qcfg, tmp / "quantized.pt", log)
         firmware = tmp / "firmware"
         firmware.mkdir()
-        lm = lower(qm, prefix)
-        images = data.test_x[:min(len(data.test_x), 100)]
-        scores = integer_scores(lm.integer, images)
-        lm = write_export(qm, firmware, prefix, (images, np.argmax(scores, axis=1), scores))
+        lm = _export_with_vectors(qm, lower(qm, prefix), firmware, data, min(len(data.test_x), PIPELINE_VECTORS))
+        _log_export(lm, out / "firmware", log)
         result = step_verify(qm, lm, firmware, data, log)
         report = {
             "title": f"{qm.arch.name} on {dataset}, {qcfg.method} "
@@ -187,7 +198,8 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
             "dataset": dataset, "arch": qm.arch.name, "method": qcfg.method,
             "accuracy": {"float": metrics["float_accuracy"], **result["accuracy"]},
             "mismatches": result["mismatches"], "first_mismatch": result["first_mismatch"],
-            "n_test": result["n_test"], "n_test_images": result["n_test_images"], "footprint": model_report(lm)["footprint"], "macs": lm.macs,
+            "n_test": result["n_test"], "n_test_images": result["n_test_images"],
+            "footprint": model_report(lm)["footprint"], "macs": lm.macs,
             "model": model_report(lm), "config": {"train": asdict(tcfg), "quantize": qm.meta.get("config", {})},
             "seconds": {"train": metrics["seconds"], "quantize": qm.meta["seconds"], "verify": result["seconds"]},
         }

@@ -50,7 +50,7 @@ ARCH_FILES = {
     (["train", "--dataset", "digits", "--weight-decay", "inf"], "argument --weight-decay: must be a finite number"),
     (["quantize", "x.pt", "--siq-lr", "0"], "argument --siq-lr: must be > 0"),
     (["train", "--dataset", "digits", "--arch", "{arch:fraction}"], "out must be a whole number, got 4.7"),
-    (["train", "--dataset", "digits", "--arch", "{arch:string}"], "k must be a whole number, got '5'"),
+    (["train", "--dataset", "digits", "--arch", "{arch:string}"], "k must be a whole number >= 1 or [height, width] of them, got '5'"),
     (["train", "--dataset", "digits", "--arch", "{arch:boolean}"], "out must be a whole number, got True"),
     (["train", "--dataset", "digits", "--arch", "{arch:huge}"], "larger than siq's limits"),
     (["train", "--dataset", "digits", "--arch", "{arch:pool4}"], "pool 4 does not divide the 6x6 map"),
@@ -155,11 +155,12 @@ def test_siq_on_a_network_without_conv_layers_is_refused_not_a_division_by_zero(
 
 
 def test_size_of_the_presets_and_the_cap():
-    """The paper's numbers (22,278 parameters, 221,800 MACs) and a cap far above every preset."""
+    """The paper's numbers (22,278 parameters, 221,800 MACs) and a cap far above every preset at the default
+    training batch (64 images)."""
     size = arch_size(PRESETS["paper-mnist"])
     assert size["parameters"] == 22278 and size["macs"] == 221800
     for arch in PRESETS.values():
-        big = arch_size(arch, batch_size=256)
+        big = arch_size(arch, batch_size=64)
         assert all(big[k] * 10 < SIZE_LIMITS[k] for k in SIZE_LIMITS)
 
 

@@ -117,7 +117,7 @@ QUANTIZED = {
     "missing tensor": (lambda m, t: t.pop("codebook.4"), "corrupt quantized model"),
     "codebook beyond 15 bits": (lambda m, t: _set(t, "codebook.0", t["codebook.0"] * 1000), "exceed -16384..16383"),
     "bias past int32": (lambda m, t: _set(t, "bias.0", t["bias.0"] + 2**40), "accumulator can reach"),
-    "input shape": (lambda m, t: _set(m["arch"], "input", [1, 8]), "[channels, height, width]"),
+    "input shape": (lambda m, t: _set(m["arch"], "input", [1, 8, 8, 8]), "[channels, height, width]"),
     "not a model at all": (None, "not a readable siq quantized file"),
     "truncated": ("truncate", "not a readable siq quantized file"),
     "a checkpoint": ("checkpoint", "not a siq quantized file"),

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (line that starts the step, the step the signal lands in)
 POINTS = [("training tiny", "training"), ("float test accuracy", "quantizing"),
-          ("integer test accuracy", "exporting and verifying"), ("verify on", "the Cortex-M step")]
+          ("integer test accuracy", "exporting"), ("exported", "verifying"), ("verify on", "the Cortex-M step")]
 
 
 def run_until(tmp_path: Path, marker: str, sig: int) -> tuple[int, str, list[str]]:
