@@ -38,8 +38,9 @@ toolchain:
 firmware: setup
 	$(SIQ) pipeline --out $(OUT) --force
 
+# The suite's files run side by side on every core (a file's tests stay on one worker: module fixtures train once).
 test: setup
-	$(PY) -m pytest -q host_tests
+	$(PY) -m pytest -q -n auto --dist loadfile host_tests
 
 bench: setup
 	$(PY) -m siq.codegen.bench --fashion --out $(OUT)/bench.json
