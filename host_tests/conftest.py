@@ -1,10 +1,14 @@
 """Shared fixtures: small real data and small networks, built once per session."""
 import numpy as np
 import pytest
+import torch
 
 from siq.training.arch import Arch, load_arch
 from siq.training.data import load_dataset
-from siq.training.train import TrainConfig, train_float
+from siq.training.nets import Net
+from siq.training.quant import save_quantized
+from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.train import TrainConfig, save_checkpoint, train_float
 
 
 def tiny_arch(lrn: bool = True, input_shape=(1, 8, 8), classes: int = 10) -> Arch:
@@ -16,6 +20,19 @@ def tiny_arch(lrn: bool = True, input_shape=(1, 8, 8), classes: int = 10) -> Arc
                {"type": "dense", "out": 12}, {"type": "relu"}, {"type": "dropout", "p": 0.2},
                {"type": "dense", "out": classes}]
     return Arch.from_dict({"name": "tiny" + ("-lrn" if lrn else ""), "input": list(input_shape), "layers": layers})
+
+
+def write_model_files(root, digits, method: str = "kmeans", calibration_images: int = 200):
+    """An untrained (seeded) tiny checkpoint on digits (root/float.pt) and its W4A4 quantized model
+    (root/quantized.pt): real siq files for the tests of loading, checking and exporting them."""
+    torch.manual_seed(0)
+    net = Net(tiny_arch())
+    meta = {"spec": "digits", "data_dir": None, "seed": 0, "class_names": list(digits.class_names)}
+    save_checkpoint(root / "float.pt", net, meta, TrainConfig(epochs=1), {"float_accuracy": 0.1})
+    cfg = QuantizeConfig(method=method, calibration_images=calibration_images)
+    qm = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names, {"dataset": meta})[0]
+    save_quantized(root / "quantized.pt", qm)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +55,6 @@ def tiny_nets(digits):
 @pytest.fixture(scope="session")
 def preset_nets():
     """Untrained (seeded) paper presets: bit-exactness does not depend on training."""
-    import torch
-    from siq.training.nets import Net
     torch.manual_seed(0)
     return {name: Net(load_arch(name)) for name in ("paper-mnist", "paper-office")}
 
@@ -64,8 +79,6 @@ FAST_ARCH = {"name": "fast-kernels", "input": [1, 18, 18], "layers": [
 @pytest.fixture(scope="module")
 def fast_setup():
     """The untrained (seeded) FAST_ARCH net and 120 random images, two of them all 0 and all 255."""
-    import torch
-    from siq.training.nets import Net
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     images = (rng.random((120, 1, 18, 18)) ** 2 * 255).astype(np.uint8)

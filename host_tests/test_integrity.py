@@ -11,24 +11,12 @@ import torch
 from siq.codegen.cli import main
 from siq.training.fileio import FORMAT_VERSION, load_torch, save_torch
 from siq.training.errors import SiqError
-from siq.training.nets import Net
-from siq.training.quant import save_quantized
-from siq.training.quantizers import QuantizeConfig, quantize_model
-from siq.training.train import TrainConfig, save_checkpoint
-from conftest import tiny_arch
+from conftest import write_model_files
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, digits):
-    root = tmp_path_factory.mktemp("integrity")
-    torch.manual_seed(0)
-    net = Net(tiny_arch())
-    meta = {"spec": "digits", "data_dir": None, "seed": 0, "class_names": list(digits.class_names)}
-    save_checkpoint(root / "float.pt", net, meta, TrainConfig(epochs=1), {"float_accuracy": 0.1})
-    cfg = QuantizeConfig(method="uniform", calibration_images=100)
-    qm = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names, {"dataset": meta})[0]
-    save_quantized(root / "quantized.pt", qm)
-    return root
+    return write_model_files(tmp_path_factory.mktemp("integrity"), digits, "uniform", 100)
 
 
 def refused(capsys, *args) -> str:

@@ -16,13 +16,12 @@ from siq.codegen.export import write_sources
 from siq.codegen.lower import lower
 from siq.codegen.pipeline import OUTPUT_MARKER, step_train
 from siq.codegen.verify import verify
-from conftest import tiny_arch
+from conftest import tiny_arch, write_model_files
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_directory, atomic_write_bytes, content_hash
 from siq.training.nets import Net
-from siq.training.quant import save_quantized
 from siq.training.quantizers import QuantizeConfig, SIQConfig, quantize_model
-from siq.training.train import TrainConfig, fit, save_checkpoint
+from siq.training.train import TrainConfig, fit
 
 
 def run(capsys, *args) -> tuple[int, str]:
@@ -49,15 +48,7 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, digits):
     """An untrained (seeded) tiny checkpoint on digits, its k-means W4A4 quantized model and an export of it."""
-    root = tmp_path_factory.mktemp("files")
-    torch.manual_seed(0)
-    net = Net(tiny_arch())
-    meta = {"spec": "digits", "data_dir": None, "seed": 0, "class_names": list(digits.class_names)}
-    save_checkpoint(root / "float.pt", net, meta, TrainConfig(epochs=1), {"float_accuracy": 0.1})
-    cfg = QuantizeConfig(method="kmeans", calibration_images=200)
-    qm = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names, {"dataset": meta})[0]
-    save_quantized(root / "quantized.pt", qm)
-    return root
+    return write_model_files(tmp_path_factory.mktemp("files"), digits)
 
 
 def rewrite(src: Path, dst: Path, change) -> Path:
