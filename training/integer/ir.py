@@ -13,6 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class MapOutput:
+    """An op whose output is a [C, H, W] feature map (out_shape)."""
+
+    @property
+    def out_count(self) -> int:
+        return int(np.prod(self.out_shape))
+
+
+class RequantizedWeighted:
+    """A weighted layer whose requantized output is that of the relu (or clip) right after it: layer_index names
+    the activation, weights_layer the layer holding the weights."""
+
+    @property
+    def weights_layer(self) -> int:
+        return self.layer_index - 1
+
+
 @dataclass
 class QuantizeInput:
     """code = clamp(floor(pixel * 2^shift + 1/2), 0, max_code) for pixel in 0..255."""
@@ -30,7 +47,7 @@ class QuantizeInput:
 
 
 @dataclass
-class Conv2dRequant:
+class Conv2dRequant(MapOutput, RequantizedWeighted):
     """out[o, y, x] = requantize(bias[o] + sum_{c, ky, kx} in[c, y*stride + ky - pad, x*stride + kx - pad]
                                  * codebook[indices[o, c, ky, kx]])   (zero outside the input;
     a per-channel codebook [C_OUT, K] reads codebook[o, indices[o, c, ky, kx]])."""
@@ -50,22 +67,13 @@ class Conv2dRequant:
     name: str = "conv2d_requant"
 
     @property
-    def weights_layer(self) -> int:
-        """The arch layer holding the weights: the conv before the relu whose output this op equals."""
-        return self.layer_index - 1
-
-    @property
-    def out_count(self) -> int:
-        return int(np.prod(self.out_shape))
-
-    @property
     def macs(self) -> int:
         o, oh, ow = self.out_shape
         return o * oh * ow * self.in_shape[0] * self.k * self.k
 
 
 @dataclass
-class Conv2dGeneralRequant:
+class Conv2dGeneralRequant(MapOutput, RequantizedWeighted):
     """Any conv: out[o, y, x] = requantize(bias[o] + sum_{c < C_IN/groups, ky < KH, kx < KW}
     in[g*C_IN/groups + c, y*stride_h + ky - pad_top, x*stride_w + kx - pad_left] * codebook[indices[o, c, ky, kx]])
     with g = o / (C_OUT/groups) the output channel's group (zero outside the input; a per-channel codebook
@@ -88,21 +96,13 @@ class Conv2dGeneralRequant:
     name: str = "conv2d_general_requant"
 
     @property
-    def weights_layer(self) -> int:
-        return self.layer_index - 1
-
-    @property
-    def out_count(self) -> int:
-        return int(np.prod(self.out_shape))
-
-    @property
     def macs(self) -> int:
         o, oh, ow = self.out_shape
         return o * oh * ow * (self.in_shape[0] // self.groups) * self.kernel[0] * self.kernel[1]
 
 
 @dataclass
-class AvgPool2d:
+class AvgPool2d(MapOutput):
     """out[c, y, x] = (sum of the KH x KW window at (y*stride_h - pad, x*stride_w - pad), zero outside
     + count / 2) / count, count = KH * KW: the mean rounded half up, on the input's step (codes stay codes)."""
     in_shape: tuple[int, int, int]
@@ -118,24 +118,16 @@ class AvgPool2d:
     def count(self) -> int:
         return self.kernel[0] * self.kernel[1]
 
-    @property
-    def out_count(self) -> int:
-        return int(np.prod(self.out_shape))
-
     macs = 0
 
 
 @dataclass
-class MaxPool2d:
+class MaxPool2d(MapOutput):
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
     k: int
     layer_index: int
     name: str = "maxpool2d"
-
-    @property
-    def out_count(self) -> int:
-        return int(np.prod(self.out_shape))
 
     macs = 0
 
@@ -191,7 +183,7 @@ class LRNRequant:
 
 
 @dataclass
-class DenseRequant:
+class DenseRequant(RequantizedWeighted):
     in_features: int
     out_features: int
     codebook: np.ndarray
@@ -203,10 +195,6 @@ class DenseRequant:
     acc_bound: int
     layer_index: int       # the relu after the dense layer
     name: str = "dense_requant"
-
-    @property
-    def weights_layer(self) -> int:
-        return self.layer_index - 1
 
     @property
     def out_count(self) -> int:
