@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from .errors import SiqError
+from .graph import readers, resolve_sources
 # The layer specs live in layers.py; every one is importable from here too, where callers have always found them.
-from .layers import (ACTIVATIONS, LAYER_TYPES, LRN, WEIGHTED, AvgPool, BatchNorm, Clip, Conv, Dense, Dropout,
-                     Flatten, GlobalAvgPool, MaxPool, ReLU, conv1d, layer_dict, relu6)
+from .layers import (ACTIVATIONS, LAYER_TYPES, LRN, MERGES, WEIGHTED, Add, AvgPool, BatchNorm, Clip, Concat, Conv,
+                     Dense, Dropout, Flatten, GlobalAvgPool, MaxPool, ReLU, conv1d, layer_dict, relu6)
 
-__all__ = ["ACTIVATIONS", "LAYER_TYPES", "LRN", "PRESETS", "WEIGHTED", "Arch", "AvgPool", "BatchNorm", "Clip", "Conv",
-           "Dense", "Dropout", "Flatten", "GlobalAvgPool", "MaxPool", "ReLU", "conv1d", "layer_dict", "load_arch",
-           "relu6"]
+__all__ = ["ACTIVATIONS", "LAYER_TYPES", "LRN", "MERGES", "PRESETS", "WEIGHTED", "Add", "Arch", "AvgPool", "BatchNorm",
+           "Clip", "Concat", "Conv", "Dense", "Dropout", "Flatten", "GlobalAvgPool", "MaxPool", "ReLU", "conv1d",
+           "layer_dict", "load_arch", "relu6"]
 
 
 def _check_field_types(layer, where: str) -> None:
@@ -91,22 +93,40 @@ class Arch:
         arch.shapes()  # validates the geometry
         return arch
 
+    @cached_property
+    def sources(self) -> tuple[tuple[int, ...], ...]:
+        """Per layer, the layers it reads (-1 = the network input): graph.resolve_sources."""
+        return resolve_sources(self.layers, self.name)
+
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """The shape of each layer's (first) input."""
+        shapes = self.shapes()
+        return [self.input if s[0] == -1 else shapes[s[0]] for s in self.sources]
+
     def weighted_layers(self) -> list[int]:
         """Indices (into layers) of the conv and dense layers, in order."""
         return [i for i, l in enumerate(self.layers) if isinstance(l, WEIGHTED)]
 
     def shapes(self) -> list[tuple[int, ...]]:
         """Output shape of every layer (C, H, W) or (N,); raises SiqError on impossible geometry."""
-        shape: tuple[int, ...] = self.input
-        out = []
+        out: list[tuple[int, ...]] = []
+        sources = self.sources
         for i, layer in enumerate(self.layers):
             where = f"architecture {self.name!r} layer {i} ({layer.type})"
-            if isinstance(layer, Conv):
+            ins = [self.input if s == -1 else out[s] for s in sources[i]]
+            shape = ins[0]
+            if isinstance(layer, MERGES):
+                shape = self._merge_shape(layer, ins, where)
+            elif isinstance(layer, Conv):
                 shape = self._conv_shape(layer, shape, where)
             elif isinstance(layer, BatchNorm):
-                if i == 0 or not isinstance(self.layers[i - 1], WEIGHTED):
-                    raise SiqError(f"{where}: batchnorm must directly follow a conv or dense layer (it is folded "
-                                   "into that layer's weights and bias)")
+                if i == 0 or not isinstance(self.layers[i - 1], WEIGHTED) or sources[i] != (i - 1,):
+                    raise SiqError(f"{where}: batchnorm must read the conv or dense layer right before it (it is "
+                                   "folded into that layer's weights and bias)")
+                others = [r for r in readers(self).get(i - 1, []) if r != i]
+                if others:
+                    raise SiqError(f"{where}: layer {others[0]} also reads the conv/dense output this batchnorm "
+                                   "normalizes; read the batchnorm's output instead (it is folded into the layer)")
                 if not layer.eps > 0 or not 0 <= layer.momentum <= 1:
                     raise SiqError(f"{where}: batchnorm needs eps > 0 and momentum in [0, 1]")
             elif isinstance(layer, Clip):
@@ -160,6 +180,17 @@ class Arch:
         return out
 
     @staticmethod
+    def _merge_shape(layer, shapes: list, where: str) -> tuple[int, ...]:
+        names = ", ".join(f"{n!r} {list(s)}" for n, s in zip(layer.inputs, shapes))
+        if isinstance(layer, Add):
+            if any(s != shapes[0] for s in shapes):
+                raise SiqError(f"{where}: add needs inputs of one shape, got {names}")
+            return shapes[0]
+        if any(len(s) != 3 for s in shapes) or any(s[1:] != shapes[0][1:] for s in shapes):
+            raise SiqError(f"{where}: concat needs (C, H, W) inputs of equal height and width, got {names}")
+        return (sum(s[0] for s in shapes),) + shapes[0][1:]
+
+    @staticmethod
     def _conv_shape(layer: Conv, shape: tuple, where: str) -> tuple[int, int, int]:
         if len(shape) != 3:
             raise SiqError(f"{where}: conv needs a (C, H, W) input, got {shape}")
@@ -184,14 +215,22 @@ class Arch:
     def weight_shape(self, index: int) -> tuple[int, ...]:
         """PyTorch layout of a weighted layer's weights: conv [C_OUT, C_IN / groups, KH, KW], dense [OUT, IN]."""
         layer = self.layers[index]
-        in_shape = ([self.input] + self.shapes())[index]
+        in_shape = self.input_shapes()[index]
         if isinstance(layer, Conv):
             return (layer.out, in_shape[0] // layer.groups) + layer.kernel
         return (layer.out, in_shape[0])
 
     def folded(self) -> "Arch":
-        """The architecture quantization and the C see: batch norm layers folded away (nets.fold_batchnorm)."""
-        return Arch(self.name, self.input, tuple(l for l in self.layers if not isinstance(l, BatchNorm)))
+        """The architecture quantization and the C see: batch norm layers folded away (nets.fold_batchnorm). A
+        batchnorm reads only the layer right before it and is that layer's only reader (shapes() checks), so the
+        conv/dense takes the batchnorm's name and every reference stays valid."""
+        layers = []
+        for layer in self.layers:
+            if isinstance(layer, BatchNorm):
+                layers[-1] = replace(layers[-1], name=layer.name)
+            else:
+                layers.append(layer)
+        return Arch(self.name, self.input, tuple(layers))
 
     @property
     def num_classes(self) -> int:
@@ -203,7 +242,7 @@ class Arch:
         if not isinstance(self.layers[last], Dense):
             raise SiqError(f"architecture {self.name!r}: the last weighted layer must be dense")
         layers = list(self.layers)
-        layers[last] = Dense(num_classes)
+        layers[last] = replace(layers[last], out=num_classes)
         return Arch(self.name, self.input, tuple(layers))
 
     def with_input(self, shape: tuple[int, int, int]) -> "Arch":
@@ -229,6 +268,26 @@ def _mobilenet_v1_025() -> tuple:
     return tuple(layers + [GlobalAvgPool(), Flatten(), Dense(2)])
 
 
+def _resnet_stack(index: int, channels: int, stride: int) -> list:
+    """One ResNet-8 stack reading the tensor named s<index>: two 3x3 convs with batch norm, the shortcut (the input
+    itself, or a 1x1 conv with batch norm where the stack strides), add, relu, named s<index + 1>."""
+    main, short, into = f"main{index}", f"short{index}", f"s{index}"
+    layers = [Conv(channels, 3, stride, 1, input=into), BatchNorm(), ReLU(),
+              Conv(channels, 3, 1, 1), BatchNorm(name=main)]
+    if stride != 1:
+        layers += [Conv(channels, 1, stride, 0, input=into), BatchNorm(name=short)]
+    else:
+        short = into
+    return layers + [Add(inputs=(main, short)), ReLU(name=f"s{index + 1}")]
+
+
+def _resnet8() -> tuple:
+    layers = [Conv(16, 3, 1, 1), BatchNorm(), ReLU(name="s1")]
+    for index, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+        layers += _resnet_stack(index, channels, stride)
+    return tuple(layers + [GlobalAvgPool(), Flatten(), Dense(10)])
+
+
 PRESETS = {
     # §4.1: conv 6@5x5 -> pool -> LRN -> conv 12@5x5 -> pool -> LRN -> FC 100 (dropout) -> FC 10.
     # 28 -> 24 -> 12 -> 8 -> 4: 12*4*4 = 192 features, 22,278 parameters, 221,800 MACs.
@@ -247,6 +306,9 @@ PRESETS = {
         + [GlobalAvgPool(), Flatten(), Dense(12)])),
     # MLPerf Tiny visual wake words: MobileNetV1 width 0.25 on 96x96 RGB, 2 classes. 7,489,664 MACs.
     "mobilenet-v1-0.25": Arch("mobilenet-v1-0.25", (3, 96, 96), _mobilenet_v1_025()),
+    # MLPerf Tiny image classification: ResNet-8 on 32x32 RGB, three residual stacks of 16/32/64 channels (the
+    # last two stride 2 with a 1x1 projection shortcut), average pool over the 8x8 map, FC 10. 12,501,632 MACs.
+    "resnet8": Arch("resnet8", (3, 32, 32), _resnet8()),
 }
 
 

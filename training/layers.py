@@ -23,7 +23,16 @@ def _frozen(layer, *names) -> None:
 
 
 @dataclass(frozen=True)
-class Conv:
+class Layer:
+    """Fields every layer has (keyword-only, after each layer's own): `name` names its output tensor so that a
+    later layer can read it; `input` makes it read the named tensor ("input" is the network input) instead of the
+    previous layer's output. Both None: the sequential default."""
+    name: str | None = field(default=None, kw_only=True)
+    input: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Conv(Layer):
     """2-D convolution; in_channels / groups input channels feed each output channel (PyTorch's groups)."""
     out: int
     k: int | tuple[int, int]
@@ -62,7 +71,7 @@ class Conv:
         return pads
 
 
-def conv1d(out: int, k: int, stride: int = 1, pad=0, groups: int = 1) -> Conv:
+def conv1d(out: int, k: int, stride: int = 1, pad=0, groups: int = 1, **names) -> Conv:
     """A 1-D conv over (channels, length) is the 2-D conv with a 1 x k kernel on the map (channels, 1, length)."""
     for name, value in (("k", k), ("stride", stride)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -73,11 +82,11 @@ def conv1d(out: int, k: int, stride: int = 1, pad=0, groups: int = 1) -> Conv:
         pad = (0, 0, pad[0], pad[1])
     elif not isinstance(pad, str):
         pad = (0, 0, pad, pad)
-    return Conv(out, (1, k), (1, stride), pad, groups)
+    return Conv(out, (1, k), (1, stride), pad, groups, **names)  # names: the `name` / `input` keywords
 
 
 @dataclass(frozen=True)
-class BatchNorm:
+class BatchNorm(Layer):
     """Batch norm over the channels (or features) of the conv (dense) layer right before it; trained as batch
     norm and folded into that layer's weights and bias before quantization (Arch.folded, nets.fold_batchnorm)."""
     eps: float = 1e-5
@@ -86,18 +95,18 @@ class BatchNorm:
 
 
 @dataclass(frozen=True)
-class Clip:
+class Clip(Layer):
     """min(max(x, 0), max): a relu with an upper bound (relu6 is clip(6)); a quantization point like relu."""
     max: float = 6.0
     type: str = field(default="clip", init=False)
 
 
-def relu6() -> Clip:
-    return Clip(6.0)
+def relu6(**names) -> Clip:
+    return Clip(6.0, **names)
 
 
 @dataclass(frozen=True)
-class AvgPool:
+class AvgPool(Layer):
     """Mean over k windows (zero padding counted: the divisor is always kh * kw); stride defaults to k."""
     k: int | tuple[int, int]
     stride: int | tuple[int, int] | None = None
@@ -117,24 +126,24 @@ class AvgPool:
 
 
 @dataclass(frozen=True)
-class GlobalAvgPool:
+class GlobalAvgPool(Layer):
     """Mean over each channel's whole map: (C, H, W) -> (C, 1, 1), the avgpool with k = (H, W)."""
     type: str = field(default="globalavgpool", init=False)
 
 
 @dataclass(frozen=True)
-class ReLU:
+class ReLU(Layer):
     type: str = field(default="relu", init=False)
 
 
 @dataclass(frozen=True)
-class MaxPool:
+class MaxPool(Layer):
     k: int
     type: str = field(default="maxpool", init=False)
 
 
 @dataclass(frozen=True)
-class LRN:
+class LRN(Layer):
     """Cross-channel local response normalization, PyTorch semantics:
     b_c = a_c / (k + alpha/size * sum_{c' in window(c)} a_c'^2) ** beta."""
     size: int = 5
@@ -145,27 +154,49 @@ class LRN:
 
 
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(Layer):
     type: str = field(default="flatten", init=False)
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(Layer):
     out: int
     type: str = field(default="dense", init=False)
 
 
 @dataclass(frozen=True)
-class Dropout:
+class Dropout(Layer):
     p: float = 0.5
     type: str = field(default="dropout", init=False)
 
 
+@dataclass(frozen=True)
+class Add(Layer):
+    """Elementwise sum of two or more tensors of one shape, named by `inputs` (earlier layers' names or
+    "input"). The integer client brings the codes to a common power-of-two step and requantizes the sum."""
+    inputs: tuple[str, ...] = ()
+    type: str = field(default="add", init=False)
+
+    def __post_init__(self):
+        _frozen(self, "inputs")
+
+
+@dataclass(frozen=True)
+class Concat(Layer):
+    """Channel concatenation (the C axis, in `inputs` order) of tensors with equal height and width."""
+    inputs: tuple[str, ...] = ()
+    type: str = field(default="concat", init=False)
+
+    def __post_init__(self):
+        _frozen(self, "inputs")
+
+
 LAYER_TYPES = {cls.__dataclass_fields__["type"].default: cls
                for cls in (Conv, BatchNorm, ReLU, Clip, MaxPool, AvgPool, GlobalAvgPool, LRN, Flatten, Dense,
-                           Dropout)}
+                           Dropout, Add, Concat)}
 LAYER_TYPES.update(conv1d=conv1d, relu6=relu6)  # spellings of a layer above with fixed fields
 WEIGHTED = (Conv, Dense)
+MERGES = (Add, Concat)  # layers reading several tensors (`inputs`)
 ACTIVATIONS = (ReLU, Clip)  # quantization points that follow a conv or dense layer
 
 
@@ -176,4 +207,8 @@ def layer_dict(layer) -> dict:
         del d["groups"]  # files written before groups existed, and their digests, stay the same
     if isinstance(layer, AvgPool) and layer.stride is None:
         del d["stride"]
+    for key in ("name", "input"):  # sequential files, and their digests, stay the same
+        value = d.pop(key)
+        if value is not None:
+            d[key] = value
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

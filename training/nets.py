@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arch import LRN, Arch, AvgPool, BatchNorm, Clip, Conv, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool, ReLU
+from .arch import (LRN, Add, Arch, AvgPool, BatchNorm, Clip, Concat, Conv, Dense, Dropout, Flatten, GlobalAvgPool,
+                   MaxPool, ReLU)
+from .graph import points, readers, signed_points
 
 
 class Hooks:
@@ -33,6 +35,10 @@ class Hooks:
 
     def lrn(self, index: int, module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:
         return module(x) if x.device.type == "cpu" else window_lrn(module, x)
+
+    def signed(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Output of a conv/dense stored without a relu (it feeds add layers): signed codes (graph.py)."""
+        return x
 
     def avgpool(self, index: int, module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor:
         """An avgpool or globalavgpool layer (the integer model rounds its mean: quant/hooks.py)."""
@@ -79,6 +85,8 @@ def _module(layer, in_shape: tuple[int, ...]) -> nn.Module:
         return nn.Flatten()
     if isinstance(layer, Dropout):
         return nn.Dropout(layer.p)
+    if isinstance(layer, (Add, Concat)):
+        return nn.Identity()  # computed in Net.forward from the named tensors; keeps module i = layer i
     raise TypeError(f"no module for {layer!r}")
 
 
@@ -88,16 +96,28 @@ class Net(nn.Module):
     def __init__(self, arch: Arch):
         super().__init__()
         self.arch = arch
-        shapes = [arch.input] + arch.shapes()
+        shapes = arch.input_shapes()
         self.layers = nn.ModuleList(_module(layer, shapes[i]) for i, layer in enumerate(arch.layers))
         # conv padding per layer: (top, bottom, left, right), fixed by the input shape ("same")
         self.pads = {i: layer.padding(*shapes[i][1:]) for i, layer in enumerate(arch.layers)
                      if isinstance(layer, Conv)}
+        # the dataflow: outputs some layer other than the next one reads are kept until their last reader
+        self.sources = arch.sources
+        self.last_reader = {s: max(r) for s, r in readers(arch).items() if r != [s + 1]}
+        self.signed_points = set(signed_points(arch))
+        self.merge_points = {i for i in points(arch) if isinstance(arch.layers[i], (Add, Concat))}
 
     def forward(self, x: torch.Tensor, hooks: Hooks = FLOAT, collect: list | None = None) -> torch.Tensor:
         x = hooks.input(x)
+        kept = {-1: x} if -1 in self.last_reader else {}
         for i, (layer, module) in enumerate(zip(self.arch.layers, self.layers)):
-            if isinstance(layer, Conv):
+            ins = [x if s == i - 1 else kept[s] for s in self.sources[i]]
+            x = ins[0]
+            if isinstance(layer, Add):
+                x = sum(ins[1:], ins[0])  # exact: the inputs are codes on power-of-two steps (float64)
+            elif isinstance(layer, Concat):
+                x = torch.cat(ins, 1)
+            elif isinstance(layer, Conv):
                 top, bottom, left, right = self.pads[i]
                 if top != bottom or left != right:
                     x = nn.functional.pad(x, (left, right, top, bottom))  # zeros: code 0, as the C skips them
@@ -114,8 +134,17 @@ class Net(nn.Module):
                 x = hooks.avgpool(i, module, x)
             else:
                 x = module(x)
+            if i in self.signed_points:
+                x = hooks.signed(i, x)
+            elif i in self.merge_points:
+                x = hooks.activation(i, x)
             if collect is not None:
                 collect.append(x)
+            if i in self.last_reader:
+                kept[i] = x
+            for s in self.sources[i]:
+                if self.last_reader.get(s) == i:
+                    kept.pop(s, None)  # an add may read one tensor twice
         return x
 
 

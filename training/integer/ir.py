@@ -4,7 +4,11 @@ Every number the generated C needs is a typed field here, computed once by lower
 roundings, proven accumulator bounds, weight tables); codegen reads these fields and never re-derives them.
 
 Layouts: feature maps are [C, H, W] (channel-major, as PyTorch flattens them); conv weights [C_OUT, C_IN, K, K];
-dense weights [OUT, IN]. Codes are unsigned a-bit integers in [0, 2^a - 1].
+dense weights [OUT, IN]. Codes are unsigned a-bit integers in [0, 2^a - 1]; a signed point (a conv/dense feeding
+only adds, training/graph.py) stores its signed code plus its zero point 2^(a-1) in the same range.
+
+The ops form a graph: IntegerModel.inputs[k] lists the ops whose outputs op k reads (an add two, a concat two or
+more, every other op one; the input quantization reads the image).
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ class RequantizedWeighted:
 
     @property
     def weights_layer(self) -> int:
-        return self.layer_index - 1
+        # a signed point (zero_point > 0) has no relu after it: layer_index is the weighted layer itself
+        return self.layer_index if self.zero_point else self.layer_index - 1
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Conv2dRequant(MapOutput, RequantizedWeighted):
     acc_bound: int         # proven max |acc| over all inputs with codes in [0, in_max_code]
     layer_index: int       # arch layer whose (quantized) output this equals: the relu after the conv
     name: str = "conv2d_requant"
+    zero_point: int = 0    # > 0: a signed point storing code + zero_point (folded into bias, so no kernel sees it)
 
     @property
     def macs(self) -> int:
@@ -94,6 +100,7 @@ class Conv2dGeneralRequant(MapOutput, RequantizedWeighted):
     acc_bound: int
     layer_index: int
     name: str = "conv2d_general_requant"
+    zero_point: int = 0
 
     @property
     def macs(self) -> int:
@@ -195,6 +202,7 @@ class DenseRequant(RequantizedWeighted):
     acc_bound: int
     layer_index: int       # the relu after the dense layer
     name: str = "dense_requant"
+    zero_point: int = 0
 
     @property
     def out_count(self) -> int:
@@ -233,6 +241,43 @@ class DenseScores:
         return self.in_features * self.out_features
 
 
+@dataclass
+class AddRequant(MapOutput):
+    """out = clamp(((a - zero_a) * scale_a + (b - zero_b) * scale_b + rounding) >> shift, 0, max_code): both
+    inputs brought to the finer of their power-of-two steps (scale = 2^k), summed in int32, requantized to the
+    output's step with round half up (rounding = 2^(shift-1) when shift > 0). A relu after the add is the lower
+    clamp. |a term| + |b term| + rounding <= bound <= 2^31 - 1, proven at lowering."""
+    out_shape: tuple[int, ...]
+    zero_a: int
+    scale_a: int
+    zero_b: int
+    scale_b: int
+    rounding: int
+    shift: int             # >= 0 (a left shift of the sum is folded into the scales)
+    max_code: int
+    bound: int
+    layer_index: int       # the relu after the add, or the add itself
+    name: str = "add_requant"
+
+    macs = 0
+
+
+@dataclass
+class ConcatRequant(MapOutput):
+    """out = the inputs stacked along C, each code requantized to the output's step:
+    min((code * scales[j] + roundings[j]) >> shifts[j], max_code) for input j (codes are non-negative)."""
+    in_channels: tuple[int, ...]
+    out_shape: tuple[int, int, int]
+    scales: tuple[int, ...]
+    roundings: tuple[int, ...]
+    shifts: tuple[int, ...]
+    max_code: int
+    layer_index: int
+    name: str = "concat_requant"
+
+    macs = 0
+
+
 WeightedOp = Conv2dRequant | Conv2dGeneralRequant | DenseRequant | DenseScores
 
 
@@ -245,6 +290,14 @@ class IntegerModel:
     class_names: list[str]
     score_exponent: int    # scores = real logits * 2^score_exponent
     input_bits: int        # input codes 0 .. 2^input_bits - 1
+    inputs: list | None = None  # per op, the indices of the ops it reads (None: a chain, each op reads the last)
+
+    def __post_init__(self):
+        if self.inputs is None:
+            self.inputs = [()] + [(k,) for k in range(len(self.ops) - 1)]
+
+    def readers(self, k: int) -> list[int]:
+        return [j for j, srcs in enumerate(self.inputs) if k in srcs]
 
 
 @dataclass

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from siq.training.arch import ACTIVATIONS, LRN, Arch, AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool
+from siq.training.arch import (ACTIVATIONS, LRN, MERGES, Add, Arch, AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten,
+                               GlobalAvgPool, MaxPool)
 from siq.training.errors import SiqError
+from siq.training.graph import activation_reads, merge_inputs, signed_points
 from siq.training.quant import (INT32_MAX, QuantizedModel, codebook_weights, input_point_of, lrn_table, point_max_code,
-                                quantizable)
+                                quantizable, signed_zero_point)
 
-from .ir import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, IntegerModel, KernelStep, LRNRequant,
-                 MaxPool2d, QuantizeInput)
+from .ir import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool,
+                 DenseRequant, DenseScores, IntegerModel, KernelStep, LRNRequant, MaxPool2d, QuantizeInput)
 
 
 def accumulator_bound(codebook, indices, bias, in_max_code: int) -> int:
@@ -37,7 +39,7 @@ def check_lowerable(arch: Arch) -> None:
     build_integer_model on the architecture as quantization will see it (batch norm folded)."""
     arch = arch.folded()
     quantizable(arch)
-    shapes = [arch.input] + arch.shapes()
+    shapes = arch.input_shapes()
     for i, layer in enumerate(arch.layers):
         _check_layer(arch, i, layer, shapes[i])
 
@@ -47,9 +49,9 @@ def _check_layer(arch: Arch, i: int, layer, in_shape) -> None:
     if isinstance(layer, BatchNorm):
         raise SiqError(f"{where}: batch norm must be folded before lowering (quantize the model first)")
     if isinstance(layer, ACTIVATIONS):
-        if i == 0 or not isinstance(arch.layers[i - 1], (Conv, Dense)):
-            raise SiqError(f"{where}: {layer.type} must directly follow a conv or dense layer in the integer "
-                           "client")
+        if i == 0 or not isinstance(arch.layers[i - 1], (Conv, Dense, Add)) or arch.sources[i] != (i - 1,):
+            raise SiqError(f"{where}: {layer.type} must directly follow a conv, dense or add layer in the "
+                           "integer client")
     elif isinstance(layer, MaxPool):
         if in_shape[1] % layer.k or in_shape[2] % layer.k:
             raise SiqError(f"{where}: pool {layer.k} does not divide the {in_shape[1]}x{in_shape[2]} map; "
@@ -59,7 +61,7 @@ def _check_layer(arch: Arch, i: int, layer, in_shape) -> None:
             layer.kernel[0] * layer.kernel[1]
         if count * 255 + count // 2 > INT32_MAX:
             raise SiqError(f"{where}: a window of {count} codes can overflow the int32 sum")
-    elif not isinstance(layer, (Conv, Dense, LRN, Flatten, Dropout)):
+    elif not isinstance(layer, (Conv, Dense, LRN, Flatten, Dropout, *MERGES)):
         raise SiqError(f"{where}: no integer implementation for this layer type")
 
 
@@ -67,56 +69,120 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
     """Lower the quantized model to integer ops, refusing what the integer client cannot compute exactly."""
     arch = qm.arch
     quantizable(arch)
-    shapes = [arch.input] + arch.shapes()
+    shapes, out_shapes = arch.input_shapes(), arch.shapes()
     max_code = 2**qm.act_bits - 1
     shift_from_pixel = qm.shifts[-1] - 8
     ops: list = [QuantizeInput(arch.input, shift_from_pixel, 2**qm.input_bits - 1)]
+    inputs: list = [()]
+    op_of = {-1: 0}  # arch layer -> the op whose output equals the layer's output
     last = arch.weighted_layers()[-1]
+    signed = set(signed_points(arch))
     for i, layer in enumerate(arch.layers):
-        in_shape, out_shape = shapes[i], shapes[i + 1]
+        in_shape, out_shape = shapes[i], out_shapes[i]
         where = f"layer {i} ({layer.type})"
         _check_layer(arch, i, layer, in_shape)
+        reads = tuple(op_of[s] for s in arch.sources[i])
+        op = None
         if isinstance(layer, (Conv, Dense)):
-            lc = qm.layers[i]
-            if lc.per_channel and lc.codebook.shape[0] != out_shape[0]:
-                raise SiqError(f"{where}: {lc.codebook.shape[0]} codebook rows for {out_shape[0]} output channels")
-            acc_exp = qm.accumulator_exponent(i)
-            bias = qm.biases[i].astype(np.int64)
-            in_max_code = 2 ** qm.bits_at(input_point_of(arch, i)) - 1
-            bound = accumulator_bound(lc.codebook, lc.indices, bias, in_max_code)
-            if i == last:
-                ops.append(DenseScores(in_shape[0], out_shape[0], lc.codebook, lc.indices, lc.bits, bias,
-                                       _prove(bound, where), i))
-                continue
-            # A left shift of 8 or more saturates every positive accumulator (max_code <= 255 < 2^8), so
-            # shifts below -8 are clamped there: the same result, and the C never shifts by 32 or more.
-            shift = max(acc_exp - qm.shifts[i + 1], -8)
-            half = 2 ** (shift - 1) if shift > 0 else 0
-            bound = _prove(bound + half, where)
-            common = dict(codebook=lc.codebook, indices=lc.indices, bits=lc.bits, bias=bias + half, shift=shift,
-                          max_code=point_max_code(arch, i + 1, qm.shifts[i + 1], qm.act_bits), acc_bound=bound,
-                          layer_index=i + 1)
-            if isinstance(layer, Conv):
-                ops.append(_conv_op(layer, in_shape, out_shape, common))
-            else:
-                ops.append(DenseRequant(in_shape[0], out_shape[0], **common))
+            op = _weighted_op(qm, i, layer, in_shape, out_shape, i == last, i in signed, where)
+        elif isinstance(layer, MERGES):
+            op = _add_op(qm, i, out_shape, signed, where) if isinstance(layer, Add) else \
+                _concat_op(qm, i, [out_shapes[s][0] if s >= 0 else arch.input[0] for s in arch.sources[i]],
+                           out_shape, where)
         elif isinstance(layer, MaxPool):
-            ops.append(MaxPool2d(in_shape, out_shape, layer.k, i))
+            op = MaxPool2d(in_shape, out_shape, layer.k, i)
         elif isinstance(layer, (AvgPool, GlobalAvgPool)):
             point = input_point_of(arch, i)
             codes = point_max_code(arch, point, qm.shifts[point], qm.bits_at(point))
             if isinstance(layer, AvgPool):
-                ops.append(AvgPool2d(in_shape, out_shape, layer.kernel, layer.strides, layer.pad, codes, i))
+                op = AvgPool2d(in_shape, out_shape, layer.kernel, layer.strides, layer.pad, codes, i)
             else:
-                ops.append(AvgPool2d(in_shape, out_shape, in_shape[1:], (1, 1), 0, codes, i))
+                op = AvgPool2d(in_shape, out_shape, in_shape[1:], (1, 1), 0, codes, i)
         elif isinstance(layer, LRN):
             tab = lrn_table(layer, qm.shifts[input_point_of(arch, i)], qm.shifts[i], qm.act_bits)
-            ops.append(LRNRequant(in_shape, tab.window_before, tab.window_after, tab.index_shift,
-                                  np.array(tab.table, dtype=np.int64), tab.frac_bits, max_code, i))
-        # relu/clip are the requantization's clamps; flatten keeps [C, H, W]'s channel-major order; dropout is
-        # the identity at inference
+            op = LRNRequant(in_shape, tab.window_before, tab.window_after, tab.index_shift,
+                            np.array(tab.table, dtype=np.int64), tab.frac_bits, max_code, i)
+        # relu/clip are the requantization's clamps (of the conv, dense or add they follow); flatten keeps
+        # [C, H, W]'s channel-major order; dropout is the identity at inference
+        if op is None:
+            op_of[i] = reads[0]
+        else:
+            ops.append(op)
+            inputs.append(reads)
+            op_of[i] = len(ops) - 1
     return IntegerModel(arch.input, arch.num_classes, qm.act_bits, ops, list(qm.class_names),
-                        qm.accumulator_exponent(last), qm.input_bits)
+                        qm.accumulator_exponent(last), qm.input_bits, inputs)
+
+
+def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: bool, signed: bool, where: str):
+    """A conv/dense: the class scores (the last layer), requantized to the relu after it, or, as a signed point,
+    to its own step with the zero point folded into the bias."""
+    arch, lc = qm.arch, qm.layers[i]
+    if lc.per_channel and lc.codebook.shape[0] != out_shape[0]:
+        raise SiqError(f"{where}: {lc.codebook.shape[0]} codebook rows for {out_shape[0]} output channels")
+    acc_exp = qm.accumulator_exponent(i)
+    bias = qm.biases[i].astype(np.int64)
+    in_max_code = 2 ** qm.bits_at(input_point_of(arch, i)) - 1
+    bound = accumulator_bound(lc.codebook, lc.indices, bias, in_max_code)
+    if final:
+        return DenseScores(in_shape[0], out_shape[0], lc.codebook, lc.indices, lc.bits, bias, _prove(bound, where), i)
+    point = i if signed else i + 1
+    zero = signed_zero_point(qm.act_bits) if signed else 0
+    # A left shift of 8 or more saturates every positive accumulator (max_code <= 255 < 2^8), so shifts below -8
+    # are clamped there: the same result, and the C never shifts by 32 or more. With a zero point Z = 2^(a-1),
+    # a left shift of a - 1 already saturates every acc != 0 (Z + 2^(a-1) > max, Z - 2^(a-1) = 0), and keeps
+    # Z / 2^-shift whole, so the zero point folds into the bias: (acc + Z 2^shift) >> shift = (acc >> shift) + Z.
+    shift = max(acc_exp - qm.shifts[point], -(qm.act_bits - 1) if signed else -8)
+    half = 2 ** (shift - 1) if shift > 0 else 0
+    offset = zero << shift if shift >= 0 else zero >> -shift
+    bound = _prove(max(bound + half + offset, bound), where)
+    common = dict(codebook=lc.codebook, indices=lc.indices, bits=lc.bits, bias=bias + half + offset, shift=shift,
+                  max_code=point_max_code(arch, point, qm.shifts[point], qm.act_bits), acc_bound=bound,
+                  layer_index=point, zero_point=zero)
+    if isinstance(layer, Conv):
+        return _conv_op(layer, in_shape, out_shape, common)
+    return DenseRequant(in_shape[0], out_shape[0], **common)
+
+
+def _to_step(shift_in: int, shift_out: int) -> tuple[int, int]:
+    """(scale, right shift) taking codes on step 2^-shift_in to step 2^-shift_out: a left shift becomes the
+    scale, clamped at 2^8 (a non-zero code shifted that far saturates any 8-bit range either way)."""
+    r = shift_in - shift_out
+    return (1, r) if r >= 0 else (2 ** min(-r, 8), 0)
+
+
+def _add_op(qm: QuantizedModel, i: int, shape, signed: set, where: str) -> AddRequant:
+    arch = qm.arch
+    fused = activation_reads(arch, i)
+    point = i + 1 if fused else i
+    (pa, pb) = merge_inputs(arch, i)
+    zeros = [signed_zero_point(qm.act_bits) if p in signed else 0 for p in (pa, pb)]
+    extents = [z if z else 2 ** qm.bits_at(p) - 1 for p, z in zip((pa, pb), zeros)]  # max |code - zero|
+    common = max(qm.shifts[pa], qm.shifts[pb])  # the finer step: both inputs reach it by left shifts
+    scale, shift = _to_step(common, qm.shifts[point])
+    scales = [2 ** (common - qm.shifts[p]) * scale for p in (pa, pb)]
+    rounding = 2 ** (shift - 1) if shift > 0 else 0
+    bound = extents[0] * scales[0] + extents[1] * scales[1] + rounding
+    if bound > INT32_MAX:
+        raise SiqError(f"{where}: the sum of its inputs on their common step can reach {bound} > 2^31-1: their "
+                       f"steps 2^-{qm.shifts[pa]} and 2^-{qm.shifts[pb]} are too far apart")
+    return AddRequant(shape, zeros[0], scales[0], zeros[1], scales[1], rounding, shift,
+                      point_max_code(arch, point, qm.shifts[point], qm.act_bits), bound, point)
+
+
+def _concat_op(qm: QuantizedModel, i: int, channels: list[int], shape, where: str) -> ConcatRequant:
+    arch = qm.arch
+    scales, roundings, shifts = [], [], []
+    for p in merge_inputs(arch, i):
+        scale, shift = _to_step(qm.shifts[p], qm.shifts[i])
+        rounding = 2 ** (shift - 1) if shift > 0 else 0
+        if (2 ** qm.bits_at(p) - 1) * scale + rounding > INT32_MAX:  # unreachable with scale <= 2^8
+            raise SiqError(f"{where}: requantizing input {p} overflows int32")
+        scales.append(scale)
+        roundings.append(rounding)
+        shifts.append(shift)
+    return ConcatRequant(tuple(channels), shape, tuple(scales), tuple(roundings), tuple(shifts),
+                         point_max_code(arch, i, qm.shifts[i], qm.act_bits), i)
 
 
 def _conv_op(layer: Conv, in_shape, out_shape, common: dict):
@@ -134,7 +200,8 @@ def fuse(model: IntegerModel) -> list[KernelStep]:
     steps, ops, k = [], model.ops, 0
     while k < len(ops):
         op = ops[k]
-        if isinstance(op, Conv2dRequant) and k + 1 < len(ops) and isinstance(ops[k + 1], MaxPool2d):
+        if isinstance(op, Conv2dRequant) and k + 1 < len(ops) and isinstance(ops[k + 1], MaxPool2d) and \
+                model.readers(k) == [k + 1]:
             steps.append(KernelStep(Conv2dRequantMaxpool(op, ops[k + 1]), [k, k + 1]))
             k += 2
         else:

@@ -10,8 +10,8 @@ import numpy as np
 from siq.training.errors import SiqError
 from siq.training.quant import INT32_MAX, codebook_weights
 
-from .ir import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant, DenseScores, IntegerModel, LRNRequant,
-                 MaxPool2d, QuantizeInput)
+from .ir import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool,
+                 DenseRequant, DenseScores, IntegerModel, LRNRequant, MaxPool2d, QuantizeInput)
 
 
 def requantize(acc: np.ndarray, shift: int, max_code: int) -> np.ndarray:
@@ -105,6 +105,19 @@ def dense_scores(codes: np.ndarray, op: DenseScores) -> np.ndarray:
     return acc
 
 
+def add_requant(inputs: list[np.ndarray], op: AddRequant) -> np.ndarray:
+    a, b = (x.astype(np.int64) for x in inputs)
+    total = (a - op.zero_a) * op.scale_a + (b - op.zero_b) * op.scale_b + op.rounding
+    _check_bound(total, op.bound, op.name)
+    return np.clip(total >> op.shift, 0, op.max_code)  # >> on int64 is floor division, also for a negative sum
+
+
+def concat_requant(inputs: list[np.ndarray], op: ConcatRequant) -> np.ndarray:
+    parts = [np.minimum((x.astype(np.int64) * scale + rounding) >> shift, op.max_code)
+             for x, scale, rounding, shift in zip(inputs, op.scales, op.roundings, op.shifts)]
+    return np.concatenate(parts, axis=1)
+
+
 OP_FUNCTIONS = {
     "quantize_input": quantize_input,
     "conv2d_requant": conv2d_requant,
@@ -115,7 +128,10 @@ OP_FUNCTIONS = {
     "lrn_requant": lrn_requant,
     "dense_requant": dense_requant,
     "dense_scores": dense_scores,
+    "add_requant": add_requant,
+    "concat_requant": concat_requant,
 }
+MERGE_OPS = ("add_requant", "concat_requant")  # functions taking the list of their inputs
 
 
 def run_integer(model: IntegerModel, images: np.ndarray, batch: int = 500) -> list[np.ndarray]:
@@ -124,10 +140,11 @@ def run_integer(model: IntegerModel, images: np.ndarray, batch: int = 500) -> li
         raise SiqError(f"images must be uint8, got {images.dtype}")
     outputs: list[list[np.ndarray]] = [[] for _ in model.ops]
     for start in range(0, len(images), batch):
-        x = images[start:start + batch]
+        done: list[np.ndarray] = []
         for k, op in enumerate(model.ops):
-            x = OP_FUNCTIONS[op.name](x, op)
-            outputs[k].append(x)
+            ins = [done[j] for j in model.inputs[k]] or [images[start:start + batch]]
+            done.append(OP_FUNCTIONS[op.name](ins if op.name in MERGE_OPS else ins[0], op))
+            outputs[k].append(done[-1])
     return [np.concatenate(o) for o in outputs]
 
 

@@ -3,7 +3,12 @@
 Numbers (all steps are powers of two, so every scaling is a shift and float64 holds every value exactly):
   * input:        x = pixel * 2^-8;  code = clamp(floor(x * 2^s + 1/2), 0, 2^a - 1);  value = code * 2^-s
   * feature maps: the output of every relu and lrn layer is quantized the same way with its own shift s
-                  (unsigned, a bits; the relu makes them non-negative, the clamp is the relu).
+                  (unsigned, a bits; the relu makes them non-negative, the clamp is the relu); so is every concat
+                  and every add not followed by a relu (an add followed by one is requantized to the relu's step).
+  * signed maps:  a conv/dense output feeding only add layers (no relu): code = clamp(floor(x * 2^s + 1/2),
+                  -2^(a-1), 2^(a-1) - 1), stored as code + 2^(a-1) (training/graph.py).
+  * add:          both inputs' codes (zero points removed) shifted to the finer step, summed in int32, then
+                  requantized like a conv's accumulator (round half up, clamp to the output point's range).
   * weights:      each conv/dense layer has an integer codebook c_k in [-2^(B-1), 2^(B-1) - 1] (B = codebook
                   bits, 8 by default) and an exponent e: weight = c_k * 2^-e; each weight is an index k (b bits).
                   A per-channel layer has one codebook row c_{o,k} per output channel o (same e for all rows).
@@ -23,7 +28,8 @@ from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, best_shift, calib
 from .codebook import (MAX_CODEBOOK_BITS, LayerCodebook, check_codebook_bits, codebook_entry_bytes, codebook_weights,
                        pad_rows, snap_codebook)
 from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, point_max_code, quantizable,
-                         quantization_points, quantize_activation, relu_follows, round_half_up)
+                         quantization_points, quantize_activation, quantize_signed, relu_follows, round_half_up,
+                         signed_zero_point)
 from .hooks import ExactHooks, TrainingHooks, evaluate_exact, ste
 from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
 from .model import QuantizedModel, load_quantized, quantize_biases, save_quantized
@@ -33,4 +39,4 @@ __all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "INT32_MAX", "LRN_TABLE_B
            "calibrate_shifts", "check_bits", "check_codebook_bits", "codebook_entry_bytes", "codebook_weights",
            "evaluate_exact", "input_point_of", "load_quantized", "lrn_table", "lrn_window_sum", "pad_rows",
            "point_bits", "point_max_code", "quantizable", "quantization_points", "quantize_activation", "quantize_biases",
-           "relu_follows", "round_half_up", "save_quantized", "snap_codebook", "ste"]
+           "quantize_signed", "relu_follows", "signed_zero_point", "round_half_up", "save_quantized", "snap_codebook", "ste"]

@@ -6,20 +6,23 @@ import torch
 
 from ..errors import SiqError
 from ..nets import Hooks, Net, images_to_input
-from .fixedpoint import SHIFT_RANGE, point_bits, quantization_points, quantize_activation
+from ..graph import signed_points
+from .fixedpoint import SHIFT_RANGE, point_bits, quantization_points, quantize_activation, quantize_signed
 
 CALIBRATION_SAMPLES = 2_000_000   # activations scored per quantization point
 
 
-def best_shift(values: torch.Tensor, bits: int) -> int:
-    """Calibration rule: the power-of-two step minimising the mean squared quantization error."""
+def best_shift(values: torch.Tensor, bits: int, signed: bool = False) -> int:
+    """Calibration rule: the power-of-two step minimising the mean squared quantization error (of the signed
+    codes for a signed point)."""
     v = values.detach().flatten()
     if v.numel() > CALIBRATION_SAMPLES:
         # evenly spaced indices in exact integer arithmetic: a float32 linspace rounds n - 1 up past the end
         # once n > 2**24 (paper-office on 6,000 Fashion images has 24.6 M activations at one point)
         v = v[torch.arange(CALIBRATION_SAMPLES, dtype=torch.int64) * (v.numel() - 1) // (CALIBRATION_SAMPLES - 1)]
     v = v.to(torch.float64)
-    errors = [(torch.mean((quantize_activation(v, s, bits) - v) ** 2).item(), s) for s in SHIFT_RANGE]
+    quantize = quantize_signed if signed else quantize_activation
+    errors = [(torch.mean((quantize(v, s, bits) - v) ** 2).item(), s) for s in SHIFT_RANGE]
     return min(errors)[1]
 
 
@@ -48,8 +51,9 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
         collect: list = []
         net(x, collect=collect)
     shifts = {-1: best_shift(x, point_bits(-1, bits, input_bits))}
+    signed = set(signed_points(net.arch))
     for p in quantization_points(net.arch):
-        shifts[p] = best_shift(collect[p], bits)
+        shifts[p] = best_shift(collect[p], bits, p in signed)
     return shifts
 
 
@@ -71,4 +75,8 @@ class _SequentialCalibration(Hooks):
 
     def activation(self, index, x):
         return self._calibrate(index, x)
+
+    def signed(self, index, x):
+        self.shifts[index] = best_shift(x, self.bits, signed=True)
+        return quantize_signed(x, self.shifts[index], self.bits)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..arch import ACTIVATIONS, LRN, Arch, Clip, Conv, Dense
+from ..arch import ACTIVATIONS, MERGES, WEIGHTED, Add, Arch, Clip, Concat, Conv, Dense
 from ..errors import SiqError
+from ..graph import activation_reads, merge_inputs, point_of, points, readers, signed_points
 
 SHIFT_RANGE = range(-8, 25)
 INT32_MAX = 2**31 - 1
@@ -35,27 +36,36 @@ def quantize_activation(x: torch.Tensor, shift: int, bits: int) -> torch.Tensor:
     return torch.clamp(torch.floor(x * scale + 0.5), 0, 2**bits - 1) / scale
 
 
+def quantize_signed(x: torch.Tensor, shift: int, bits: int) -> torch.Tensor:
+    """Fake-quantize a signed point (graph.py): codes in [-2^(bits-1), 2^(bits-1) - 1] times 2^-shift. The C
+    stores code + 2^(bits-1) (signed_zero_point) in the same unsigned a-bit slot."""
+    scale, zero = 2.0 ** shift, signed_zero_point(bits)
+    return torch.clamp(torch.floor(x * scale + 0.5), -zero, zero - 1) / scale
+
+
+def signed_zero_point(bits: int) -> int:
+    return 2 ** (bits - 1)
+
+
 def point_bits(point: int, act_bits: int, input_bits: int | None = None) -> int:
     """Code width at a quantization point: the input image (point -1) may have its own, else act_bits."""
     return input_bits if point == -1 and input_bits is not None else act_bits
 
 
 def quantization_points(arch: Arch) -> list[int]:
-    """Layer indices whose outputs are stored quantized: every relu, clip and lrn (the input is point -1)."""
-    return [i for i, layer in enumerate(arch.layers) if isinstance(layer, (*ACTIVATIONS, LRN))]
+    """Layer indices whose outputs are stored quantized (the input is point -1): every relu, clip and lrn, and
+    on branching networks signed conv/dense outputs, adds without a relu after them and concats (graph.py)."""
+    return points(arch)
 
 
 def input_point_of(arch: Arch, index: int) -> int:
-    """The quantization point feeding layer `index` (-1 = the input image)."""
-    points = [p for p in quantization_points(arch) if p < index]
-    return points[-1] if points else -1
-
-
+    """The quantization point feeding layer `index` (-1 = the input image); its first input for add/concat."""
+    return point_of(arch, arch.sources[index][0])
 
 
 def relu_follows(arch: Arch, index: int) -> bool:
-    """A relu or clip directly after layer `index`."""
-    return index + 1 < len(arch.layers) and isinstance(arch.layers[index + 1], ACTIVATIONS)
+    """A relu or clip directly after layer `index`, reading it."""
+    return activation_reads(arch, index)
 
 
 def point_max_code(arch: Arch, point: int, shift: int, bits: int) -> int:
@@ -70,13 +80,37 @@ def point_max_code(arch: Arch, point: int, shift: int, bits: int) -> int:
 
 
 def quantizable(arch: Arch) -> None:
-    """The fixed-point scheme needs every conv/dense but the last followed directly by relu."""
+    """The fixed-point scheme needs every conv/dense but the last followed directly by relu (read by nothing
+    else), or read only by add layers (a signed point); an add that is not followed by a relu only sums
+    non-negative codes; concat joins unsigned codes; the network ends with the dense class scores."""
     weighted = arch.weighted_layers()
+    read = readers(arch)
+    signed = set(signed_points(arch))
     for i in weighted[:-1]:
-        if not relu_follows(arch, i):
-            kind = "conv" if isinstance(arch.layers[i], Conv) else "dense"
-            raise SiqError(f"layer {i} ({kind}) must be followed by relu, relu6 or clip: the client stores unsigned "
-                           "feature maps")
+        kind = "conv" if isinstance(arch.layers[i], Conv) else "dense"
+        others = [r for r in read.get(i, []) if r != i + 1 or i in signed]
+        if i in signed and (not read.get(i) or not all(isinstance(arch.layers[r], Add) for r in read[i])):
+            raise SiqError(f"layer {i} ({kind}) must be followed by relu, relu6 or clip (or feed only add layers): "
+                           "the client stores unsigned feature maps")
+        if i not in signed and others:
+            raise SiqError(f"layer {i} ({kind}) is read by its relu and by layer {others[0]}: only the relu may read "
+                           "a conv/dense output (name the relu and read that)")
+    for i, layer in enumerate(arch.layers):
+        if isinstance(layer, MERGES):
+            feeding = merge_inputs(arch, i)
+            if isinstance(layer, Add) and len(feeding) != 2:
+                raise SiqError(f"layer {i} (add) sums {len(feeding)} tensors: the integer client adds two; "
+                               "chain adds of two")
+            negative = [p for p in feeding if p in signed]
+            if negative and (isinstance(layer, Concat) or not activation_reads(arch, i)):
+                raise SiqError(f"layer {i} ({layer.type}) reads the signed output of layer {negative[0]} (a conv "
+                               "without relu): " + ("concat joins unsigned codes only; put a relu before it"
+                                                    if isinstance(layer, Concat) else
+                                                    "follow the add with relu, relu6 or clip (the client stores "
+                                                    "unsigned feature maps)"))
+            if activation_reads(arch, i) and read.get(i) != [i + 1]:
+                raise SiqError(f"layer {i} ({layer.type}) is read by its relu and by another layer: name the relu "
+                               "and read that")
     if not isinstance(arch.layers[weighted[-1]], Dense) or weighted[-1] != len(arch.layers) - 1:
         raise SiqError("the network must end with a dense layer (the class scores)")
 

@@ -7,7 +7,7 @@ import torch
 
 from ..arch import LRN
 from ..nets import Hooks, Net, images_to_input
-from .fixedpoint import input_point_of, point_bits, quantize_activation
+from .fixedpoint import input_point_of, point_bits, quantize_activation, quantize_signed, signed_zero_point
 from .lrn import lrn_table, lrn_window_sum
 from .model import QuantizedModel
 
@@ -35,6 +35,9 @@ class ExactHooks(Hooks):
 
     def activation(self, index, x):
         return quantize_activation(x, self.qm.shifts[index], self.qm.act_bits)
+
+    def signed(self, index, x):
+        return quantize_signed(x, self.qm.shifts[index], self.qm.act_bits)
 
     def lrn(self, index, module, x):
         tab = self.tables[index]
@@ -92,6 +95,14 @@ class TrainingHooks(Hooks):
 
     def activation(self, index, x):
         return self._act(index, x)
+
+    def signed(self, index, x):
+        """A signed point keeps its calibrated shift (learned steps train the unsigned points only)."""
+        if self.act_bits is None:
+            return x
+        scale, zero = 2.0 ** self.shifts[index], signed_zero_point(self.act_bits)
+        clipped = torch.clamp(x, -zero / scale, (zero - 1) / scale)
+        return ste(clipped, torch.floor(clipped * scale + 0.5) / scale)
 
     def weight(self, index, w):
         quantizer = self.weight_quantizers.get(index)
