@@ -208,7 +208,8 @@ def op_calls(lm: LoweredModel) -> tuple[list[OpCall], list[TableArray]]:
         if op.table is not None:
             tables.append(TableArray(op.params.table, len(op.table), wrap([f"{v}u" for v in op.table])))
         calls.append(OpCall(index, f"op{index}_{op.kernel}_params", op.kernel, op.fast_kernel, op.comment,
-                            op.params.STRUCT, kernels.initializer(op.params), _buffer_expr(lm, op.input),
+                            op.params.STRUCT, kernels.initializer(op.params),
+                            ", ".join(_buffer_expr(lm, read) for read in op.inputs),  # an add reads two
                             _buffer_expr(lm, op.output)))
     return calls, tables
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
-from siq.training.integer import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant,
+from siq.training.integer import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant,
                                   DenseScores, LRNRequant, MaxPool2d, QuantizeInput)
 
 CODEBOOK_POINTER = "const {codebook} *"  # the model's codebook entry type: int8_t, or int16_t when a value needs it
@@ -144,8 +144,37 @@ class DenseParams:
     bias: str = c_field("const int32_t *")
 
 
+@dataclass
+class AddParams:
+    STRUCT: ClassVar[str] = "add_params"
+    count: int = c_field("int32_t", "codes in each input and in the output")
+    zero_a: int = c_field("int32_t", "zero point of a's codes: 2^(a-1) for a signed point, else 0")
+    scale_a: int = c_field("int32_t", "2^k: a's step to the common step")
+    zero_b: int = c_field("int32_t")
+    scale_b: int = c_field("int32_t")
+    rounding: int = c_field("int32_t", "2^(shift-1), or 0 for shift 0")
+    shift: int = c_field("int32_t", ">= 0: the common step to the output's")
+    max_code: int = c_field("int32_t")
+    a_bits: int = c_field("uint32_t", "bits per stored code of input a: 8 or 4")
+    b_bits: int = c_field("uint32_t", "bits per stored code of input b: 8 or 4")
+    out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
+
+
+@dataclass
+class ConcatParams:
+    STRUCT: ClassVar[str] = "concat_params"
+    count: int = c_field("int32_t", "codes of this input: C_j * H * W")
+    offset: int = c_field("int32_t", "its first code in the output: (channels before it) * H * W")
+    scale: int = c_field("int32_t", "2^k: left shift to the output's step")
+    rounding: int = c_field("int32_t", "2^(shift-1), or 0 for shift 0")
+    shift: int = c_field("int32_t", "right shift to the output's step")
+    max_code: int = c_field("int32_t")
+    in_bits: int = c_field("uint32_t", "bits per stored code of the input buffer: 8 or 4")
+    out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
+
+
 PARAMS = (QuantizeInputParams, Conv2dParams, Conv2dGeneralParams, MaxPool2dParams, AvgPool2dParams, LRNParams,
-          DenseParams)
+          DenseParams, AddParams, ConcatParams)
 
 
 def typedef(params: type, codebook: str) -> str:
@@ -231,6 +260,11 @@ def _dense_fast(op, in_bits: int, out_bits: int) -> str:
     return f"{KERNELS[type(op)].name}_fast"
 
 
+def _add_fast(op: AddRequant, in_bits: int, out_bits: int) -> str:
+    """add_requant_fast: any layouts, two codes a step (one byte of nibbles or two bytes), no per-code calls."""
+    return "add_requant_fast"
+
+
 def _small_codes(op) -> bool:
     return op.max_code <= 15  # 4-bit codes (the input may be wider than the feature maps)
 
@@ -291,9 +325,15 @@ KERNELS = {
                              fast=_dense_fast),
     DenseScores: KernelSpec("dense_scores", DenseParams, "dense.c.j2", ("dense_accumulate", "read_index"),
                             ("index_stream",), fast=_dense_fast),
+    # add and concat read and write either layout (every input's own)
+    AddRequant: KernelSpec("add_requant", AddParams, "add.c.j2", ("load_code", "store_code", "requantize"),
+                           ("requantize",), fast=_add_fast, packable=True, writes_nibbles=_small_codes,
+                           reads_nibbles=lambda op: True),
+    ConcatRequant: KernelSpec("concat_requant", ConcatParams, "concat.c.j2", ("load_code", "store_code"),
+                              packable=True, writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
 }
 TEMPLATES = ("quantize_input.c.j2", "conv2d.c.j2", "conv2d_general.c.j2", "maxpool2d.c.j2", "avgpool2d.c.j2",
-             "lrn.c.j2", "dense.c.j2")
+             "lrn.c.j2", "dense.c.j2", "add.c.j2", "concat.c.j2")
 
 
 def spec(op) -> KernelSpec:

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from siq.training.errors import SiqError
-from siq.training.integer import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseScores,
-                                  IntegerModel, LRNRequant, MaxPool2d, QuantizeInput, build_integer_model, fuse)
+from siq.training.integer import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant,
+                                  Conv2dRequantMaxpool, DenseScores, IntegerModel, LRNRequant, MaxPool2d, QuantizeInput,
+                                  build_integer_model, fuse)
 from siq.training.quant import QuantizedModel, codebook_entry_bytes
 from siq.version import __version__
 
 from . import kernels
-from .kernels import (NIBBLE_SLACK, AvgPool2dParams, Conv2dGeneralParams, Conv2dParams, DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams,
-                      fast_kernel, filter_row_words)
+from .kernels import (NIBBLE_SLACK, AddParams, AvgPool2dParams, ConcatParams, Conv2dGeneralParams, Conv2dParams,
+                      DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams, fast_kernel, filter_row_words)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner
 
@@ -88,6 +89,13 @@ class LoweredOp:
     out_bits: int = 8      # the same for the output buffer
     out_count: int = 0     # codes in the output (its buffer may hold slack bytes past them)
     scratch: str | None = None  # arena buffer of the fast kernel's decoded filter (SIQ_DSP builds), if any
+    other: str | None = None    # an add's second input buffer (the C call passes it after `input`)
+    other_bits: int = 8
+    part: int = 0          # a concat is one call per input: which input this call copies
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input] + ([self.other] if self.other else [])
 
     @property
     def macs(self) -> int:
@@ -194,6 +202,11 @@ def _comment(op) -> str:
     if isinstance(op, AvgPool2d):
         return (f"avgpool {op.kernel[0]}x{op.kernel[1]}/{op.stride[0]}x{op.stride[1]} pad {op.pad} on "
                 f"{list(op.in_shape)} -> {list(op.out_shape)}: (sum + {op.count // 2}) / {op.count}")
+    if isinstance(op, AddRequant):
+        return (f"add {list(op.out_shape)}: ((a - {op.zero_a}) * {op.scale_a} + (b - {op.zero_b}) * {op.scale_b} "
+                f"+ {op.rounding}) >> {op.shift}, clamped to 0..{op.max_code}; |sum| <= {op.bound} < 2^31")
+    if isinstance(op, ConcatRequant):
+        return f"concat of {len(op.in_channels)} inputs ({list(op.in_channels)} channels) -> {list(op.out_shape)}"
     if isinstance(op, LRNRequant):
         return (f"lrn over {op.window_before + op.window_after + 1} channels on {list(op.shape)}: "
                 f"table of {len(op.table)} reciprocals, index S >> {op.index_shift}, {op.frac_bits} fraction bits")
@@ -226,6 +239,13 @@ def _params(op: LoweredOp, scratch: str, index: int):
         power = ir.count & (ir.count - 1) == 0
         return AvgPool2dParams(c, h, wd, oh, ow, *ir.kernel, *ir.stride, ir.pad, ir.count,
                                ir.count.bit_length() - 1 if power else -1, op.in_bits, op.out_bits)
+    if isinstance(ir, AddRequant):
+        return AddParams(ir.out_count, ir.zero_a, ir.scale_a, ir.zero_b, ir.scale_b, ir.rounding, ir.shift,
+                         ir.max_code, op.in_bits, op.other_bits, op.out_bits)
+    if isinstance(ir, ConcatRequant):
+        j, plane = op.part, ir.out_shape[1] * ir.out_shape[2]
+        return ConcatParams(ir.in_channels[j] * plane, sum(ir.in_channels[:j]) * plane, ir.scales[j],
+                            ir.roundings[j], ir.shifts[j], ir.max_code, op.in_bits, op.out_bits)
     if isinstance(ir, LRNRequant):
         c, h, wd = ir.shape
         return LRNParams(c, h * wd, ir.window_before, ir.window_after, ir.index_shift, ir.frac_bits, ir.max_code,
@@ -239,6 +259,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
         raise SiqError(f"prefix {prefix!r} is not a lower-case C identifier (letters, digits, underscores)")
     model = build_integer_model(qm)
     ops: list[LoweredOp] = []
+    buffer_of: dict[int, str] = {}  # integer op -> the buffer holding its output
     for step in fuse(model):
         op = step.op
         if type(op) not in kernels.KERNELS:
@@ -248,25 +269,33 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             raise SiqError(f"input scale 2^{op.shift} per pixel is outside 2^-16 .. 2^16")
         final = isinstance(op, DenseScores)
         weighted = op.conv if isinstance(op, Conv2dRequantMaxpool) else op
-        ops.append(LoweredOp(kernels.spec(op).name, op, step.sources, ops[-1].output if ops else "image",
-                             "scores" if final else f"buffer{step.sources[-1]}", _comment(op),
-                             weights=_weights(weighted) if hasattr(weighted, "indices") else None,
-                             table=[int(v) for v in op.table] if isinstance(op, LRNRequant) else None,
-                             out_count=0 if final else op.out_count))
+        reads = [buffer_of[j] for j in model.inputs[step.sources[0]]] or ["image"]
+        output = "scores" if final else f"buffer{step.sources[-1]}"
+        for k in step.sources:
+            buffer_of[k] = output
+        calls = [(read, None, j) for j, read in enumerate(reads)] if isinstance(op, ConcatRequant) else \
+            [(reads[0], reads[1] if len(reads) > 1 else None, 0)]
+        for read, other, part in calls:
+            ops.append(LoweredOp(kernels.spec(op).name, op, step.sources, read, output, _comment(op),
+                                 weights=_weights(weighted) if hasattr(weighted, "indices") else None,
+                                 table=[int(v) for v in op.table] if isinstance(op, LRNRequant) else None,
+                                 out_count=0 if final else op.out_count, other=other, part=part))
 
     packed = _packed_buffers(ops)
     for op in ops:
         if op.spec.packable:
             op.out_bits = 4 if op.output in packed else 8
             op.in_bits = 4 if op.input in packed else 8
+            op.other_bits = 4 if op.other in packed else 8
         if fast:
             op.fast_kernel = fast_kernel(op.ir, op.in_bits, op.out_bits)
 
     planner = GreedyPlanner()
     buffers = {}
     for index, op in enumerate(ops):
-        if op.output != "scores":
-            readers = [j for j, other in enumerate(ops) if other.input == op.output]
+        if op.output != "scores" and op.output not in buffers:  # a concat's later calls write the same buffer
+            # alive from its first writer to its last reader: an add's shortcut stays alive across its branch
+            readers = [j for j, other in enumerate(ops) if op.output in other.inputs]
             size = op.out_count if op.out_bits == 8 else (op.out_count + 1) // 2 + NIBBLE_SLACK
             buffers[op.output] = planner.add_buffer(op.output, size, index, max(readers, default=index))
         if op.fast_kernel and isinstance(op.ir, Conv2dRequantMaxpool):
@@ -305,12 +334,12 @@ def _packed_buffers(ops: list[LoweredOp]) -> set[str]:
         changed = False
         for op in ops:
             same = op.spec.in_place
-            keep = op.input not in packed or op.spec.reads_nibbles(op.ir)
+            keep = all(read not in packed for read in op.inputs) or op.spec.reads_nibbles(op.ir)
             if same:
                 keep = keep and ((op.input in packed) == (op.output in packed))
             if not keep:
-                changed = changed or op.input in packed or op.output in packed
-                packed.discard(op.input)
+                changed = changed or any(read in packed for read in op.inputs) or op.output in packed
+                packed.difference_update(op.inputs)
                 if same:
                     packed.discard(op.output)
     return packed
