@@ -165,8 +165,16 @@ def test_compiler_error_names_the_first_error(tmp_path):
         target.build_elf(model, PREFIX, tmp_path / "build", "cortex-m4")
 
 
-def test_ram_overflow_is_a_link_error(tmp_path):
+def test_an_arena_beyond_the_ram_is_refused_in_one_line(tmp_path):
     model = _broken_model(tmp_path, "SIQ_DUMMY_ARENA_BYTES 32", "SIQ_DUMMY_ARENA_BYTES 16384")
+    with pytest.raises(SiqError, match=r"^the model needs 18,432 B of RAM \(16,384 B activation arena \+ 2,048 B "
+                                       r"stack\); board .* \(cortex-m0\) has 16,384 B$"):
+        target.build_elf(model, PREFIX, tmp_path / "build", "cortex-m0")
+
+
+def test_ram_overflow_past_the_arena_check_is_a_link_error(tmp_path):
+    """An arena that leaves room for the stack but not for the harness's buffers: the linker's check remains."""
+    model = _broken_model(tmp_path, "SIQ_DUMMY_ARENA_BYTES 32", "SIQ_DUMMY_ARENA_BYTES 14330")
     with pytest.raises(SiqError, match="RAM' overflowed"):
         target.build_elf(model, PREFIX, tmp_path / "build", "cortex-m0")
 

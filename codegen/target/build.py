@@ -47,6 +47,16 @@ def model_macros(model_dir: str | Path, prefix: str) -> dict[str, int]:
     return macros
 
 
+def check_ram(macros: dict[str, int], board: str, cpu: str) -> None:
+    """Refuse, in one line naming the bytes needed, a model whose arena and stack cannot fit the board's RAM (the
+    linker would say only that region RAM overflowed). The harness's own buffers still meet the linker's check."""
+    layout = BOARDS[board]
+    arena = macros.get("ARENA_BYTES", 0)
+    if arena + layout["stack_bytes"] > layout["ram_bytes"]:
+        raise SiqError(f"the model needs {arena + layout['stack_bytes']:,} B of RAM ({arena:,} B activation arena "
+                       f"+ {layout['stack_bytes']:,} B stack); board {board!r} ({cpu}) has {layout['ram_bytes']:,} B")
+
+
 def build_elf(model_dir: str | Path, prefix: str, out_dir: str | Path, cpu: str = DEFAULT_CPU,
               board: str | None = None, opt: str = "-O2",
               vectors: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None,
@@ -77,6 +87,7 @@ def build_elf(model_dir: str | Path, prefix: str, out_dir: str | Path, cpu: str 
     (out_dir / "target_main.c").write_text(render("target_main.c.j2", prefix=prefix, PREFIX=prefix.upper(),
                                                   version=__version__))
     layout = BOARDS[board]
+    check_ram(macros, board, cpu)
     (out_dir / "link.ld").write_text(render("boards/link.ld.j2", board=board, cpu=cpu, **{
         key: layout[key] for key in ("flash_origin", "flash_bytes", "ram_origin", "ram_bytes", "stack_bytes")}))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..arch import ACTIVATIONS, MERGES, WEIGHTED, Add, Arch, Clip, Concat, Conv, Dense
+from ..arch import MERGES, Add, Arch, Clip, Conv, Dense
 from ..errors import SiqError
 from ..graph import activation_reads, merge_inputs, point_of, points, readers, signed_points
 
@@ -101,13 +101,12 @@ def quantizable(arch: Arch) -> None:
             if isinstance(layer, Add) and len(feeding) != 2:
                 raise SiqError(f"layer {i} (add) sums {len(feeding)} tensors: the integer client adds two; "
                                "chain adds of two")
+            # signed points feed only adds (checked above); their sum must meet a relu to be stored unsigned
             negative = [p for p in feeding if p in signed]
-            if negative and (isinstance(layer, Concat) or not activation_reads(arch, i)):
-                raise SiqError(f"layer {i} ({layer.type}) reads the signed output of layer {negative[0]} (a conv "
-                               "without relu): " + ("concat joins unsigned codes only; put a relu before it"
-                                                    if isinstance(layer, Concat) else
-                                                    "follow the add with relu, relu6 or clip (the client stores "
-                                                    "unsigned feature maps)"))
+            if negative and not activation_reads(arch, i):
+                raise SiqError(f"layer {i} (add) reads the signed output of layer {negative[0]} (a conv without "
+                               "relu): follow the add with relu, relu6 or clip (the client stores unsigned feature "
+                               "maps)")
             if activation_reads(arch, i) and read.get(i) != [i + 1]:
                 raise SiqError(f"layer {i} ({layer.type}) is read by its relu and by another layer: name the relu "
                                "and read that")
