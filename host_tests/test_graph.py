@@ -51,7 +51,7 @@ CONV = {"type": "conv", "out": 4, "k": 3, "pad": 1}
     ([dict(CONV, stride=2), {"type": "relu", "name": "a"}, {"type": "concat", "inputs": ["a", "input"]}],
      r"concat needs \(C, H, W\) inputs of equal height and width"),
     ([CONV, {"type": "relu", "name": "a"}, {"type": "add", "inputs": ["a"]}], r"add needs inputs = \[two or more"),
-    ([CONV, {"type": "relu", "name": "a"}, {"type": "batchnorm", "input": "a"}], r"batchnorm must read the conv"),
+    ([CONV, {"type": "relu", "name": "a"}, {"type": "batchnorm", "input": "a"}], r"layer 2 \(batchnorm\): batchnorm must directly follow a conv or dense layer and read"),
     ([dict(CONV, name="c"), {"type": "batchnorm"}, {"type": "relu", "name": "a"},
       {"type": "add", "inputs": ["a", "c"]}], r"layer 3 also reads the conv/dense output this batchnorm normalizes"),
 ])

@@ -1,6 +1,6 @@
 """The kernel specs (codegen/kernels.py) are the one source of each C parameter struct: the generated typedefs
 and every op's designated initializer follow them field for field, and each reference kernel has a numpy twin of
-the same name. One small model here runs all nine reference kernels (and the fast variants that apply)."""
+the same name. One small model here runs all eleven reference kernels (and the fast variants that apply)."""
 import re
 import subprocess
 from dataclasses import fields
@@ -21,13 +21,15 @@ from siq.training.integer import integer_scores
 from siq.training.nets import Net
 from siq.training.quantizers import QuantizeConfig, quantize_model
 
-# conv pad 1 -> relu -> pool (fused, reference only: padded), lrn, conv -> relu (unfused), lrn -> a standalone
-# pool, a grouped 2x1 conv with asymmetric padding -> relu, an average pool, dense -> relu, dense scores: every
+# conv pad 1 -> relu -> pool (fused, reference only: padded), lrn, conv -> relu (unfused), a 1x1 conv without relu
+# added to it (relu fused), that concatenated with the relu's output, lrn -> a standalone pool, a grouped 2x1 conv with asymmetric padding -> relu, an average pool, dense -> relu, dense scores: every
 # reference kernel once.
 EVERY_KERNEL = {"name": "every-kernel", "input": [1, 12, 12], "layers": [
     {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"}, {"type": "maxpool", "k": 2},
     {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
-    {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"},
+    {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu", "name": "r"},
+    {"type": "conv", "out": 4, "k": 1, "name": "s"}, {"type": "add", "inputs": ["s", "r"]}, {"type": "relu"},
+    {"type": "concat", "inputs": ["r", "r"]},
     {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0}, {"type": "maxpool", "k": 2},
     {"type": "conv", "out": 4, "k": [2, 1], "pad": [1, 0, 0, 0], "groups": 2}, {"type": "relu"},
     {"type": "avgpool", "k": 2, "stride": 1},
@@ -52,7 +54,8 @@ def _uncommented(text: str) -> str:
 def test_the_model_runs_every_reference_kernel(every_kernel):
     lm, _, _, _ = every_kernel
     assert [op.kernel for op in lm.ops] == ["quantize_input", "conv2d_requant_maxpool", "lrn_requant",
-                                            "conv2d_requant", "lrn_requant", "maxpool2d",
+                                            "conv2d_requant", "conv2d_requant", "add_requant", "concat_requant",
+                                            "concat_requant", "lrn_requant", "maxpool2d",
                                             "conv2d_general_requant", "avgpool2d", "dense_requant", "dense_scores"]
     assert {op.kernel for op in lm.ops} == {spec.name for spec in kernels.KERNELS.values()}
 
@@ -100,12 +103,16 @@ def test_numpy_twins_of_the_kernel_steps_equal_the_op_by_op_reference(every_kern
     lm, _, images, _ = every_kernel
     per_op = integer.run_integer(lm.integer, images)
     steps = integer.fuse(lm.integer)
-    assert [type(s.op) for s in steps] == [type(op.ir) for op in lm.ops]
-    assert [s.sources for s in steps] == [op.source_ops for op in lm.ops]
-    codes = images
+    # a concat is one C call per input, all running the one step
+    calls = [op for k, op in enumerate(lm.ops) if k == 0 or op.source_ops != lm.ops[k - 1].source_ops]
+    assert [type(s.op) for s in steps] == [type(op.ir) for op in calls]
+    assert [s.sources for s in steps] == [op.source_ops for op in calls]
+    outputs = {}  # integer op -> the output of the step computing it, fed to the steps reading it
     for step in steps:
-        codes = integer.OP_FUNCTIONS[step.op.name](codes, step.op)
+        reads = [outputs[j] for j in lm.integer.inputs[step.sources[0]]] or [images]
+        codes = integer.OP_FUNCTIONS[step.op.name](reads if len(reads) > 1 else reads[0], step.op)
         assert np.array_equal(codes, per_op[step.sources[-1]]), step.op.name
+        outputs.update({k: codes for k in step.sources})
 
 
 def test_reference_kernels_and_numpy_twins_share_names():

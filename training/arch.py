@@ -11,7 +11,15 @@ the map (channels, 1, length), and a sequence of layers:
                                            bias before quantization (the integer model has no batch norm)
   relu, relu6, clip(max)                   relu6 is clip(6): min(max(x, 0), max)
   maxpool(k), avgpool(k, stride=k, pad=0), globalavgpool, lrn(size, alpha, beta, k), flatten, dense(out),
-  dropout(p).
+  dropout(p),
+  add(inputs)                              elementwise sum of two or more tensors of one shape
+  concat(inputs)                           channel concatenation of (C, H, W) tensors of equal H and W
+Every layer takes two optional fields: name = "..." names its output (unique; "input" is reserved for the
+network input) and input = "..." makes it read that tensor instead of the previous layer's output; add and concat
+read `inputs`, a list of such names. Layers are listed in topological order (a name is read only after its layer)
+and the last one gives the class scores. A batchnorm reads the conv/dense right before it, which nothing else
+reads; folding moves the batchnorm's name to that layer. What the integer client runs (training/graph.py): a
+conv/dense without a relu after it may feed only add layers, and such an add is followed by a relu.
 It can be given as a preset name or as a TOML/JSON file:
 
     name = "tiny"
@@ -20,6 +28,12 @@ It can be given as a preset name or as a TOML/JSON file:
       {type = "conv", out = 4, k = 5},
       {type = "relu"}, {type = "maxpool", k = 2}, {type = "flatten"}, {type = "dense", out = 10},
     ]
+
+A residual block (the shortcut s1 is read after the branch):
+      {type = "relu", name = "s1"},
+      {type = "conv", out = 16, k = 3, pad = 1}, {type = "batchnorm"}, {type = "relu"},
+      {type = "conv", out = 16, k = 3, pad = 1}, {type = "batchnorm", name = "main"},
+      {type = "add", inputs = ["main", "s1"]}, {type = "relu", name = "s2"},
 """
 from __future__ import annotations
 
@@ -121,8 +135,8 @@ class Arch:
                 shape = self._conv_shape(layer, shape, where)
             elif isinstance(layer, BatchNorm):
                 if i == 0 or not isinstance(self.layers[i - 1], WEIGHTED) or sources[i] != (i - 1,):
-                    raise SiqError(f"{where}: batchnorm must read the conv or dense layer right before it (it is "
-                                   "folded into that layer's weights and bias)")
+                    raise SiqError(f"{where}: batchnorm must directly follow a conv or dense layer and read its "
+                                   "output (it is folded into that layer's weights and bias)")
                 others = [r for r in readers(self).get(i - 1, []) if r != i]
                 if others:
                     raise SiqError(f"{where}: layer {others[0]} also reads the conv/dense output this batchnorm "
