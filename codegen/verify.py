@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from siq.training.integer import DenseScores, MaxPool2d, first_mismatch, run_integer, unpack_codes
+from siq.training.graph import point_of
+from siq.training.integer import DenseScores, first_mismatch, run_integer, unpack_codes
 from siq.training.nets import Net, images_to_input
-from siq.training.quant import ExactHooks, QuantizedModel, evaluate_exact, input_point_of
+from siq.training.quant import ExactHooks, QuantizedModel, evaluate_exact
 from siq.training.train import accuracy
 
 from .host import HostModel, build_host
@@ -36,10 +37,8 @@ def torch_op_outputs(qm: QuantizedModel, lm: LoweredModel, images: np.ndarray) -
             values = codes_in
         elif isinstance(op, DenseScores):
             values = collect[index] * 2.0 ** lm.integer.score_exponent
-        elif isinstance(op, MaxPool2d):
-            values = collect[index] * 2.0 ** qm.shifts[input_point_of(qm.arch, index)]
-        else:
-            values = collect[index] * 2.0 ** qm.shifts[index]
+        else:  # pools keep their input's step; a signed point's stored codes carry its zero point
+            values = collect[index] * 2.0 ** qm.shifts[point_of(qm.arch, index)] + getattr(op, "zero_point", 0)
         out.append(values.numpy().astype(np.int64))
     return out
 

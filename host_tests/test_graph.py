@@ -6,12 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from siq.codegen.lower import lower
 from siq.codegen.target import run_self_test
+from siq.codegen.verify import torch_op_outputs
 from siq.training.arch import PRESETS, Arch
 from siq.training.errors import SiqError
-from siq.training.integer import check_lowerable, integer_scores
+from siq.training.integer import check_lowerable, integer_scores, run_integer
+from siq.training.quantizers import QuantizeConfig, SIQPlusConfig, check_method_fits, quantize_model
 
-from operator_cases import check_four_ways, random_images
+from operator_cases import check_four_ways, random_images, random_net
 
 INPUT = [3, 6, 6]
 HEAD = [{"type": "globalavgpool"}, {"type": "flatten"}, {"type": "dense", "out": 4}]
@@ -144,3 +147,22 @@ def test_resnet8_is_bit_exact_four_ways_and_refused_on_cortex_m0(tmp_path):
     assert result["mismatches"] == 0 and np.array_equal(result["scores"], scores), result["first_mismatch"]
     with pytest.raises(SiqError, match=rf"^the model needs {lm.arena_bytes + 2048:,} B of RAM .*cortex-m0"):
         run_self_test(tmp_path, lm.prefix, "cortex-m0", None, images, np.argmax(scores, axis=1), scores, "-O2")
+
+
+def test_real_activation_steps_are_refused_on_branching_networks():
+    cfg = QuantizeConfig(method="siq+", plus=SIQPlusConfig(real_steps=True))
+    with pytest.raises(SiqError, match="real activation steps are not supported on architecture 'tiny-graph'"):
+        check_method_fits(Arch.from_dict(TINY), cfg)
+    check_method_fits(PRESETS["paper-mnist"], cfg)  # a sequential net keeps them
+
+
+def test_pytorch_op_outputs_match_every_integer_op():
+    """The mismatch locator's per-op PyTorch codes (pools on their input's step, signed points with their zero
+    point) equal the numpy reference at every op of a branching net."""
+    arch = Arch.from_dict(TINY)
+    images = random_images(arch, np.random.default_rng(5))
+    qm = quantize_model(random_net(arch, 5), images, np.arange(len(images)) % 4, QuantizeConfig(method="kmeans"),
+                        list("abcd"))[0]
+    lm = lower(qm)
+    for k, (expected, got) in enumerate(zip(run_integer(lm.integer, images), torch_op_outputs(qm, lm, images))):
+        assert np.array_equal(expected.reshape(len(images), -1), got.reshape(len(images), -1)), k

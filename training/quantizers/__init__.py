@@ -19,7 +19,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ..arch import Arch, Conv
+from ..arch import MERGES, Arch, Conv
 from ..errors import SiqError
 from ..nets import Net, fold_batchnorm
 from ..quant import (QuantizedModel, calibrate_shifts, check_bits, check_codebook_bits, quantizable,
@@ -58,6 +58,11 @@ def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
     if not method.retrains:
         return
     cfg = method.configure(cfg)
+    if method.ingredients and cfg.plus.learn_act_steps and cfg.plus.real_steps and \
+            any(isinstance(layer, MERGES) for layer in arch.layers):
+        # fold_step_scales moves a real step into the layers around its point; an add's inputs would need one
+        raise SiqError(f"--method {cfg.method}: real activation steps are not supported on architecture "
+                       f"{arch.name!r}, which has add or concat layers; keep power-of-two steps")
     fc = cfg.plus.quantize_fc if method.ingredients else cfg.siq.quantize_fc
     if not fc and not any(isinstance(arch.layers[i], Conv) for i in arch.weighted_layers()):
         raise SiqError(f"--method {cfg.method}: architecture {arch.name!r} has no conv layer, and {cfg.method} "
