@@ -182,6 +182,11 @@ def _weights(op) -> WeightTable:
                        codebook_stride=entries if per_channel else 0)
 
 
+def _activation(op) -> str:
+    """What a weighted op's requantization stores: relu'd codes, or a signed point's codes plus its zero point."""
+    return f"signed codes + {op.zero_point}" if op.zero_point else "relu"
+
+
 def _comment(op) -> str:
     """The one-line description of a kernel call that the generated C carries above its parameters."""
     if isinstance(op, QuantizeInput):
@@ -190,12 +195,12 @@ def _comment(op) -> str:
         conv = op.conv if isinstance(op, Conv2dRequantMaxpool) else op
         pool = op.pool if isinstance(op, Conv2dRequantMaxpool) else None
         return (f"conv {conv.out_shape[0]}@{conv.k}x{conv.k}/{conv.stride} pad {conv.pad} on {list(conv.in_shape)} "
-                "-> relu" + (f" -> maxpool {pool.k}" if pool else "")
+                f"-> {_activation(conv)}" + (f" -> maxpool {pool.k}" if pool else "")
                 + f" -> {list(pool.out_shape if pool else conv.out_shape)}; |acc| <= {conv.acc_bound} < 2^31")
     if isinstance(op, Conv2dGeneralRequant):
         (kh, kw), (sh, sw) = op.kernel, op.stride
         return (f"conv {op.out_shape[0]}@{kh}x{kw}/{sh}x{sw} pad {list(op.pad)} groups {op.groups} on "
-                f"{list(op.in_shape)} -> relu (max code {op.max_code}) -> {list(op.out_shape)}; "
+                f"{list(op.in_shape)} -> {_activation(op)} (max code {op.max_code}) -> {list(op.out_shape)}; "
                 f"|acc| <= {op.acc_bound} < 2^31")
     if isinstance(op, MaxPool2d):
         return f"maxpool {op.k} on {list(op.in_shape)} -> {list(op.out_shape)}"
@@ -211,7 +216,8 @@ def _comment(op) -> str:
         return (f"lrn over {op.window_before + op.window_after + 1} channels on {list(op.shape)}: "
                 f"table of {len(op.table)} reciprocals, index S >> {op.index_shift}, {op.frac_bits} fraction bits")
     final = isinstance(op, DenseScores)
-    return (f"dense {op.in_features} -> {op.out_features}" + (" (class scores, int32)" if final else " -> relu")
+    return (f"dense {op.in_features} -> {op.out_features}"
+            + (" (class scores, int32)" if final else f" -> {_activation(op)}")
             + f"; |acc| <= {op.acc_bound} < 2^31")
 
 
@@ -276,7 +282,8 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
         calls = [(read, None, j) for j, read in enumerate(reads)] if isinstance(op, ConcatRequant) else \
             [(reads[0], reads[1] if len(reads) > 1 else None, 0)]
         for read, other, part in calls:
-            ops.append(LoweredOp(kernels.spec(op).name, op, step.sources, read, output, _comment(op),
+            comment = _comment(op) + (f": input {part}" if isinstance(op, ConcatRequant) else "")
+            ops.append(LoweredOp(kernels.spec(op).name, op, step.sources, read, output, comment,
                                  weights=_weights(weighted) if hasattr(weighted, "indices") else None,
                                  table=[int(v) for v in op.table] if isinstance(op, LRNRequant) else None,
                                  out_count=0 if final else op.out_count, other=other, part=part))

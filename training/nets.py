@@ -30,7 +30,7 @@ class Hooks:
         return b
 
     def activation(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Output of a relu or lrn layer (the feature maps the client stores)."""
+        """Output of a relu, lrn, concat or unfused add layer (the feature maps the client stores)."""
         return x
 
     def lrn(self, index: int, module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:

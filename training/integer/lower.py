@@ -1,5 +1,6 @@
 """Lowering a QuantizedModel to the integer IR (ir.py), once: shifts, roundings and proven accumulator bounds
-(build_integer_model), and the fusion of conv -> relu -> max-pool into one kernel step (fuse).
+(build_integer_model, following the architecture's dataflow: each op records the ops it reads), and the fusion of
+conv -> relu -> max-pool into one kernel step (fuse).
 
 Everything here refuses, with a message naming the fix, what the integer client cannot compute exactly.
 """
@@ -135,7 +136,7 @@ def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: 
     shift = max(acc_exp - qm.shifts[point], -(qm.act_bits - 1) if signed else -8)
     half = 2 ** (shift - 1) if shift > 0 else 0
     offset = zero << shift if shift >= 0 else zero >> -shift
-    bound = _prove(max(bound + half + offset, bound), where)
+    bound = _prove(bound + half + offset, where)
     common = dict(codebook=lc.codebook, indices=lc.indices, bits=lc.bits, bias=bias + half + offset, shift=shift,
                   max_code=point_max_code(arch, point, qm.shifts[point], qm.act_bits), acc_bound=bound,
                   layer_index=point, zero_point=zero)
