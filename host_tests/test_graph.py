@@ -116,7 +116,8 @@ def _no_live_overlap(lm) -> None:
         assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), op.comment
 
 
-@pytest.mark.parametrize("act_bits, seed", [(4, 0), (8, 1), (2, 2)])
+# other activation widths (1-8) and random branching shapes: host_tests/test_graph_properties.py
+@pytest.mark.parametrize("act_bits, seed", [(4, 0), (8, 1)])
 def test_tiny_graph_is_bit_exact_four_ways(act_bits, seed, tmp_path):
     qm, lm = check_four_ways(Arch.from_dict(TINY), seed, tmp_path, act_bits=act_bits, weight_bits=4,
                              builds=("default", "reference", "dsp"))
