@@ -29,6 +29,11 @@ ARCH_FILES = {
              '{type = "maxpool", k = 4}, {type = "flatten"}, {type = "dense", out = 10}]\n',
     "norelu": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = 3}, {type = "conv", out = 4, k = 3}, '
               '{type = "relu"}, {type = "flatten"}, {type = "dense", out = 10}]\n',
+    "signed-add": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = 3, pad = 1}, {type = "relu", name = "a"}, '
+                  '{type = "conv", out = 4, k = 3, pad = 1}, {type = "batchnorm", name = "m"}, '
+                  '{type = "add", inputs = ["m", "a"]}, {type = "flatten"}, {type = "dense", out = 10}]\n',
+    "unknown-name": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = 3}, {type = "relu", name = "a"}, '
+                    '{type = "add", inputs = ["a", "b"]}, {type = "flatten"}, {type = "dense", out = 10}]\n',
     "fraction": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4.7, k = 3}, {type = "relu"}, '
                 '{type = "flatten"}, {type = "dense", out = 10}]\n',
     "string": 'input = [1, 8, 8]\nlayers = [{type = "conv", out = 4, k = "5"}, {type = "relu"}, '
@@ -55,6 +60,9 @@ ARCH_FILES = {
     (["train", "--dataset", "digits", "--arch", "{arch:huge}"], "larger than siq's limits"),
     (["train", "--dataset", "digits", "--arch", "{arch:pool4}"], "pool 4 does not divide the 6x6 map"),
     (["train", "--dataset", "digits", "--arch", "{arch:norelu}"], "must be followed by relu"),
+    (["train", "--dataset", "digits", "--arch", "{arch:signed-add}"],
+     "layer 3 (add) reads the signed output of layer 2 (a conv without relu): follow the add with relu"),
+    (["train", "--dataset", "digits", "--arch", "{arch:unknown-name}"], "layer 2 (add): unknown input name 'b'"),
     (["pipeline", "--dataset", "digits", "--arch", "{arch:mlp}", "--method", "siq", "--no-target"],
      "has no conv layer"),
     (["pipeline", "--dataset", "digits", "--layer-bits", "99=4", "--no-target"],
