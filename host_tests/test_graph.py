@@ -169,3 +169,15 @@ def test_pytorch_op_outputs_match_every_integer_op():
     lm = lower(qm)
     for k, (expected, got) in enumerate(zip(run_integer(lm.integer, images), torch_op_outputs(qm, lm, images))):
         assert np.array_equal(expected.reshape(len(images), -1), got.reshape(len(images), -1)), k
+
+
+def test_dense_residuals_are_bit_exact(tmp_path):
+    """Adds of dense outputs: a batch-normed signed dense added to a relu'd one, two signed denses under relu6."""
+    arch = Arch.from_dict({"name": "dense-res", "input": [1, 4, 4], "layers": [
+        {"type": "flatten"}, {"type": "dense", "out": 8}, {"type": "relu", "name": "h"},
+        {"type": "dense", "out": 8}, {"type": "batchnorm", "name": "d"},
+        {"type": "add", "inputs": ["h", "d"]}, {"type": "relu"},
+        {"type": "dense", "out": 7, "name": "e"}, {"type": "dense", "out": 7, "input": "h", "name": "f"},
+        {"type": "add", "inputs": ["e", "f"]}, {"type": "relu6"}, {"type": "dense", "out": 3}]})
+    _, lm = check_four_ways(arch, 3, tmp_path, act_bits=3, weight_bits=3)
+    assert [op.ir.zero_point for op in lm.ops if op.kernel == "dense_requant"] == [0, 4, 4, 4]
