@@ -29,7 +29,7 @@ from siq.training.integer import integer_scores
 from siq.training.nets import Net
 from siq.training.quant import QuantizedModel, check_codebook_bits
 from siq.training.quant import load_quantized as _load_quantized
-from siq.training.quantizers import QuantizeConfig, check_plus_config, check_siq_config
+from siq.training.quantizers import QuantizeConfig, check_method_fits, check_plus_config, check_siq_config
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 from .lower import LoweredModel, lower
@@ -156,6 +156,7 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
     path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
     net, meta = load_checkpoint(path)
     check_backend(net.arch, cfg.act_bits, cfg.input_bits)  # before retraining, not after it
+    check_method_fits(net.arch, cfg)  # --layer-bits naming a layer without weights, before the data loads
     data = load_for_model(meta, net.arch)
     check_splits(data)
     with on_device(training_device):

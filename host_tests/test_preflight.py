@@ -18,6 +18,7 @@ from siq.training.arch import PRESETS, Arch
 from siq.training.errors import SiqError
 from siq.training.nets import Net
 from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.train import TrainConfig, save_checkpoint
 
 # architecture files the table refers to as {arch:NAME}
 ARCH_FILES = {
@@ -76,6 +77,9 @@ ARCH_FILES = {
      "argument --prefix: must be a lower-case C identifier"),
     (["train", "--dataset", "digits", "--arch", "{arch:fractional-input}"], "input must be whole numbers"),
     (["quantize", "{model}", "--out", "/proc/siq-missing/q.pt"], "cannot write /proc/siq-missing/q.pt"),
+    (["quantize", "{checkpoint}", "--layer-bits", "1=4"], "layer(s) 1 of architecture 'tiny-lrn' carry no weights"),
+    (["quantize", "{checkpoint}", "--method", "kmeans", "--layer-bits", "0=2,99=4"],
+     "the weighted layers are 0, 4, 7, 10"),
 ])
 def test_preflight_refused(args, message, tmp_path, capsys, model):
     out_dir = tmp_path / "out"
@@ -96,15 +100,18 @@ def test_preflight_refused(args, message, tmp_path, capsys, model):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, digits):
-    """An untrained (seeded) tiny model on digits, quantized, and an export of it without vectors."""
+    """An untrained (seeded) tiny model on digits (its float checkpoint too), quantized, and an export of it
+    without vectors."""
     from conftest import tiny_arch
     import torch
     from siq.training.quant import save_quantized
     root = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
     meta = {"spec": "digits", "data_dir": None, "seed": 0}
+    net = Net(tiny_arch())
+    save_checkpoint(root / "float.pt", net, meta, TrainConfig(epochs=1), {"float_accuracy": 0.1})
     cfg = QuantizeConfig(method="uniform", calibration_images=100)
-    qm = quantize_model(Net(tiny_arch()), digits.train_x, digits.train_y, cfg, digits.class_names,
+    qm = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names,
                         {"dataset": meta})[0]
     save_quantized(root / "quantized.pt", qm)
     assert main(["export", str(root / "quantized.pt"), "--out", str(root / "fw"), "--vectors", "0"]) == 0
@@ -114,6 +121,8 @@ def model(tmp_path_factory, digits):
 def expand(arg: str, tmp_path: Path, model: Path) -> str:
     if arg == "{model}":
         return str(model / "quantized.pt")
+    if arg == "{checkpoint}":
+        return str(model / "float.pt")
     if arg == "{export}":
         return str(model / "fw")
     if arg == "{empty}":
