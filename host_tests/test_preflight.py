@@ -80,6 +80,19 @@ ARCH_FILES = {
     (["quantize", "{checkpoint}", "--layer-bits", "1=4"], "layer(s) 1 of architecture 'tiny-lrn' carry no weights"),
     (["quantize", "{checkpoint}", "--method", "kmeans", "--layer-bits", "0=2,99=4"],
      "the weighted layers are 0, 4, 7, 10"),
+    (["fit", "--dataset", "digits", "--flash", "0"], "argument --flash: must be more than zero, got '0'"),
+    (["fit", "--dataset", "digits", "--flash=-2KB"], "argument --flash: must be more than zero"),
+    (["fit", "--dataset", "digits", "--flash", "6XB"], "argument --flash: must be a number with an optional unit"),
+    (["fit", "--dataset", "digits", "--flash", "1.5"], "argument --flash: must come to a whole number"),
+    (["fit", "--dataset", "digits", "--flash", "4KB"],
+     "flash budget 4,096 B is below the smallest model of 'paper-mnist': 4,737 B of read-only data"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--ram", "512"],
+     "RAM budget 512 B is below the activation arena of 'paper-mnist' at 4-bit activations: 988 B"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--insns", "0"], "argument --insns: must be more than zero"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--insns", "300k"], "an instruction budget needs the core"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--insns", "10k", "--cpu", "cortex-m4"],
+     "instruction budget 10,000 is below the fewest instructions 'paper-mnist' can take on cortex-m4"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--widths", "0-3"], "argument --widths"),
 ])
 def test_preflight_refused(args, message, tmp_path, capsys, model):
     out_dir = tmp_path / "out"
@@ -88,7 +101,7 @@ def test_preflight_refused(args, message, tmp_path, capsys, model):
     args = [expand(a, tmp_path, model) for a in args]
     if args[0] in ("train", "quantize", "sweep") and "--out" not in args:
         args += ["--out", str(out_dir / "result")]
-    elif args[0] in ("pipeline", "export"):
+    elif args[0] in ("pipeline", "export", "fit"):
         args += ["--out", str(out_dir / "result")]
     start = time.time()
     code = main(args)

@@ -24,7 +24,9 @@ def _parse(text: str, units: dict, what: str, example: str) -> int:
     if not match or unit not in units:
         raise SiqError(f"{what} must be a number with an optional unit ({example}), got {text!r}")
     value = float(match.group(1)) * units[unit]
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):
+        raise SiqError(f"{what} must be a finite number with an optional unit ({example}), got {text!r}")
+    if value <= 0:
         raise SiqError(f"{what} must be more than zero, got {text!r}")
     if value != int(value):
         raise SiqError(f"{what} must come to a whole number, got {text!r} = {value:g}")
