@@ -192,3 +192,22 @@ def test_fit_mixes_widths_within_budget_and_quantize_reads_its_config_back(tmp_p
     assert main(["quantize", str(out / "float.pt"), "--config", str(out / "fit-config.json"), "--weight-bits",
                  "2", "--out", str(tmp_path / "x.pt")]) == 2
     assert "drop --weight-bits" in capsys.readouterr().err
+
+
+def test_instruction_estimate_is_within_five_percent_of_qemu(tmp_path):
+    """The committed per-kernel costs against an exact count of a model they were not calibrated on (mixed
+    widths, a per-channel layer, the tiny network's reference convs)."""
+    from siq.codegen.fit.cost import stand_in
+    from siq.codegen.fit.insns import load_instruction_model
+    from siq.codegen.target.qemu import instructions_per_inference
+    from siq.training.arch import load_arch
+    (tmp_path / "tiny.toml").write_text(TINY)
+    arch = load_arch(str(tmp_path / "tiny.toml"))
+    bits = {0: 3, 3: 5, 6: 2, 8: 7}
+    lm = lower(stand_in(arch, bits, per_channel={3}))
+    write_sources(lm, tmp_path)
+    counted = instructions_per_inference(tmp_path, lm.prefix, "cortex-m4", None,
+                                         np.full(64, 200, np.uint8))["total"]
+    model, cm = load_instruction_model("cortex-m4"), cost_model(arch)
+    estimate = model.fixed(cm) + sum(model.layer(cm, i, b) for i, b in bits.items())
+    assert abs(estimate - counted) <= 0.05 * counted, (estimate, counted)
