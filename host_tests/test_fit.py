@@ -172,7 +172,8 @@ def test_fit_mixes_widths_within_budget_and_quantize_reads_its_config_back(tmp_p
     out = tmp_path / "fit"
     # one width for all layers: 3 bits take 857 B (predicted), 4 bits 1,022 B; 1,000 B needs a mix
     code = main(["fit", "--dataset", "digits", "--arch", str(tmp_path / "tiny.toml"), "--flash", "1000",
-                 "--method", "kmeans", "--epochs", "3", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+                 "--method", "kmeans", "--epochs", "3", "--widths", "2-5", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "fit.json").read_text())
     measured = report["measured"]
@@ -211,3 +212,38 @@ def test_instruction_estimate_is_within_five_percent_of_qemu(tmp_path):
     model, cm = load_instruction_model("cortex-m4"), cost_model(arch)
     estimate = model.fixed(cm) + sum(model.layer(cm, i, b) for i, b in bits.items())
     assert abs(estimate - counted) <= 0.05 * counted, (estimate, counted)
+
+
+def fit_study(tmp_path: Path, budgets: str) -> Path:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "studies").mkdir()
+    path = tmp_path / "studies" / "tiny-fit.toml"
+    path.write_text(f'question = "q"\n[defaults]\ndataset = "digits"\narch = "{tmp_path / "tiny.toml"}"\n'
+                    f'epochs = 1\nseeds = [0]\n[[fit]]\nresults = "tiny-fit.jsonl"\nmethod = "kmeans"\n'
+                    f'budgets = {budgets}\nsolvers = ["exact"]\nwidths = "3-4"\nvalidation = 0.1\n')
+    (tmp_path / "results").mkdir()
+    return path
+
+
+def test_study_fit_runs_the_fit_beside_the_best_single_width(tmp_path, capsys):
+    path = fit_study(tmp_path, '["1000"]')
+    args = ["study", "run", str(path), "--cache-dir", str(tmp_path / "cache"), "--results-dir",
+            str(tmp_path / "results")]
+    assert main(args) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "results" / "tiny-fit.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["solver"], r["budget"]) for r in records] == [("fit", "exact", 1000), ("single", None, 1000)]
+    assert all(r["linked"] and r["flash"] <= 1000 for r in records)
+    assert set(records[1]["bits"].values()) == {3} and set(records[0]["bits"].values()) <= {3, 4}
+    # every cell is cached: a second run trains nothing and writes the same file
+    first = (tmp_path / "results" / "tiny-fit.jsonl").read_bytes()
+    assert main(args) == 0
+    assert (tmp_path / "results" / "tiny-fit.jsonl").read_bytes() == first
+
+
+def test_study_budget_below_the_smallest_model_is_refused_before_training(tmp_path, capsys):
+    path = fit_study(tmp_path, '["8KB", "300"]')
+    assert main(["study", "run", str(path), "--cache-dir", str(tmp_path / "cache"), "--results-dir",
+                 str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "flash budget 300 B is below the smallest model of 'tiny': 566 B" in err[0], err
+    assert not (tmp_path / "cache").exists() and not list((tmp_path / "results").iterdir())

@@ -30,8 +30,9 @@ def _single_width_rows(result: FitResult, budget: Budget) -> list[str]:
     rows = ["| width (all layers) | flash (B, predicted) | fits | summed sensitivity |", "|---|---|---|---|"]
     for bits in range(1, 9):
         flash = cm.flash({l.index: bits for l in cm.layers})
-        loss = sum(result.sensitivity["layers"][l.index][choice_name(bits, False)] for l in cm.layers)
-        rows.append(f"| {bits} | {flash:,} | {'yes' if flash <= budget.flash else 'no'} | {loss:+.4f} |")
+        measured = [result.sensitivity["layers"][l.index].get(choice_name(bits, False)) for l in cm.layers]
+        loss = "-" if None in measured else f"{sum(measured):+.4f}"  # widths outside the search: not measured
+        rows.append(f"| {bits} | {flash:,} | {'yes' if flash <= budget.flash else 'no'} | {loss} |")
     return rows
 
 

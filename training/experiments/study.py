@@ -15,6 +15,12 @@
     weight_bits = "4,float"
     act_bits = "2,4,float"
 
+    [[fit]]                       # optional: siq fit at each budget (codegen/fit/study.py runs it), beside the
+    method = "siq+"               #   best single width; FIT_OPTIONS: the float recipe and quantizer options of a
+    budgets = ["6KB", "8KB"]      #   run, plus method, act_bits, budgets, solvers (exact, greedy), single_width,
+    validation = 0.1              #   widths and cpu
+    results = "fashion-fit-budgets.jsonl"
+
     [[report]]                    # optional: a report (siq report) over committed results files
     results = ["fashion-float-recipe.val.jsonl"]
     out = "fashion-float-recipe"  # a folder in docs
@@ -24,7 +30,8 @@ Run options are those of `siq sweep` (underscores for dashes) and mean the same;
 recipe (no dataset-dependent schedule is applied): options left out take the library defaults (TrainConfig,
 SIQConfig, SIQPlusConfig, QuantizeConfig). The same options give the same cache keys, so re-running a study from a
 cache that holds its cells reproduces its committed results record for record (test_studies checks the keys).
-A bad study is refused in one line (SiqError) before anything is trained.
+A bad study is refused in one line (SiqError) before anything is trained. A study holds at least one [[run]]
+or [[fit]].
 """
 from __future__ import annotations
 

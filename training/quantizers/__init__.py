@@ -43,7 +43,8 @@ RETRAINING_METHODS = tuple(name for name, method in METHODS.items() if method.re
 __all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_METHODS", "FloatCodebook",
            "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer", "QuantizerInput",
            "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook", "centroid_values",
-           "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel", "check_plus_config", "check_siq_config", "continuation_penalty", "fold_step_scales",
+           "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel", "check_plus_config",
+           "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
            "resolve_method", "retrain", "run", "uniform_codebook", "uniform_codes"]
