@@ -182,6 +182,7 @@ def test_fit_mixes_widths_within_budget_and_quantize_reads_its_config_back(tmp_p
     assert len(widths) > 1, report["config"]
     assert report["best_single_width"] == 3
     assert report["greedy"] is not None
+    assert set(report["sensitivity"]["points"]) == {"-1", "1", "4", "7"}  # the input and every relu
     text = (out / "report.md").read_text()
     assert "| layer | kind | weights | bits |" in text and "greedy" in text
     # the configuration file gives back the same model, byte for byte
@@ -247,3 +248,28 @@ def test_study_budget_below_the_smallest_model_is_refused_before_training(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "flash budget 300 B is below the smallest model of 'tiny': 566 B" in err[0], err
     assert not (tmp_path / "cache").exists() and not list((tmp_path / "results").iterdir())
+
+
+def test_a_candidate_measured_over_budget_gives_way_to_the_next(digits, tmp_path, monkeypatch):
+    """The first candidate is made to measure one byte over the budget: the fit takes the second, and a fit
+    where every candidate is over refuses instead of returning one."""
+    import siq.codegen.fit.run as run
+    from siq.codegen.fit.budget import Budget
+    from siq.training.train import TrainConfig
+    arch = tiny_arch(lrn=False)
+    torch.manual_seed(0)
+    real, calls = run.measure, []
+
+    def first_over(qm, cpu, image=None):
+        measured = real(qm, None)
+        calls.append(measured)
+        return {**measured, "flash": 1000 + 1} if len(calls) == 1 else measured
+    monkeypatch.setattr(run, "measure", first_over)
+    base = QuantizeConfig(method="kmeans", calibration_images=100)
+    kwargs = dict(widths=[3, 4], per_channel=(False,), cache_dir=tmp_path, net=Net(arch), log=lambda *a: None)
+    result, _ = run.fit_model(arch, digits, Budget(1000), base, TrainConfig(epochs=1), **kwargs)
+    assert [t["over"] != [] for t in result.tried] == [True, False]
+    assert result.measured["flash"] <= 1000 and result.config.layer_bits != {}
+    monkeypatch.setattr(run, "measure", lambda qm, cpu, image=None: {**real(qm, None), "flash": 10**6})
+    with pytest.raises(SiqError, match=r"none of the \d+ best configurations of .tiny. fits flash 1,000 B when measured"):
+        run.fit_model(arch, digits, Budget(1000), base, TrainConfig(epochs=1), **kwargs)

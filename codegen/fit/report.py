@@ -55,7 +55,8 @@ def report_dict(result: FitResult, budget: Budget, method: str) -> dict:
             "method": method, "config": config_dict(result.config), "measured": result.measured,
             "accuracy": result.accuracy, "tried": result.tried, "fixed_flash": result.cost.fixed,
             "sensitivity": {"baseline": result.sensitivity["baseline"],
-                            "layers": {str(k): v for k, v in result.sensitivity["layers"].items()}},
+                            "layers": {str(k): v for k, v in result.sensitivity["layers"].items()},
+                            "points": {str(k): v for k, v in result.sensitivity.get("points", {}).items()}},
             "greedy": None if result.greedy is None else {"bits": result.greedy.bits,
                                                           "per_channel": sorted(result.greedy.per_channel),
                                                           "sensitivity": result.greedy.sensitivity},
@@ -81,6 +82,13 @@ def report_markdown(result: FitResult, budget: Budget, method: str) -> str:
               f"- greedy (sensitivity per byte, TI's order): {_summary(result.greedy, result.cost.fixed)}", "",
               "## One width for all layers", ""]
     lines += _single_width_rows(result, budget)
+    lines += ["", "## Activation points", "",
+              "The validation loss rise over the float network when one point alone is quantized to a width (the "
+              f"fit keeps one width, {result.config.act_bits} bits, at every point; -1 is the input image).", ""]
+    points = result.sensitivity.get("points", {})
+    widths = sorted({int(w) for rises in points.values() for w in rises})
+    lines += ["| point | " + " | ".join(f"{w} bits" for w in widths) + " |", "|---|" + "---|" * len(widths)]
+    lines += [f"| {p} | " + " | ".join(f"{points[p][str(w)]:+.4f}" for w in widths) + " |" for p in sorted(points)]
     lines += ["", "## Candidates measured", "", "| candidate | bits | flash (B) | RAM (B) | instructions | verdict |",
               "|---|---|---|---|---|---|"]
     for t in result.tried:

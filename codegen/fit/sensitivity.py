@@ -19,10 +19,36 @@ import torch
 
 from siq.training.fileio import atomic_write_bytes
 from siq.training.nets import Net, images_to_input
-from siq.training.quant import TrainingHooks, calibrate_shifts
+from siq.training.quant import TrainingHooks, calibrate_shifts, quantization_points
 from siq.training.quantizers import centroid_values, kmeans_codebook, per_row, uniform_codebook
 
-SCHEMA = 1
+SCHEMA = 2
+ACT_WIDTHS = range(1, 9)
+
+
+class OnePoint(TrainingHooks):
+    """Activations quantized at one quantization point only (-1: the input image); every other point float."""
+
+    def __init__(self, point: int, bits: int, shifts: dict):
+        super().__init__(bits, shifts, input_bits=bits)
+        self.point = point
+
+    def _act(self, point, x):
+        return super()._act(point, x) if point == self.point else x
+
+
+def point_sensitivities(net: Net, val_x: np.ndarray, val_y: np.ndarray, calibration: np.ndarray) -> dict:
+    """{point: {width: loss rise}}: the validation loss rise, over the all-float network, when the activations
+    of that point alone are quantized to `width` bits (shifts calibrated on the float network at that width).
+    The fit keeps one activation width; these say where a per-point width would matter."""
+    base = validation_loss(net, val_x, val_y, TrainingHooks(None, None))
+    out = {}
+    for bits in ACT_WIDTHS:
+        shifts = calibrate_shifts(net, calibration, bits, "float", bits)
+        for point in [-1] + quantization_points(net.arch):
+            rise = validation_loss(net, val_x, val_y, OnePoint(point, bits, shifts)) - base
+            out.setdefault(point, {})[str(bits)] = rise
+    return out
 
 
 def validation_loss(net: Net, x: np.ndarray, y: np.ndarray, hooks, batch: int = 1000) -> float:
@@ -63,7 +89,8 @@ def sensitivities(net: Net, val_x: np.ndarray, val_y: np.ndarray, *, act_bits: i
                   widths=range(1, 9), per_channel=(False, True), method: str = "kmeans", seed: int = 0,
                   input_bits: int | None = None, cache_dir: str | Path | None = None, log=print) -> dict:
     """{"baseline": loss with float weights and act_bits activations, "layers": {layer: {"b" or "b/channel":
-    loss rise}}} for every weighted layer, width in `widths` and per-channel setting in `per_channel`.
+    loss rise}}, "points": point_sensitivities()} for every weighted layer, width in `widths` and per-channel
+    setting in `per_channel`.
 
     net: the float network (batch norm folded); calibration: the images the activation shifts are calibrated on
     (as quantization calibrates them)."""
@@ -77,7 +104,8 @@ def sensitivities(net: Net, val_x: np.ndarray, val_y: np.ndarray, *, act_bits: i
             try:
                 cached = json.loads(path.read_text())
                 return {"baseline": cached["baseline"],
-                        "layers": {int(k): v for k, v in cached["layers"].items()}}
+                        "layers": {int(k): v for k, v in cached["layers"].items()},
+                        "points": {int(k): v for k, v in cached["points"].items()}}
             except (OSError, ValueError, KeyError):
                 pass  # unreadable: measure again and overwrite it
     baseline = validation_loss(net, val_x, val_y, TrainingHooks(act_bits, shifts, input_bits=input_bits))
@@ -92,10 +120,11 @@ def sensitivities(net: Net, val_x: np.ndarray, val_y: np.ndarray, *, act_bits: i
                 rises[choice_name(bits, channel)] = validation_loss(net, val_x, val_y, hooks) - baseline
         layers[i] = rises
         log(f"sensitivity of layer {i}: " + ", ".join(f"{k} {v:+.4f}" for k, v in rises.items()))
-    result = {"baseline": baseline, "layers": layers}
+    points = point_sensitivities(net, val_x, val_y, calibration)
+    result = {"baseline": baseline, "layers": layers, "points": points}
     if path is not None:
-        atomic_write_bytes(path, (json.dumps({"baseline": baseline, "layers": {str(k): v for k, v in
-                                                                               layers.items()}}) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps({"baseline": baseline, "layers": {str(k): v for k, v in layers.items()},
+                                              "points": {str(k): v for k, v in points.items()}}) + "\n").encode())
     return result
 
 
