@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -60,14 +62,20 @@ def _prune(points: list[tuple[tuple[int, ...], float, tuple]]) -> list:
     points it dominates."""
     points = sorted(points, key=lambda p: (p[0], p[1]))
     kept: list = []
-    if points and len(points[0][0]) == 1:  # one budget: kept points grow in cost and fall in sensitivity
+    if not points:
+        return kept
+    if len(points[0][0]) == 1:  # one budget: kept points grow in cost and fall in sensitivity
         for point in points:
             if not kept or point[1] < kept[-1][1]:
                 kept.append(point)
         return kept
+    # several budgets: compare each point with the kept ones at once (kept rows: costs..., sensitivity)
+    table = np.empty((len(points), len(points[0][0]) + 1))
     for costs, loss, path in points:
-        if any(all(a <= b for a, b in zip(k[0], costs)) and k[1] <= loss for k in kept):
+        row = (*costs, loss)
+        if len(kept) and np.any(np.all(table[:len(kept)] <= row, axis=1)):
             continue
+        table[len(kept)] = row
         kept.append((costs, loss, path))
     return kept
 
