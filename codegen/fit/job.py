@@ -52,6 +52,9 @@ def run_fit(out: Path, dataset: str, arch: str, budget: Budget, base: QuantizeCo
     checked = preflight(dataset, arch, data_dir=data_dir, split_seed=split_seed, batch_size=tcfg.batch_size,
                         quant_cfg=base, allow_large=allow_large)
     insn_model = load_instruction_model(budget.cpu) if budget.insns is not None else None
+    if budget.insns is not None and insn_model is None:
+        log(f"note: no calibrated kernel costs for {budget.cpu} (python -m siq.codegen.fit.insns --cpu "
+            f"{budget.cpu}): the plan ignores the instruction budget, each candidate's real count is checked")
     check_budget(cost_model(checked.arch, base.act_bits, base.input_bits, base.codebook_bits), budget, insn_model)
     data = checked.data
     identity = "siq fit " + hashlib.sha256(json.dumps(
