@@ -131,8 +131,11 @@ def stand_in(arch: Arch, bits: dict[int, int], per_channel=frozenset(), act_bits
     for i in arch.weighted_layers():
         shape = arch.weight_shape(i)
         k = 2 ** bits[i]
-        row = np.linspace(-top, top, k).round().astype(np.int64) if k > 1 else np.zeros(1, np.int64)
-        row = np.unique(row) if len(np.unique(row)) == k else np.arange(k, dtype=np.int64) - k // 2
+        # 2^b distinct values spanning +-top, so the entry type is the one codebook_bits gives (int16 above 8
+        # bits); where fewer than 2^b integers lie in that range, consecutive integers around zero (int8)
+        row = np.unique(np.linspace(-top, top, k).round().astype(np.int64))
+        if len(row) < k:
+            row = np.arange(k, dtype=np.int64) - k // 2
         book = np.tile(row, (shape[0], 1)) if i in per_channel else row
         layers[i] = LayerCodebook(bits[i], book, 0, np.zeros(shape, np.uint8))
     biases = {i: np.zeros(arch.weight_shape(i)[0], np.int64) for i in layers}
