@@ -73,8 +73,9 @@ def check_budget(cm: CostModel, budget: Budget, insn_model: InstructionModel | N
 
 
 def choices(cm: CostModel, sens: dict, widths, per_channel=(False, True),
-            insn_model: InstructionModel | None = None) -> list[list[Choice]]:
-    """Per weighted layer, every (width, per-channel) option with its costs and sensitivity."""
+            insn_model: InstructionModel | None = None, measure: str = "layers") -> list[list[Choice]]:
+    """Per weighted layer, every (width, per-channel) option with its costs and sensitivity (measure "layers":
+    the measured loss rise; "hessian": its second-order estimate)."""
     out = []
     for layer in cm.layers:
         options = []
@@ -84,7 +85,7 @@ def choices(cm: CostModel, sens: dict, widths, per_channel=(False, True),
                 if insn_model is not None:
                     costs += (insn_model.layer(cm, layer.index, bits),)
                 options.append(Choice(layer.index, bits, channel, costs,
-                                      sens["layers"][layer.index][choice_name(bits, channel)]))
+                                      sens[measure][layer.index][choice_name(bits, channel)]))
         out.append(options)
     return out
 
@@ -140,7 +141,11 @@ def fit_model(arch: Arch, data: Dataset, budget: Budget, base: QuantizeConfig, t
     budgets = layer_budgets(cm, budget, insn_model)
     flash_only = [[replace(c, costs=c.costs[:1]) for c in layer] for layer in options]
     front = exact(flash_only, (10**12,), limit=10**6)  # the report's front: flash against summed sensitivity
-    ablation = greedy(options, budgets)
+    # the ablation: TI's Hessian-aware greedy order, scored (like the exact solver's choice) by measured rises
+    hessian_greedy = greedy(choices(cm, sens, widths, per_channel, insn_model, "hessian"), budgets)
+    ablation = None if hessian_greedy is None else Allocation(tuple(
+        next(o for o in layer if (o.bits, o.per_channel) == (c.bits, c.per_channel))
+        for layer, c in zip(options, hessian_greedy.choices)))
     candidates = exact(options, budgets, limit=MAX_CANDIDATES) if solver == "exact" else \
         [a for a in [ablation] if a is not None]
     if not candidates:

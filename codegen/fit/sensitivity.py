@@ -22,7 +22,10 @@ from siq.training.nets import Net, images_to_input
 from siq.training.quant import TrainingHooks, calibrate_shifts, quantization_points
 from siq.training.quantizers import centroid_values, kmeans_codebook, per_row, uniform_codebook
 
-SCHEMA = 2
+SCHEMA = 3
+HUTCHINSON_SAMPLES = 16
+HESSIAN_IMAGES = 1000  # validation images the Hessian-vector products run on
+POINT_CALIBRATION_IMAGES = 500  # calibration images of each width's shifts in point_sensitivities (a report)
 ACT_WIDTHS = range(1, 9)
 
 
@@ -44,7 +47,7 @@ def point_sensitivities(net: Net, val_x: np.ndarray, val_y: np.ndarray, calibrat
     base = validation_loss(net, val_x, val_y, TrainingHooks(None, None))
     out = {}
     for bits in ACT_WIDTHS:
-        shifts = calibrate_shifts(net, calibration, bits, "float", bits)
+        shifts = calibrate_shifts(net, calibration[:POINT_CALIBRATION_IMAGES], bits, "float", bits)
         for point in [-1] + quantization_points(net.arch):
             rise = validation_loss(net, val_x, val_y, OnePoint(point, bits, shifts)) - base
             out.setdefault(point, {})[str(bits)] = rise
@@ -73,6 +76,29 @@ def layer_values(w: np.ndarray, bits: int, per_channel: bool, method: str, seed:
     return centroid_values(centroids, assignment, w.shape)
 
 
+def hessian_traces(net: Net, x: np.ndarray, y: np.ndarray, samples: int = HUTCHINSON_SAMPLES, seed: int = 0
+                   ) -> dict[int, float]:
+    """Per weighted layer, the mean diagonal of the validation loss's Hessian in its weights, tr(H_l) / N_l, by
+    Hutchinson's estimator E[v^T H v] with seeded Rademacher vectors v (float network, float activations): the
+    curvature TI's and HAWQ's Hessian-aware allocation weigh each layer's quantization error by."""
+    net.eval()
+    layers = net.arch.weighted_layers()
+    weights = [net.layers[i].weight for i in layers]
+    x, y = x[:HESSIAN_IMAGES], y[:HESSIAN_IMAGES]
+    loss = torch.nn.functional.cross_entropy(net(images_to_input(x)), torch.as_tensor(y))
+    grads = torch.autograd.grad(loss, weights, create_graph=True)
+    generator = torch.Generator().manual_seed(seed)
+    traces = dict.fromkeys(layers, 0.0)
+    for _ in range(samples):
+        for j, (i, w) in enumerate(zip(layers, weights)):
+            # v on this layer's weights only: the other layers' cross terms would add variance, not signal
+            v = torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1
+            outputs = [v if k == j else torch.zeros_like(other) for k, other in enumerate(weights)]
+            (hv,) = torch.autograd.grad(grads, [w], grad_outputs=outputs, retain_graph=True)
+            traces[i] += float((v * hv).sum()) / samples
+    return {i: traces[i] / w.numel() for i, w in zip(layers, weights)}
+
+
 def _key(net: Net, x: np.ndarray, widths, per_channel, method: str, act_bits: int, shifts: dict, seed: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"schema": SCHEMA, "arch": net.arch.to_dict(), "widths": list(widths),
@@ -89,8 +115,9 @@ def sensitivities(net: Net, val_x: np.ndarray, val_y: np.ndarray, *, act_bits: i
                   widths=range(1, 9), per_channel=(False, True), method: str = "kmeans", seed: int = 0,
                   input_bits: int | None = None, cache_dir: str | Path | None = None, log=print) -> dict:
     """{"baseline": loss with float weights and act_bits activations, "layers": {layer: {"b" or "b/channel":
-    loss rise}}, "points": point_sensitivities()} for every weighted layer, width in `widths` and per-channel
-    setting in `per_channel`.
+    loss rise}}, "hessian": {layer: {choice: 1/2 tr(H)/N ||w - Q(w)||^2}} (the Hessian-aware estimate of the
+    same rise, for the greedy ablation), "points": point_sensitivities()} for every weighted layer, width in
+    `widths` and per-channel setting in `per_channel`.
 
     net: the float network (batch norm folded); calibration: the images the activation shifts are calibrated on
     (as quantization calibrates them)."""
@@ -103,28 +130,32 @@ def sensitivities(net: Net, val_x: np.ndarray, val_y: np.ndarray, *, act_bits: i
         if path.is_file():
             try:
                 cached = json.loads(path.read_text())
-                return {"baseline": cached["baseline"],
-                        "layers": {int(k): v for k, v in cached["layers"].items()},
-                        "points": {int(k): v for k, v in cached["points"].items()}}
+                return {part: cached[part] if part == "baseline" else {int(k): v for k, v in cached[part].items()}
+                        for part in ("baseline", "layers", "hessian", "points")}
             except (OSError, ValueError, KeyError):
                 pass  # unreadable: measure again and overwrite it
     baseline = validation_loss(net, val_x, val_y, TrainingHooks(act_bits, shifts, input_bits=input_bits))
-    layers = {}
+    traces = hessian_traces(net, val_x, val_y, seed=seed)
+    layers, hessian = {}, {}
     for i in net.arch.weighted_layers():
         w = net.layers[i].weight.detach().double().numpy()
-        rises = {}
+        rises, estimates = {}, {}
         for bits in widths:
             for channel in per_channel:
-                values = torch.from_numpy(layer_values(w, bits, channel, method, seed)).float()
+                quantized = layer_values(w, bits, channel, method, seed)
+                values = torch.from_numpy(quantized).float()
                 hooks = TrainingHooks(act_bits, shifts, {i: lambda _, v=values: v}, input_bits=input_bits)
                 rises[choice_name(bits, channel)] = validation_loss(net, val_x, val_y, hooks) - baseline
-        layers[i] = rises
+                # second-order estimate of the same rise: 1/2 (tr H / N) ||w - Q(w)||^2
+                estimates[choice_name(bits, channel)] = 0.5 * traces[i] * float(np.sum((w - quantized) ** 2))
+        layers[i], hessian[i] = rises, estimates
         log(f"sensitivity of layer {i}: " + ", ".join(f"{k} {v:+.4f}" for k, v in rises.items()))
     points = point_sensitivities(net, val_x, val_y, calibration)
-    result = {"baseline": baseline, "layers": layers, "points": points}
+    result = {"baseline": baseline, "layers": layers, "hessian": hessian, "points": points}
     if path is not None:
-        atomic_write_bytes(path, (json.dumps({"baseline": baseline, "layers": {str(k): v for k, v in layers.items()},
-                                              "points": {str(k): v for k, v in points.items()}}) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps({part: value if part == "baseline" else
+                                              {str(k): v for k, v in value.items()}
+                                              for part, value in result.items()}) + "\n").encode())
     return result
 
 

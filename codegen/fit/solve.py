@@ -10,7 +10,7 @@ budget. Costs are whole numbers (bytes, instructions), so the fronts are exact.
 
 greedy(): the ablation, TI's automatic mixed precision: every layer starts at its widest choice, and the step
 down (to the next narrower choice of one layer) with the least sensitivity increase per byte saved is taken
-until the model fits.
+until the model fits. The fit runs it on the Hessian estimates of the sensitivities (sensitivity.py), as TI does.
 """
 from __future__ import annotations
 
