@@ -6,6 +6,7 @@
     siq.export(qm, "out/firmware")                                     # -> LoweredModel; C sources on disk
     report = siq.verify("out/firmware")                                # -> {"accuracy", "mismatches", ...}
     siq.target("out/firmware", cpu="cortex-m0")                        # -> {"mismatches", "instructions", ...}
+    siq.fit("out/fit", flash="6KB", method="siq+")                     # -> FitResult; widths chosen per layer
 
 Training runs where `device` says ("cpu", the default: weights bit-identical to every earlier release;
 "cuda[:N]"; or "auto": CUDA when present, logged); calibration, codebooks, the integer reference and export
@@ -29,9 +30,12 @@ from siq.training.integer import integer_scores
 from siq.training.nets import Net
 from siq.training.quant import QuantizedModel, check_codebook_bits
 from siq.training.quant import load_quantized as _load_quantized
-from siq.training.quantizers import QuantizeConfig, check_plus_config, check_siq_config
+from siq.training.quantizers import QuantizeConfig, check_method_fits, check_plus_config, check_siq_config
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
+from .fit.budget import Budget, parse_count, parse_size
+from .fit.job import run_fit
+from .fit.run import FitResult
 from .lower import LoweredModel, lower
 from .preflight import check_backend, check_splits, preflight, probe_output_file
 from .pipeline import (default_schedule, load_for_model, run_pipeline, step_export, step_quantize, step_train,
@@ -156,6 +160,7 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
     path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
     net, meta = load_checkpoint(path)
     check_backend(net.arch, cfg.act_bits, cfg.input_bits)  # before retraining, not after it
+    check_method_fits(net.arch, cfg)  # --layer-bits naming a layer without weights, before the data loads
     data = load_for_model(meta, net.arch)
     check_splits(data)
     with on_device(training_device):
@@ -279,3 +284,39 @@ def evaluate(model: str | Path) -> dict:
     scores = integer_scores(lower(qm).integer, data.test_x)
     return {"kind": "integer", "accuracy": accuracy(scores, data.test_y, data.test_groups),
             "n_test": len(data.test_x), "dataset": data.name, "float_accuracy": qm.meta.get("float_accuracy")}
+
+
+def fit(out: str | Path = "out/fit", *, flash: int | str, ram: int | str | None = None,
+        insns: int | str | None = None, cpu: str | None = None, dataset: str = "mnist5k", arch: str = "paper-mnist",
+        method: str = "siq+", quant_cfg: QuantizeConfig | None = None, train_cfg: TrainConfig | None = None,
+        widths=range(1, 9), per_channel=(False, True), solver: str = "exact", validation: float = 0.1,
+        data_dir: str | None = None, split_seed: int = 0, cache_dir: str | Path | None = ".siq_cache",
+        force: bool = False, link: bool = True, log: Log = print, device: str = "cpu",
+        allow_large: bool = False) -> FitResult:
+    """The most accurate per-layer configuration within a flash (and RAM, instruction) budget, into `out`.
+
+    flash: bytes of the model's read-only data as linked (6144, "6KB", "6 KiB"); ram: its static RAM and stack
+    ("2KB"); insns: instructions per inference on `cpu` ("300k"). Bad budgets, and budgets below the smallest
+    model the architecture allows (the message says how small that is), are refused before anything trains.
+    The float network trains on the training split less a `validation` fraction; each weighted layer's
+    sensitivity to widths `widths` (one codebook, or one per output channel when per_channel holds True) is
+    measured there; the exact solver (solver="greedy": the ablation) picks the widths; the configuration is
+    retrained with `method` (quant_cfg gives its other settings) on the whole training split, linked for the
+    core (cortex-m4 unless cpu; link=False or no toolchain: flash is the cost model's upper bound), counted in
+    QEMU when insns is given, and replaced by the next candidate while over a budget.
+
+    Writes out/float.pt, quantized.pt, fit-config.json (for `siq quantize float.pt --config`), report.md and
+    fit.json. Returns the FitResult (config, model, measured sizes, accuracy, allocation, greedy ablation).
+    """
+    budget = Budget(parse_size(flash, "the flash budget") if isinstance(flash, str) else flash,
+                    parse_size(ram, "the RAM budget") if isinstance(ram, str) else ram,
+                    parse_count(insns, "the instruction budget") if isinstance(insns, str) else insns, cpu)
+    if cpu is not None:
+        resolve_target(cpu, None)
+    tcfg = train_cfg or default_schedule(dataset)
+    check_schedule({f.name: getattr(tcfg, f.name) for f in fields(tcfg)})
+    base = check_quantize_config(replace(quant_cfg or QuantizeConfig(), method=method))
+    with on_device(resolve_device(device, log)):
+        return run_fit(Path(out), dataset, arch, budget, base, tcfg, validation=validation, widths=widths,
+                       per_channel=per_channel, solver=solver, data_dir=data_dir, split_seed=split_seed,
+                       cache_dir=cache_dir, force=force, link=link, allow_large=allow_large, log=log)

@@ -12,6 +12,7 @@ from siq.training.experiments.sweep import run_sweep
 
 from siq.training.quantizers import QuantizeConfig, check_method_fits
 
+from .fit.study import preflight_fits, run_fit_entry
 from .pipeline import default_schedule
 from .preflight import SEED_MAX, preflight
 
@@ -106,7 +107,8 @@ def study_command(args) -> int:
         for folder in folders:
             for s in find_studies(folder):
                 splits = "+".join(sorted({run.split for run in s.runs}))
-                print(f"{s.name}  [{len(s.runs)} runs, {splits}]\n    {s.question}")
+                fits = f", {len(s.fits)} fits" if s.fits else ""
+                print(f"{s.name}  [{len(s.runs)} runs{fits}, {splits or 'test'}]\n    {s.question}")
         return 0
     paths = args.studies or sorted(str(p) for p in Path("docs/studies").glob("*.toml"))
     if not paths:
@@ -114,6 +116,7 @@ def study_command(args) -> int:
     studies = [load_study(p) for p in paths]  # every file is checked before anything runs
     if args.action == "run":
         preflight_runs([run for s in studies for run in s.runs])
+        preflight_fits([entry for s in studies for entry in s.fits])
 
     def results_dir(s) -> Path:
         return Path(args.results_dir) if args.results_dir else s.path.parent.parent / "results"
@@ -122,6 +125,9 @@ def study_command(args) -> int:
             written = run_study(s, results_dir(s), cache_dir=args.cache_dir, jobs=args.jobs, **where_options(args))
             for name, records in written.items():
                 print(f"{s.name}: {len(records)} cells -> {results_dir(s) / name}")
+            for entry in s.fits:
+                records = run_fit_entry(entry, results_dir(s), args.cache_dir)
+                print(f"{s.name}: fit {entry.number}: {len(records)} cells -> {results_dir(s) / entry.results}")
     # reports after every run: a study's report may compare its results with another study's
     for s in studies:
         for report in s.reports:

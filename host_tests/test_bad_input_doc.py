@@ -16,7 +16,7 @@ START, END = "<!-- cli-cases -->", "<!-- /cli-cases -->"
 # (test file, parametrized test whose (arguments, message) table is listed)
 TABLES = (("test_cli.py", "test_bad_input_refused"), ("test_preflight.py", "test_preflight_refused"))
 # how the tables' placeholders for files and folders made by the tests are shown
-SHOWN = {"{empty}": "EMPTY/", "{model}": "model.pt", "{export}": "EXPORT/",
+SHOWN = {"{empty}": "EMPTY/", "{model}": "model.pt", "{checkpoint}": "float.pt", "{export}": "EXPORT/",
          "{idx:no-test-images}": "IDX-WITHOUT-TEST-IMAGES/"}
 
 

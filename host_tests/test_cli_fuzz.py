@@ -28,6 +28,7 @@ BASE = {
     "sweep": ["--dataset", "nope"],
     "report": ["missing.jsonl"],
     "study": ["run", "missing.toml"],
+    "fit": ["--dataset", "nope", "--flash", "8KB"],
 }
 PATH_OPTIONS = {"--out", "--data-dir", "--cache-dir", "--results-dir", "--arch"}
 

@@ -16,6 +16,7 @@ def test_wheel_ships_templates_and_runs_from_anywhere(tmp_path):
     shipped = {"siq/" + str(p.relative_to(ROOT)) for p in (ROOT / "firmware_template").rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert shipped <= names, shipped - names
+    assert "siq/codegen/fit/insn_costs.json" in names  # siq fit's calibrated kernel costs
     # one installed namespace: nothing but siq/ and its dist-info at the top of the wheel
     assert {n.split("/")[0] for n in names} == {"siq", wheel.name.rsplit("-", 3)[0] + ".dist-info"}
     site = tmp_path / "site"

@@ -18,6 +18,7 @@ from siq.training.arch import PRESETS, Arch
 from siq.training.errors import SiqError
 from siq.training.nets import Net
 from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.train import TrainConfig, save_checkpoint
 
 # architecture files the table refers to as {arch:NAME}
 ARCH_FILES = {
@@ -84,6 +85,22 @@ ARCH_FILES = {
      "argument --prefix: must be a lower-case C identifier"),
     (["train", "--dataset", "digits", "--arch", "{arch:fractional-input}"], "input must be whole numbers"),
     (["quantize", "{model}", "--out", "/proc/siq-missing/q.pt"], "cannot write /proc/siq-missing/q.pt"),
+    (["quantize", "{checkpoint}", "--layer-bits", "1=4"], "layer(s) 1 of architecture 'tiny-lrn' carry no weights"),
+    (["quantize", "{checkpoint}", "--method", "kmeans", "--layer-bits", "0=2,99=4"],
+     "the weighted layers are 0, 4, 7, 10"),
+    (["fit", "--dataset", "digits", "--flash", "0"], "argument --flash: must be more than zero, got '0'"),
+    (["fit", "--dataset", "digits", "--flash=-2KB"], "argument --flash: must be more than zero"),
+    (["fit", "--dataset", "digits", "--flash", "6XB"], "argument --flash: must be a number with an optional unit"),
+    (["fit", "--dataset", "digits", "--flash", "1.5"], "argument --flash: must come to a whole number"),
+    (["fit", "--dataset", "digits", "--flash", "4KB"],
+     "flash budget 4,096 B is below the smallest model of 'paper-mnist': 4,737 B of read-only data"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--ram", "512"],
+     "RAM budget 512 B is below the activation arena of 'paper-mnist' at 4-bit activations: 988 B"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--insns", "0"], "argument --insns: must be more than zero"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--insns", "300k"], "an instruction budget needs the core"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--insns", "10k", "--cpu", "cortex-m4"],
+     "instruction budget 10,000 is below the fewest instructions 'paper-mnist' can take on cortex-m4"),
+    (["fit", "--dataset", "digits", "--flash", "8KB", "--widths", "0-3"], "argument --widths"),
 ])
 def test_preflight_refused(args, message, tmp_path, capsys, model):
     out_dir = tmp_path / "out"
@@ -92,7 +109,7 @@ def test_preflight_refused(args, message, tmp_path, capsys, model):
     args = [expand(a, tmp_path, model) for a in args]
     if args[0] in ("train", "quantize", "sweep") and "--out" not in args:
         args += ["--out", str(out_dir / "result")]
-    elif args[0] in ("pipeline", "export"):
+    elif args[0] in ("pipeline", "export", "fit"):
         args += ["--out", str(out_dir / "result")]
     start = time.time()
     code = main(args)
@@ -104,15 +121,18 @@ def test_preflight_refused(args, message, tmp_path, capsys, model):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, digits):
-    """An untrained (seeded) tiny model on digits, quantized, and an export of it without vectors."""
+    """An untrained (seeded) tiny model on digits (its float checkpoint too), quantized, and an export of it
+    without vectors."""
     from conftest import tiny_arch
     import torch
     from siq.training.quant import save_quantized
     root = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
     meta = {"spec": "digits", "data_dir": None, "seed": 0}
+    net = Net(tiny_arch())
+    save_checkpoint(root / "float.pt", net, meta, TrainConfig(epochs=1), {"float_accuracy": 0.1})
     cfg = QuantizeConfig(method="uniform", calibration_images=100)
-    qm = quantize_model(Net(tiny_arch()), digits.train_x, digits.train_y, cfg, digits.class_names,
+    qm = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names,
                         {"dataset": meta})[0]
     save_quantized(root / "quantized.pt", qm)
     assert main(["export", str(root / "quantized.pt"), "--out", str(root / "fw"), "--vectors", "0"]) == 0
@@ -122,6 +142,8 @@ def model(tmp_path_factory, digits):
 def expand(arg: str, tmp_path: Path, model: Path) -> str:
     if arg == "{model}":
         return str(model / "quantized.pt")
+    if arg == "{checkpoint}":
+        return str(model / "float.pt")
     if arg == "{export}":
         return str(model / "fw")
     if arg == "{empty}":

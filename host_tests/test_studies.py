@@ -66,7 +66,15 @@ def test_study_regenerates_its_committed_results(path):
 
 @pytest.mark.parametrize("text, message", [
     ("", "say what the study asks"),
-    ('question = "q"', "no \\[\\[run\\]\\]"),
+    ('question = "q"', "no \\[\\[run\\]\\] or \\[\\[fit\\]\\]"),
+    ('question = "q"\n[[fit]]\ndataset = "digits"\nmethod = "kmeans"\nvalidation = 0.1\nresults = "f.jsonl"',
+     "missing budgets"),
+    ('question = "q"\n[[fit]]\ndataset = "digits"\nmethod = "kmeans"\nbudgets = ["6KB"]\nvalidation = 1.5\n'
+     'results = "f.jsonl"', "validation fraction must be in"),
+    ('question = "q"\n[[fit]]\ndataset = "digits"\nmethod = "kmeans"\nbudgets = ["6KB"]\nvalidation = 0.1\n'
+     'results = "f.jsonl"\nsolvers = ["ilp"]', "solvers must list exact and/or greedy"),
+    ('question = "q"\n[[fit]]\ndataset = "digits"\nmethod = "kmeans"\nbudgets = ["6KB"]\nvalidation = 0.1\n'
+     'results = "f.jsonl"\nweight_bits = "2"', "unknown option 'weight_bits'"),
     ('question = "q"\nfoo = 1\n[[run]]', "unknown key"),
     ('question = "q"\n[[run]]\ndataset = "digits"', "missing methods"),
     ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq"]\nweight_bits = "2"\nact_bits = "2"\n'

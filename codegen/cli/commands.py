@@ -6,14 +6,18 @@ Commands are thin: turn the parsed options into Python values, call codegen/api.
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from siq.codegen import api, experiments
 from siq.codegen.target.boards import DEFAULT_CPU
 from siq.codegen.target.toolchain import require_toolchain, toolchain_status
+from siq.codegen.fit.configfile import read_config
+from siq.training.errors import SiqError
 from siq.training.fileio import check_output_file
+from siq.training.quantizers import QuantizeConfig
 
-from .options import add_backend, add_device
+from .options import add_backend, add_device, add_fit, fit_quant_config, option_name
 from .options import (COUNT, RATE, add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits,
                       add_per_channel, add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits,
                       c_prefix, quant_config, train_config, whole)
@@ -35,13 +39,49 @@ def train(args):
 def quantize_options(p):
     p.add_argument("checkpoint")
     add_quant(p)
+    p.add_argument("--config", metavar="FILE",
+                   help="the whole quantization configuration from a file (siq fit writes fit-config.json); "
+                        "no other quantization option may be given with it")
     add_device(p)
     p.add_argument("--out", default="out/quantized.pt")
 
 
+# QuantizeConfig fields whose command-line options are spelled otherwise
+_QUANT_OPTIONS = {"conv_bits": "--weight-bits", "seed": "--quant-seed", "siq": "the --siq-* options",
+                  "plus": "the siq+ options (--distill, --plus-off, ...)"}
+
+
 def quantize(args):
     check_output_file(args.out)
-    api.quantize(args.checkpoint, quant_config(args), out=args.out, device=args.device)
+    cfg = quant_config(args)
+    if args.config is not None:
+        given = [_QUANT_OPTIONS.get(f.name, option_name(f.name)) for f in fields(cfg)
+                 if getattr(cfg, f.name) != getattr(QuantizeConfig(), f.name)]
+        if given:
+            raise SiqError(f"--config gives the whole configuration: drop {', '.join(given)} (or edit the file)")
+        cfg = read_config(args.config)
+    api.quantize(args.checkpoint, cfg, out=args.out, device=args.device)
+
+
+def fit_options(p):
+    add_data(p)
+    add_train(p)
+    add_fit(p)
+    add_device(p)
+    p.add_argument("--out", default="out/fit")
+    p.add_argument("--cache-dir", default=".siq_cache", help="where layer sensitivities are kept between runs")
+    p.add_argument("--force", action="store_true", help="replace an output folder holding other files")
+
+
+def fit(args):
+    result = api.fit(args.out, flash=args.flash, ram=args.ram, insns=args.insns, cpu=args.cpu,
+                     dataset=args.dataset, arch=args.arch, method=args.method, quant_cfg=fit_quant_config(args),
+                     train_cfg=train_config(args), widths=args.widths,
+                     per_channel=(False,) if args.no_per_channel else (False, True), solver=args.solver,
+                     validation=args.validation, data_dir=args.data_dir, split_seed=args.split_seed,
+                     cache_dir=args.cache_dir, force=args.force, device=args.device, allow_large=args.allow_large)
+    print(f"config: {Path(args.out) / 'fit-config.json'}; report: {Path(args.out) / 'report.md'}")
+    return 0 if result is not None else 1
 
 
 def eval_options(p):

@@ -1,4 +1,4 @@
-"""siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report.
+"""siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report, fit, study.
 
 Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
 SIGINT, SIGTERM and SIGHUP end a run the same way: the temporary outputs and folders are removed (their
@@ -37,6 +37,8 @@ SUBCOMMANDS = (
     ("sweep", "accuracy over methods x weight bits x activation bits", commands.sweep_options, commands.sweep),
     ("report", "tables and plots (Table 1, Fig. 4, Fig. 5 analogues) from sweep results", commands.report_options,
      commands.report),
+    ("fit", "per-layer bit widths chosen for the most accurate model within a flash, RAM and time budget",
+     commands.fit_options, commands.fit),
     ("study", "run, list or report the studies (docs/studies/*.toml: experiments as data)", commands.study_options,
      commands.study),
 )

@@ -10,6 +10,7 @@ import math
 from dataclasses import replace
 
 from siq.codegen.api import check_quantize_config, check_schedule, train_config as schedule_for
+from siq.codegen.fit.budget import parse_count, parse_size
 from siq.codegen.lower import IDENTIFIER
 from siq.codegen.preflight import SEED_MAX
 from siq.training.data import DATASETS
@@ -93,6 +94,34 @@ def layer_bits(text: str) -> dict[int, int]:
     return out
 
 
+def budget_type(parse, what: str):
+    """An argparse type for a budget (codegen/fit/budget.py): one line naming the option when it is bad."""
+    def convert(text: str) -> int:
+        try:
+            return parse(text, what)
+        except SiqError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{what} ")) from None
+    convert.__name__ = what
+    return convert
+
+
+def widths(text: str) -> list[int]:
+    """--widths: '1-8', '2,4,8', '1-3,8' -> the sorted index widths the fit may choose."""
+    out = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        try:
+            span = range(bits(low), bits(high or low) + 1)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"--widths wants widths 1..8 like 1-8 or 2,4,8: {exc}") from None
+        if not span:
+            raise argparse.ArgumentTypeError(f"--widths: empty range {part!r}")
+        out.update(span)
+    if not out:
+        raise argparse.ArgumentTypeError("--widths names no width")
+    return sorted(out)
+
+
 def option_name(field: str) -> str:
     """The command-line spelling of a config field: label_smoothing -> --label-smoothing."""
     return "--" + field.replace("_", "-")
@@ -166,6 +195,45 @@ def add_quant(p):
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
     add_distill(p)
+
+
+def add_fit(p):
+    """siq fit's budgets, search space and the quantization settings it keeps fixed."""
+    p.add_argument("--flash", required=True, type=budget_type(parse_size, "the flash budget"),
+                   help="bytes of the model's read-only data as linked: 6144, 6KB, 6KiB (K = 1024)")
+    p.add_argument("--ram", type=budget_type(parse_size, "the RAM budget"),
+                   help="static RAM and worst-case stack of the model as linked (e.g. 2KB)")
+    p.add_argument("--insns", type=budget_type(parse_count, "the instruction budget"),
+                   help="instructions per inference on --cpu, counted in QEMU (e.g. 300k; k = 1000)")
+    p.add_argument("--cpu", default=None, help="Cortex-M core the model is linked and counted for "
+                   "(default cortex-m4; needed with --insns)")
+    p.add_argument("--method", default="siq+", choices=sorted(METHODS), help="(default %(default)s)")
+    p.add_argument("--act-bits", type=bits, default=4, help="input and feature-map bits (default %(default)s)")
+    add_input_bits(p)
+    add_codebook_bits(p)
+    p.add_argument("--widths", type=widths, default=list(range(1, 9)),
+                   help="index widths the fit may give a layer (default 1-8)")
+    p.add_argument("--no-per-channel", action="store_true",
+                   help="one codebook per layer only (default: per output channel is a choice too)")
+    p.add_argument("--solver", choices=("exact", "greedy"), default="exact",
+                   help="exact: dynamic programming over the layers; greedy: sensitivity per byte (ablation)")
+    p.add_argument("--validation", type=RATE, default=0.1, metavar="FRACTION",
+                   help="fraction of the training data held out to measure sensitivity (default %(default)s)")
+    add_siq_schedule(p)
+    add_siq_penalty(p)
+    add_siq_augment(p)
+    add_calibration(p)
+    add_distill(p)
+    p.add_argument("--quant-seed", type=SEED, default=0)
+
+
+def fit_quant_config(args) -> QuantizeConfig:
+    """The settings siq fit keeps fixed while it chooses the widths (its other options at their defaults)."""
+    check_codebook_bits(args.codebook_bits)
+    cfg = QuantizeConfig(method=args.method, plus=plus_config(args), act_bits=args.act_bits,
+                         codebook_bits=args.codebook_bits, seed=args.quant_seed, siq=siq_config(args),
+                         calibration=args.calibration, input_bits=args.input_bits)
+    return check_quantize_config(cfg)
 
 
 def add_codebook_bits(p):

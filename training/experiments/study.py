@@ -15,6 +15,12 @@
     weight_bits = "4,float"
     act_bits = "2,4,float"
 
+    [[fit]]                       # optional: siq fit at each budget (codegen/fit/study.py runs it), beside the
+    method = "siq+"               #   best single width; FIT_OPTIONS: the float recipe and quantizer options of a
+    budgets = ["6KB", "8KB"]      #   run, plus method, act_bits, budgets, solvers (exact, greedy), single_width,
+    validation = 0.1              #   widths and cpu
+    results = "fashion-fit-budgets.jsonl"
+
     [[report]]                    # optional: a report (siq report) over committed results files
     results = ["fashion-float-recipe.val.jsonl"]
     out = "fashion-float-recipe"  # a folder in docs
@@ -24,7 +30,8 @@ Run options are those of `siq sweep` (underscores for dashes) and mean the same;
 recipe (no dataset-dependent schedule is applied): options left out take the library defaults (TrainConfig,
 SIQConfig, SIQPlusConfig, QuantizeConfig). The same options give the same cache keys, so re-running a study from a
 cache that holds its cells reproduces its committed results record for record (test_studies checks the keys).
-A bad study is refused in one line (SiqError) before anything is trained.
+A bad study is refused in one line (SiqError) before anything is trained. A study holds at least one [[run]]
+or [[fit]].
 """
 from __future__ import annotations
 
@@ -60,7 +67,17 @@ OPTIONS = {
 }
 REQUIRED = ("dataset", "methods", "weight_bits", "act_bits", "split", "results")
 SPLITS = ("validation", "test")
-TOP_LEVEL = ("question", "finding", "defaults", "run", "report")
+TOP_LEVEL = ("question", "finding", "defaults", "run", "fit", "report")
+# A [[fit]] (siq fit at each budget, beside the best single width; run by codegen/fit/study.py): the float recipe
+# and quantizer options of a run, plus these; [defaults] options that a fit does not take are left to the runs.
+FIT_OPTIONS = {key: OPTIONS[key] for key in (
+    "dataset", "arch", "split_seed", "data_dir", "epochs", "lr", "batch_size", "augment_shift", "flip", "lr_schedule",
+    "dropout", "label_smoothing", "weight_decay", "input_bits", "seeds", "codebook_bits", "calibration",
+    "siq_rounds", "siq_lr", "siq_epochs", "siq_alpha", "siq_growth", "siq_augment_shift", "siq_flip", "siq_dropout",
+    "distill", "distill_temperature", "real_steps", "progressive_acts", "train_size", "test_size", "validation",
+    "results")} | {"method": (str,), "act_bits": (int,), "budgets": (list,), "solvers": (list,),
+                   "single_width": (bool,), "widths": (str,), "cpu": (str,)}
+FIT_REQUIRED = ("dataset", "method", "budgets", "validation", "results")
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,14 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """One [[fit]] of a study: its options ([defaults] merged, FIT_OPTIONS)."""
+    number: int
+    options: dict
+    results: str
+
+
+@dataclass(frozen=True)
 class Report:
     results: list
     out: str
@@ -112,6 +137,7 @@ class Study:
     finding: str
     runs: list = field(default_factory=list)
     reports: list = field(default_factory=list)
+    fits: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -126,11 +152,11 @@ def _fail(where: str, message: str):
     raise SiqError(f"{where}: {message}")
 
 
-def _check_options(where: str, options: dict) -> None:
+def _check_options(where: str, options: dict, known: dict = OPTIONS) -> None:
     for key, value in options.items():
-        if key not in OPTIONS:
-            _fail(where, f"unknown option {key!r} (known: {', '.join(sorted(OPTIONS))})")
-        kinds = OPTIONS[key]
+        if key not in known:
+            _fail(where, f"unknown option {key!r} (known: {', '.join(sorted(known))})")
+        kinds = known[key]
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             _fail(where, f"option {key!r} must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
 
@@ -185,6 +211,26 @@ def check_sweep_options(where: str, o: dict) -> None:
         _fail(where, str(exc))
 
 
+def check_fit_options(where: str, o: dict) -> None:
+    """A [[fit]]'s options, refused in one line before anything trains (budgets are read by codegen's fit)."""
+    missing = [k for k in FIT_REQUIRED if k not in o]
+    if missing:
+        _fail(where, f"missing {', '.join(missing)}")
+    if not o["results"].endswith(".jsonl") or "/" in o["results"] or o["results"].startswith("."):
+        _fail(where, f"results must be a .jsonl file name (written in the results folder), got {o['results']!r}")
+    if not o["budgets"] or not all(isinstance(b, (str, int)) and not isinstance(b, bool) for b in o["budgets"]):
+        _fail(where, f"budgets must list flash sizes (\"6KB\" or bytes), got {o['budgets']!r}")
+    if not set(o.get("solvers", ["exact"])) <= {"exact", "greedy"} or not o.get("solvers", ["exact"]):
+        _fail(where, f"solvers must list exact and/or greedy, got {o.get('solvers')!r}")
+    if not 0.0 < o["validation"] < 1.0:
+        _fail(where, f"validation fraction must be in (0, 1), got {o['validation']}")
+    try:
+        method_variant(o["method"])
+        check_codebook_bits(o.get("codebook_bits", 8))
+    except SiqError as exc:
+        _fail(where, str(exc))
+
+
 def load_study(path: str | Path) -> Study:
     """Parse and validate a study file; SiqError (one line) on anything wrong."""
     path = Path(path)
@@ -206,8 +252,9 @@ def load_study(path: str | Path) -> Study:
         _fail(where, "[defaults] must be a table of run options")
     _check_options(f"{where}: [defaults]", defaults)
     raw_runs = data.get("run", [])
-    if not isinstance(raw_runs, list) or not raw_runs:
-        _fail(where, "no [[run]]: a study makes at least one sweep")
+    raw_fits = data.get("fit", [])
+    if not isinstance(raw_runs, list) or not isinstance(raw_fits, list) or not (raw_runs or raw_fits):
+        _fail(where, "no [[run]] or [[fit]]: a study makes at least one sweep or fit")
     runs = []
     for number, raw in enumerate(raw_runs, 1):
         run_where = f"{where}: run {number}"
@@ -215,6 +262,13 @@ def load_study(path: str | Path) -> Study:
         options = {**defaults, **raw}
         _check_run(run_where, options)
         runs.append(Run(number, options, options["split"], options["results"]))
+    fits = []
+    for number, raw in enumerate(raw_fits, 1):
+        fit_where = f"{where}: fit {number}"
+        _check_options(fit_where, raw, FIT_OPTIONS)
+        options = {**{k: v for k, v in defaults.items() if k in FIT_OPTIONS}, **raw}
+        check_fit_options(fit_where, options)
+        fits.append(Fit(number, options, options["results"]))
     splits = {}
     for run in runs:
         splits.setdefault(run.results, set()).add(run.split)
@@ -228,7 +282,7 @@ def load_study(path: str | Path) -> Study:
                 not all(isinstance(r, str) and r.endswith(".jsonl") for r in raw["results"]):
             _fail(rep_where, f"results must list .jsonl file names, got {raw['results']!r}")
         reports.append(Report(list(raw["results"]), str(raw["out"]), str(raw["title"]), int(raw.get("act_bits", 4))))
-    return Study(path, question.strip(), str(data.get("finding", "")).strip(), runs, reports)
+    return Study(path, question.strip(), str(data.get("finding", "")).strip(), runs, reports, fits)
 
 
 def find_studies(folder: str | Path) -> list[Study]:

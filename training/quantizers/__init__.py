@@ -30,7 +30,7 @@ from .codebooks import (TrainableCodebook, centroid_values, gather, kmeans_codeb
                         load_book_weights, nearest, nearest_assignment, nearest_index, per_row, uniform_codebook,
                         uniform_codes)
 from .config import (PER_CHANNEL_CHOICES, PLUS_INGREDIENTS, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                     check_layer_bits, check_per_channel, check_plus_config, check_siq_config)
+                     check_layer_bits, check_layer_indices, check_per_channel, check_plus_config, check_siq_config)
 from .interface import (METHODS, FloatCodebook, Method, Quantizer, QuantizerInput, QuantizerOutput, method_variant,
                         register, resolve_method)
 from .siq import Retraining, continuation_penalty, retrain
@@ -43,7 +43,8 @@ RETRAINING_METHODS = tuple(name for name, method in METHODS.items() if method.re
 __all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_METHODS", "FloatCodebook",
            "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer", "QuantizerInput",
            "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook", "centroid_values",
-           "check_layer_bits", "check_method_fits", "check_per_channel", "check_plus_config", "check_siq_config", "continuation_penalty", "fold_step_scales",
+           "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel", "check_plus_config",
+           "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
            "resolve_method", "retrain", "run", "uniform_codebook", "uniform_codes"]
@@ -54,6 +55,7 @@ def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
     a layer without weights, or a retraining method whose layers to retrain (conv only, unless the FC layers are
     retrained too) are none of the network's."""
     check_layer_bits(arch, cfg.layer_bits)
+    check_layer_indices(arch, cfg.channel_layers, "per-channel codebook layers")
     method = resolve_method(cfg.method)
     if not method.retrains:
         return

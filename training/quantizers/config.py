@@ -107,6 +107,8 @@ class QuantizeConfig:
     calibration_images: int = 2000
     calibration: str = "float"  # activation-shift rule (quant.CALIBRATION_RULES): "float" or "sequential"
     per_channel: str = "none"   # codebooks per output channel (PER_CHANNEL_CHOICES): none, conv layers, all layers
+    channel_layers: list = field(default_factory=list)  # weighted layer indices with codebooks per output channel
+    #                                                     besides those per_channel names (siq fit chooses them)
     batch_size: int = 64
     siq: SIQConfig = field(default_factory=SIQConfig)
     plus: SIQPlusConfig = field(default_factory=SIQPlusConfig)
@@ -122,16 +124,23 @@ class QuantizeConfig:
     def per_channel_layers(self, net: Net) -> set[int]:
         """Weighted layers whose codebooks are per output channel."""
         check_per_channel(self.per_channel)
+        check_layer_indices(net.arch, self.channel_layers, "per-channel codebook layers")
         return {i for i in net.arch.weighted_layers()
-                if self.per_channel == "all" or (self.per_channel == "conv" and isinstance(net.arch.layers[i], Conv))}
+                if self.per_channel == "all" or (self.per_channel == "conv" and isinstance(net.arch.layers[i], Conv))
+                or i in self.channel_layers}
 
 
 def check_layer_bits(arch, layer_bits: dict) -> None:
     """Refuse per-layer bits for an index that is not a conv or dense layer: it would be ignored silently."""
+    check_layer_indices(arch, layer_bits, "--layer-bits")
+
+
+def check_layer_indices(arch, indices, what: str) -> None:
+    """Refuse a per-layer setting for an index that is not a conv or dense layer: it would be ignored silently."""
     weighted = arch.weighted_layers()
-    stray = sorted(i for i in layer_bits if i not in weighted)
+    stray = sorted(i for i in indices if i not in weighted)
     if stray:
-        raise SiqError(f"--layer-bits: layer(s) {', '.join(map(str, stray))} of architecture {arch.name!r} carry no "
+        raise SiqError(f"{what}: layer(s) {', '.join(map(str, stray))} of architecture {arch.name!r} carry no "
                        f"weights; the weighted layers are {', '.join(map(str, weighted))}")
 
 

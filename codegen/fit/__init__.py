@@ -1,0 +1,1 @@
+"""siq fit: the most accurate per-layer configuration within a flash, RAM and instruction budget."""
