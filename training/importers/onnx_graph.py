@@ -31,6 +31,11 @@ def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _decimal(value: float) -> float:
+    """A float32 attribute as the shortest decimal that rounds to it (1e-5, not 9.999999747378752e-06)."""
+    return float(str(np.float32(value)))
+
+
 def _dims(value_info) -> tuple[int, ...] | None:
     """Sizes without the batch axis (-1 where unknown), or None when the rank is unknown."""
     t = value_info.type.tensor_type
@@ -47,9 +52,18 @@ class _Converter:
             raise SiqError(f"cannot import: ONNX shape inference fails on this file ({str(exc)[:150]})") from None
         graph = model.graph
         self.weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        for node in graph.node:
+        self.stored = set()  # nodes that only compute a stored tensor: Constant, Identity or Cast of one
+        for index, node in enumerate(graph.node):
             if node.op_type == "Constant":
                 self.weights[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+            elif node.op_type == "Identity" and node.input[0] in self.weights:
+                self.weights[node.output[0]] = self.weights[node.input[0]]
+            elif node.op_type == "Cast" and node.input[0] in self.weights:  # a stored bound cast to float
+                to = onnx.helper.tensor_dtype_to_np_dtype(_attrs(node)["to"])
+                self.weights[node.output[0]] = self.weights[node.input[0]].astype(to)
+            else:
+                continue
+            self.stored.add(index)  # by position: protobuf may hand out a new wrapper object per access
         self.shapes = {v.name: _dims(v) for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
         self.graph = graph
         self.consumers: dict[str, list] = {}
@@ -68,8 +82,8 @@ class _Converter:
             raise refuse(x.name, "input", f"the input must be [N, C, H, W] or [N, C, L] with fixed sizes, got "
                          f"{None if shape is None else [-1, *shape]}")
         ops: list[Op] = []
-        for node in self.graph.node:
-            if node.op_type != "Constant":
+        for index, node in enumerate(self.graph.node):
+            if index not in self.stored:
                 ops.extend(self.node(node, ops))
         return ops, x.name, shape, self.graph.output[0].name
 
@@ -91,7 +105,7 @@ class _Converter:
         kind, a = node.op_type, _attrs(node)
         name = node.name or node.output[0]
 
-        def op(layer, params=None, reads=(node.input[0],)):
+        def op(layer, params=None, reads=tuple(node.input[:1])):
             return Op(name, kind, layer, tuple(reads), node.output[0], self.shapes.get(node.output[0]), params or {})
 
         if kind == "Conv":
@@ -101,8 +115,9 @@ class _Converter:
                 raise self.refuse(node, "batch norm in training mode")
             params = {k: self.weight(node, i, k) for i, k in
                       enumerate(("weight", "bias", "running_mean", "running_var"), start=1)}
-            layer = {"type": "batchnorm", "eps": float(a.get("epsilon", 1e-5)),
-                     "momentum": round(1.0 - float(a.get("momentum", 0.9)), 7)}  # ONNX keeps 1 - PyTorch's
+            # ONNX stores them as float32: the shortest decimal of that float32 is the value the user wrote
+            layer = {"type": "batchnorm", "eps": _decimal(a.get("epsilon", 1e-5)),
+                     "momentum": _decimal(1.0 - _decimal(a.get("momentum", 0.9)))}  # ONNX keeps 1 - PyTorch's
             return [op(layer, params)]
         if kind == "Relu":
             return [op({"type": "relu"})]
@@ -111,7 +126,7 @@ class _Converter:
             high = self.scalar(node, 2, a.get("max"))
             if low != 0:
                 raise self.refuse(node, f"a clip from {low}: siq's clip activations start at 0 (relu, relu6)")
-            return [op({"type": "relu"} if high is None else {"type": "clip", "max": high})]
+            return [op({"type": "relu"} if high is None else {"type": "clip", "max": _decimal(high)})]
         if kind in ("MaxPool", "AveragePool"):
             if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
                 raise self.refuse(node, f"auto_pad {a['auto_pad'].decode()}: export with explicit pads")

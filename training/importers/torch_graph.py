@@ -116,6 +116,8 @@ class _Converter:
             return [op(*self.batchnorm(node, base, args, kw))]
         if base in ("aten.relu", "aten.relu_"):
             return [op({"type": "relu"})]
+        if base in ("aten.relu6", "aten.relu6_"):
+            return [op({"type": "clip", "max": 6.0})]
         if base in ("aten.hardtanh", "aten.hardtanh_", "aten.clamp", "aten.clamp_min"):
             low = args[1] if len(args) > 1 else kw.get("min", -1.0 if "hardtanh" in base else None)
             high = args[2] if len(args) > 2 else kw.get("max", 1.0 if "hardtanh" in base else None)
