@@ -31,6 +31,17 @@ def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _evaluate(model: onnx.ModelProto, node, weights: dict) -> dict:
+    """The outputs of a node whose inputs are all stored (an exporter's arithmetic on constants: a pad list
+    built by Concat, Reshape, Cast ...), by the ONNX reference evaluator on a graph of that node alone."""
+    inputs = [numpy_helper.from_array(np.asarray(weights[name]), name) for name in node.input if name]
+    outputs = [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name]
+    graph = onnx.helper.make_graph([node], "fold", [], outputs, initializer=inputs)
+    folded = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    values = ReferenceEvaluator(folded).run(None, {})
+    return dict(zip([name for name in node.output if name], values))
+
+
 def _decimal(value: float) -> float:
     """A float32 attribute as the shortest decimal that rounds to it (1e-5, not 9.999999747378752e-06)."""
     return float(str(np.float32(value)))
@@ -46,28 +57,29 @@ def _dims(value_info) -> tuple[int, ...] | None:
 
 class _Converter:
     def __init__(self, model: onnx.ModelProto):
-        try:
-            model = onnx.shape_inference.infer_shapes(model)
-        except Exception as exc:  # noqa: BLE001 - onnx raises its own InferenceError and others
-            raise SiqError(f"cannot import: ONNX shape inference fails on this file ({str(exc)[:150]})") from None
         graph = model.graph
         self.weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        self.stored = set()  # nodes that only compute a stored tensor: Constant, Identity or Cast of one
-        for index, node in enumerate(graph.node):
+        computed = []  # the nodes left once everything computed from stored tensors alone is folded
+        for node in graph.node:
             if node.op_type == "Constant":
                 self.weights[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
-            elif node.op_type == "Identity" and node.input[0] in self.weights:
-                self.weights[node.output[0]] = self.weights[node.input[0]]
-            elif node.op_type == "Cast" and node.input[0] in self.weights:  # a stored bound cast to float
-                to = onnx.helper.tensor_dtype_to_np_dtype(_attrs(node)["to"])
-                self.weights[node.output[0]] = self.weights[node.input[0]].astype(to)
+            elif node.input and all(name in self.weights for name in node.input if name):
+                self.weights.update(_evaluate(model, node, self.weights))
             else:
-                continue
-            self.stored.add(index)  # by position: protobuf may hand out a new wrapper object per access
-        self.shapes = {v.name: _dims(v) for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
-        self.graph = graph
+                computed.append(node)
+        used = {name for node in computed for name in node.input}
+        slim = onnx.helper.make_graph(
+            computed, graph.name, [i for i in graph.input if i.name not in self.weights], list(graph.output),
+            initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in self.weights.items() if k in used])
+        try:  # shapes on the folded graph: a pad list or a shape built by constant arithmetic is known now
+            inferred = onnx.shape_inference.infer_shapes(
+                onnx.helper.make_model(slim, opset_imports=model.opset_import, ir_version=model.ir_version))
+        except Exception as exc:  # noqa: BLE001 - onnx raises its own InferenceError and others
+            raise SiqError(f"cannot import: ONNX shape inference fails on this file ({str(exc)[:150]})") from None
+        self.graph = inferred.graph
+        self.shapes = {v.name: _dims(v) for v in [*self.graph.value_info, *self.graph.input, *self.graph.output]}
         self.consumers: dict[str, list] = {}
-        for node in graph.node:
+        for node in self.graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
 
@@ -81,10 +93,13 @@ class _Converter:
         if shape is None or len(shape) not in (2, 3) or min(shape) < 1:
             raise refuse(x.name, "input", f"the input must be [N, C, H, W] or [N, C, L] with fixed sizes, got "
                          f"{None if shape is None else [-1, *shape]}")
+        for node in self.graph.node:  # what makes the whole model unrunnable is named before the first small op
+            if node.op_type in ("LSTM", "GRU", "RNN") or (node.op_type == "Reshape" and
+                                                          node.input[1] not in self.weights):
+                self.node(node, [])
         ops: list[Op] = []
-        for index, node in enumerate(self.graph.node):
-            if index not in self.stored:
-                ops.extend(self.node(node, ops))
+        for node in self.graph.node:
+            ops.extend(self.node(node, ops))
         return ops, x.name, shape, self.graph.output[0].name
 
     def weight(self, node, index: int, what: str, optional: bool = False):

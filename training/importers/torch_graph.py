@@ -77,6 +77,10 @@ class _Converter:
         if shape is None or len(shape) not in (2, 3) or min(shape) < 1:
             raise refuse(x.name, "input", f"the input must be [N, C, H, W] or [N, C, L] with fixed sizes, got "
                          f"{None if shape is None else [-1, *shape]}")
+        for node in self.graph.nodes:  # a recurrent module is named before the ops that feed it
+            module = _module_of(node) if node.op == "call_function" else None
+            if module is not None and module[1] in MODULE_REASONS:
+                raise self.refuse(node, MODULE_REASONS[module[1]])
         ops, output = [], None
         for node in self.graph.nodes:
             if node.op == "placeholder":
@@ -152,6 +156,8 @@ class _Converter:
             if isinstance(layer, str):
                 raise self.refuse(node, layer)
             return [op(layer)]
+        if base in ("aten.pad", "aten.constant_pad_nd"):
+            return [op(self.pad(node, base, args, kw))]
         if base in ("aten.dropout", "aten.dropout_", "aten.feature_dropout"):
             return [op({"type": "dropout", "p": float(args[1]) if len(args) > 1 else 0.5})]
         if base in PASS_THROUGH or (base == "getitem" and args[1] == 0 and self.multi(args[0])):
@@ -174,6 +180,21 @@ class _Converter:
             last = any(u.op == "output" for u in node.users)
             raise self.refuse(node, OUTPUT_REASON if last else reason)
         raise self.refuse(node, "siq has no layer for this operation")
+
+    def pad(self, node, base, args, kw) -> dict:
+        """A zero pad of the last one or two axes (PyTorch's order: left, right[, top, bottom])."""
+        mode = args[2] if len(args) > 2 and base == "aten.pad" else kw.get("mode", "constant")
+        value = (args[3] if len(args) > 3 else kw.get("value")) if base == "aten.pad" else \
+            (args[2] if len(args) > 2 else kw.get("value", 0))
+        if mode != "constant":
+            raise self.refuse(node, f"pad mode {mode!r}: siq pads with zeros only")
+        if value:
+            raise self.refuse(node, f"pads with {value}: siq pads with zeros only")
+        pads = list(args[1]) + [0] * (4 - len(args[1]))
+        if len(args[1]) not in (2, 4) or (len(args[1]) == 4 and len(_shape(args[0]) or ()) != 3):
+            raise self.refuse(node, "pads an axis other than a map's height and width")
+        left, right, top, bottom = pads
+        return {"type": ZERO_PAD, "pads": [top, bottom, left, right]}
 
     def batch_size(self) -> int:
         """The input's batch size if the program fixed it, else 2."""
