@@ -10,6 +10,10 @@ from siq.training.quant import save_quantized
 from siq.training.quantizers import QuantizeConfig, quantize_model
 from siq.training.train import TrainConfig, save_checkpoint, train_float
 
+# The residual import test needs the architecture's add and concat layers (the graph syntax of named layer
+# inputs); it joins the suite when they are in the tree: remove this line then.
+collect_ignore = ["test_import_residual.py"]
+
 
 def tiny_arch(lrn: bool = True, input_shape=(1, 8, 8), classes: int = 10) -> Arch:
     """conv 4@3x3 pad 1 -> relu -> pool 2 [-> lrn] -> conv 6@3x3 -> relu -> flatten -> dense 12 -> relu -> dense."""

@@ -58,7 +58,8 @@ class Imported:
 
     def report_text(self) -> str:
         width = max((len(r["node"]) for r in self.report), default=4)
-        return "\n".join(f"{r['node']:<{width}}  {r['op']:<34}  -> {r['siq']}" for r in self.report)
+        op_width = max((len(r["op"]) for r in self.report), default=4)
+        return "\n".join(f"{r['node']:<{width}}  {r['op']:<{op_width}}  -> {r['siq']}" for r in self.report)
 
 
 def _describe(index: int, layer: dict) -> str:
@@ -102,7 +103,7 @@ class _Wiring:
                          "(a constant or a parameter used as data)")
         layer = self.layers[self.producer[tensor]]
         if "name" not in layer:
-            base = re.sub(r"[^A-Za-z0-9_]+", "_", tensor).strip("_") or "t"
+            base = re.sub(r"[^A-Za-z0-9_]+", "_", re.sub(r"_output_\d+$", "", tensor)).strip("_") or "t"
             name, k = base, 1
             while name in self.names:
                 name, k = f"{base}_{k}", k + 1

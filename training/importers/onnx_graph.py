@@ -1,6 +1,7 @@
 """ONNX import (the `onnx` package): Conv, BatchNormalization, Relu, Clip, MaxPool, AveragePool,
-GlobalAveragePool, Add, Concat, Flatten, Gemm, MatMul (+ Add of a bias), Reshape / Squeeze / Unsqueeze where they
-flatten, Pad with zeros before a conv, Dropout and Identity; initializers and Constant nodes are the weights.
+GlobalAveragePool, ReduceMean over the map, Add, Concat, Flatten, Gemm, MatMul (+ Add of a bias), Reshape /
+Squeeze / Unsqueeze where they flatten, Pad with zeros before a conv, Dropout and Identity; initializers and
+Constant nodes are the weights, and nodes computing only from them are folded first.
 
 Shapes come from ONNX shape inference on the file's fixed input shape (a symbolic batch axis is fine). The
 imported network is checked against the ONNX reference evaluator (onnx.reference, pure numpy) on a seeded batch.
@@ -17,7 +18,8 @@ from onnx.reference import ReferenceEvaluator
 
 from ..errors import SiqError
 from .graph import IDENTITY, ZERO_PAD, Imported, Op, build, check_outputs, make_net, refuse, siq_input
-from .ops import ACTIVATION_REASON, OUTPUT_REASON, RECURRENT, conv_layer, flatten_or_identity, pool_layer
+from .ops import (ACTIVATION_REASON, OUTPUT_REASON, RECURRENT, conv_layer, flatten_or_identity, pool_layer,
+                  spatial_mean)
 
 REFUSED = {"LSTM": RECURRENT, "GRU": RECURRENT, "RNN": RECURRENT, "Sigmoid": ACTIVATION_REASON["sigmoid"],
            "Tanh": ACTIVATION_REASON["tanh"], "Softmax": ACTIVATION_REASON["softmax"],
@@ -154,6 +156,15 @@ class _Converter:
             return [op(layer)]
         if kind == "GlobalAveragePool":
             return [op({"type": "globalavgpool"})]
+        if kind == "ReduceMean":
+            axes = a.get("axes") if len(node.input) < 2 else [int(v) for v in self.weight(node, 1, "axes")[1]]
+            layers = spatial_mean("mean", self.shapes.get(node.input[0]), axes, bool(a.get("keepdims", 1)))
+            if isinstance(layers, str):
+                raise self.refuse(node, layers)
+            if len(layers) == 1:
+                return [op(layers[0])]
+            pooled = f"{node.output[0]}.pooled"
+            return [Op(name, kind, layers[0], tuple(node.input[:1]), pooled), op(layers[1], reads=(pooled,))]
         if kind in RESHAPES:
             if kind == "Flatten" and a.get("axis", 1) != 1:
                 raise self.refuse(node, f"a flatten from axis {a['axis']}: siq flattens whole samples (axis 1)")

@@ -102,8 +102,11 @@ class _Converter:
         kw = node.kwargs
         inputs = tuple(a.name for a in args[:1] if isinstance(a, torch.fx.Node))
 
+        module = _module_of(node)
+        kind = f"{node.target} ({module[0]}: {module[1]})" if module and module[0] else str(node.target)
+
         def op(layer, params=None, reads=inputs, output=node.name):
-            return Op(node.name, str(node.target), layer, reads, output, _shape(node), params or {})
+            return Op(node.name, kind, layer, reads, output, _shape(node), params or {})
 
         in_shape = _shape(args[0]) if args and isinstance(args[0], torch.fx.Node) else None
         if base in ("aten.conv2d", "aten.conv1d", "aten.convolution"):
@@ -129,11 +132,11 @@ class _Converter:
                 raise self.refuse(node, f"a clamp from {low}: siq's clip activations start at 0 (relu, relu6)")
             return [op({"type": "relu"} if high is None else {"type": "clip", "max": float(high)})]
         if base in ("aten.max_pool2d", "aten.max_pool1d", "aten.avg_pool2d", "aten.avg_pool1d"):
-            kind = "max" if "max" in base else "avg"
-            names = ("kernel_size", "stride", "padding") + (("dilation", "ceil_mode") if kind == "max" else
+            pool = "max" if "max" in base else "avg"
+            names = ("kernel_size", "stride", "padding") + (("dilation", "ceil_mode") if pool == "max" else
                                                             ("ceil_mode", "count_include_pad", "divisor_override"))
             values = {**dict(zip(names, args[1:])), **kw}
-            layer = pool_layer(kind, values["kernel_size"], values.get("stride"), values.get("padding", 0),
+            layer = pool_layer(pool, values["kernel_size"], values.get("stride"), values.get("padding", 0),
                                count_include_pad=values.get("count_include_pad", True),
                                dilation=values.get("dilation", 1), divisor=values.get("divisor_override"))
             if isinstance(layer, str):
@@ -146,7 +149,7 @@ class _Converter:
             if len(layers) == 1:
                 return [op(layers[0])]
             pooled = f"{node.name}.pooled"
-            return [Op(node.name, str(node.target), layers[0], inputs, pooled), op(layers[1], reads=(pooled,))]
+            return [Op(node.name, kind, layers[0], inputs, pooled), op(layers[1], reads=(pooled,))]
         if base in RESHAPES:
             for a in args[1:]:
                 for d in (a if isinstance(a, (list, tuple)) else [a]):
