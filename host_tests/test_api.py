@@ -16,7 +16,7 @@ from siq.codegen import api
 from siq.codegen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-API = ("train", "quantize", "export", "verify", "target")
+API = ("from_torch", "load_onnx", "import_model", "train", "quantize", "export", "verify", "target")
 
 
 def readme_example() -> str:
@@ -79,6 +79,7 @@ def test_help_shows_the_api():
     (["verify", "fw"], "verify"),
     (["target", "fw", "--cpu", "cortex-m0"], "target"),
     (["eval", "q.pt"], "evaluate"),
+    (["import", "m.onnx", "--dataset", "npz:d.npz", "--out", "{tmp}/f.pt"], "import_model"),
 ])
 def test_every_command_calls_the_api(command, function, monkeypatch, tmp_path, capsys):
     """The CLI is thin: each command hands its parsed options to the API function of the same job."""
@@ -97,6 +98,8 @@ def test_every_command_calls_the_api(command, function, monkeypatch, tmp_path, c
         assert (config.method, config.conv_bits, config.act_bits) == ("kmeans", 2, 4)
     if function == "target":
         assert kwargs["cpu"] == "cortex-m0"
+    if function == "import_model":
+        assert args == ("m.onnx",) and kwargs["dataset"] == "npz:d.npz"
 
 
 def test_bad_values_are_refused_before_any_work(tmp_path):

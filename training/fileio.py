@@ -171,7 +171,7 @@ def load_torch(path: str | Path, kind: str) -> tuple[dict, dict]:
             warnings.simplefilter("ignore")
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises anything from RuntimeError to OSError [Errno 22] here
-        if "Weights only load failed" in str(exc):  # a whole pickle: torch read it, the safe loader refused it
+        if "Unsupported global" in str(exc):  # a pickled object: torch read it, the safe loader refused its class
             raise SiqError(f"{path} is a pickled Python object (a whole nn.Module?), not a siq {kind} file: "
                            f"{IMPORT_HINT}") from None
         raise SiqError(f"{path} is not a readable siq {kind} file (truncated, corrupt or not written by siq): "
