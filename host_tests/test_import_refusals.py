@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper, save
 from torch import nn
 
 import siq
@@ -171,3 +172,26 @@ def test_zero_padding_before_a_conv_joins_the_conv_both_ways(tmp_path):
     assert onnx.arch.layers == imported.arch.layers
     with torch.no_grad():
         assert torch.allclose(onnx.net(IMAGE), model(IMAGE), rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_matmul_plus_bias_and_gemm_without_transpose_are_dense_layers(tmp_path):
+    """MatMul + Add (how exporters write a linear layer on some opsets) and Gemm with B as [in, out]."""
+    rng = np.random.default_rng(0)
+    w1, b1, w2, b2 = (rng.normal(size=s).astype(np.float32) for s in ((64, 12), (12,), (12, 3), (3,)))
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w1"], ["mm"]),
+             helper.make_node("Add", ["mm", "b1"], ["biased"]), helper.make_node("Relu", ["biased"], ["h"]),
+             helper.make_node("Gemm", ["h", "w2", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"),
+                                                                          (b2, "b2"))])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "mlp.onnx"))
+    imported = siq.load_onnx(tmp_path / "mlp.onnx", log=lambda *a: None)
+    assert [layer.type for layer in imported.arch.layers] == ["flatten", "dense", "relu", "dense"]
+    assert imported.mapping == {"w1": "layers.1.weight", "b1": "layers.1.bias", "w2": "layers.3.weight",
+                                "b2": "layers.3.bias"}
+    x = torch.rand(4, 1, 8, 8)
+    expected = torch.relu(x.flatten(1) @ torch.from_numpy(w1) + torch.from_numpy(b1)) @ torch.from_numpy(w2) + \
+        torch.from_numpy(b2)
+    with torch.no_grad():
+        assert torch.allclose(imported.net(x), expected, rtol=1e-5, atol=1e-5)
