@@ -29,6 +29,7 @@ from siq.training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
 from siq.training.train import TrainConfig
 from siq.version import __version__
 
-__all__ = ["from_torch", "load_onnx", "import_model", "Imported", "train", "quantize", "export", "verify", "target", "pipeline", "evaluate", "load_float",
+__all__ = ["from_torch", "load_onnx", "import_model", "Imported", "train", "quantize", "export", "verify", "target",
+           "pipeline", "evaluate", "load_float",
            "load_quantized", "train_config", "quantize_config", "Trained", "TrainConfig", "QuantizeConfig",
            "SIQConfig", "SIQPlusConfig", "SiqError", "__version__"]

@@ -146,9 +146,9 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
              out: str | Path | None = None, log: Log = print, device: str = "cpu", **overrides) -> QuantizedModel:
     """Quantize a trained float network; returns the QuantizedModel (meta["int_accuracy"]: its test accuracy).
 
-    checkpoint: a file written by train() or an import, or the Trained / Imported they returned. config
-    defaults to QuantizeConfig() (the command line's defaults); keyword overrides are its fields (method="kmeans", conv_bits=2, act_bits=2,
-    fc_bits, layer_bits, input_bits, codebook_bits, per_channel, calibration, siq=SIQConfig(...),
+    checkpoint: a file written by train() or an import, or the Trained / Imported they returned. config defaults to
+    QuantizeConfig() (the command line's defaults); keyword overrides are its fields (method="kmeans", conv_bits=2,
+    act_bits=2, fc_bits, layer_bits, input_bits, codebook_bits, per_channel, calibration, siq=SIQConfig(...),
     plus=SIQPlusConfig(...), seed). out, if given, receives the model file. device: where SIQ's fake-quant
     retraining runs (auto, cpu, cuda, cuda:N); everything the firmware is made of is computed on the CPU.
     """
