@@ -19,6 +19,8 @@ from .ops import (ACTIVATION_REASON, MODULE_REASONS, OUTPUT_REASON, conv_layer, 
 PASS_THROUGH = {"aten.clone", "aten.contiguous", "aten.alias", "aten.detach", "aten.lift_fresh_copy"}
 IGNORED = {"aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size", "aten._assert_scalar",
            "aten.sym_size"}  # bookkeeping: no tensor flows through them
+POOLS = {"aten.max_pool2d": "max", "aten.max_pool1d": "max", "aten.avg_pool2d": "avg", "aten.avg_pool1d": "avg"}
+HARDTANH_DEFAULTS = (-1.0, 1.0)  # nn.Hardtanh's min_val, max_val
 RESHAPES = {"aten.view", "aten.reshape", "aten._unsafe_view", "aten.flatten", "aten.squeeze", "aten.unsqueeze"}
 
 
@@ -126,13 +128,15 @@ class _Converter:
         if base in ("aten.relu6", "aten.relu6_"):
             return [op({"type": "clip", "max": 6.0})]
         if base in ("aten.hardtanh", "aten.hardtanh_", "aten.clamp", "aten.clamp_min"):
-            low = args[1] if len(args) > 1 else kw.get("min", -1.0 if "hardtanh" in base else None)
-            high = args[2] if len(args) > 2 else kw.get("max", 1.0 if "hardtanh" in base else None)
+            hardtanh = base in ("aten.hardtanh", "aten.hardtanh_")
+            low_default, high_default = HARDTANH_DEFAULTS if hardtanh else (None, None)
+            low = args[1] if len(args) > 1 else kw.get("min", low_default)
+            high = args[2] if len(args) > 2 else kw.get("max", high_default)
             if low != 0:
                 raise self.refuse(node, f"a clamp from {low}: siq's clip activations start at 0 (relu, relu6)")
             return [op({"type": "relu"} if high is None else {"type": "clip", "max": float(high)})]
-        if base in ("aten.max_pool2d", "aten.max_pool1d", "aten.avg_pool2d", "aten.avg_pool1d"):
-            pool = "max" if "max" in base else "avg"
+        if base in POOLS:
+            pool = POOLS[base]
             names = ("kernel_size", "stride", "padding") + (("dilation", "ceil_mode") if pool == "max" else
                                                             ("ceil_mode", "count_include_pad", "divisor_override"))
             values = {**dict(zip(names, args[1:])), **kw}
