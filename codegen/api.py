@@ -26,6 +26,8 @@ from siq.training.data import Dataset
 from siq.training.device import on_device, resolve_device
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes, check_output_file, load_torch
+from siq.training.importers import Imported
+from siq.training.importers import from_torch as _from_torch
 from siq.training.integer import integer_scores
 from siq.training.nets import Net
 from siq.training.quant import QuantizedModel, check_codebook_bits
@@ -36,6 +38,7 @@ from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_s
 from .fit.budget import Budget, parse_count, parse_size
 from .fit.job import run_fit
 from .fit.run import FitResult
+from .imports import load_model_file, save_import
 from .lower import LoweredModel, lower
 from .preflight import check_backend, check_splits, preflight, probe_output_file
 from .pipeline import (default_schedule, load_for_model, run_pipeline, step_export, step_quantize, step_train,
@@ -147,9 +150,9 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
              out: str | Path | None = None, log: Log = print, device: str = "cpu", **overrides) -> QuantizedModel:
     """Quantize a trained float network; returns the QuantizedModel (meta["int_accuracy"]: its test accuracy).
 
-    checkpoint: a file written by train() or the Trained it returned. config defaults to QuantizeConfig() (the
-    command line's defaults); keyword overrides are its fields (method="kmeans", conv_bits=2, act_bits=2,
-    fc_bits, layer_bits, input_bits, codebook_bits, per_channel, calibration, siq=SIQConfig(...),
+    checkpoint: a file written by train() or an import, or the Trained / Imported they returned. config defaults to
+    QuantizeConfig() (the command line's defaults); keyword overrides are its fields (method="kmeans", conv_bits=2,
+    act_bits=2, fc_bits, layer_bits, input_bits, codebook_bits, per_channel, calibration, siq=SIQConfig(...),
     plus=SIQPlusConfig(...), seed). out, if given, receives the model file. device: where SIQ's fake-quant
     retraining runs (auto, cpu, cuda, cuda:N); everything the firmware is made of is computed on the CPU.
     """
@@ -157,7 +160,7 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
         probe_output_file(out)
     cfg = quantize_config(config, **overrides)  # every option is checked before the checkpoint and data load
     training_device = resolve_device(device, log)
-    path = checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
+    path = _checkpoint_path(checkpoint)
     net, meta = load_checkpoint(path)
     check_backend(net.arch, cfg.act_bits, cfg.input_bits)  # before retraining, not after it
     check_method_fits(net.arch, cfg)  # --layer-bits naming a layer without weights, before the data loads
@@ -165,6 +168,59 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
     check_splits(data)
     with on_device(training_device):
         return step_quantize(net, meta, data, cfg, None if out is None else Path(out), log)
+
+
+def _checkpoint_path(checkpoint: str | Path | Trained | Imported) -> Path:
+    if isinstance(checkpoint, Imported):
+        if checkpoint.checkpoint is None:
+            raise SiqError("this imported model has no checkpoint yet: import it with dataset=... and out=... "
+                           "(the data it is quantized and verified on, e.g. dataset=\"npz:data.npz\")")
+        return checkpoint.checkpoint
+    return checkpoint.checkpoint if isinstance(checkpoint, Trained) else Path(checkpoint)
+
+
+def _saved(imported: Imported, dataset: str | None, out: str | Path | None, data_dir: str | None,
+           split_seed: int, log: Log) -> Imported:
+    log(imported.report_text())
+    if out is None:
+        return imported
+    if dataset is None:
+        raise SiqError("an imported model is saved with the dataset it is quantized and verified on: pass "
+                       "dataset (npz:PATH, folder:PATH, digits, ...) with out")
+    return save_import(imported, out, dataset, data_dir, split_seed, log)
+
+
+def from_torch(module, example_input, *, dataset: str | None = None, out: str | Path | None = None,
+               data_dir: str | None = None, split_seed: int = 0, name: str | None = None,
+               log: Log = print) -> Imported:
+    """Import a trained PyTorch nn.Module: traced in eval mode with torch.export on `example_input`
+    ([N, C, H, W] images or [N, C, L] signals), mapped layer by layer onto siq's architecture with its weights.
+
+    The imported network's outputs on `example_input` equal the module's within 1e-5 (relative), or SiqError.
+    Anything siq cannot run (an LSTM, a sigmoid between layers, a reshape that is not a flatten, ...) is refused
+    with one line naming the node, its op type and why. With `out`, the checkpoint is written there, recording
+    `dataset` (npz:PATH, folder:PATH, digits, ...: the data quantize, export, verify and target use); siq feeds
+    the network a uint8 code q as q / 256. Returns the Imported (arch, net, mapping: source parameter -> siq
+    state key, report: each source node and the siq layer it became, checkpoint, accuracy), which quantize()
+    takes like a checkpoint path.
+    """
+    return _saved(_from_torch(module, example_input, name), dataset, out, data_dir, split_seed, log)
+
+
+def import_model(path: str | Path, *, dataset: str | None = None, out: str | Path | None = None,
+                 data_dir: str | None = None, split_seed: int = 0, log: Log = print) -> Imported:
+    """Import an ONNX file (.onnx) or a saved torch.export program (.pt2, torch.export.save); as from_torch."""
+    return _saved(load_model_file(path), dataset, out, data_dir, split_seed, log)
+
+
+def load_onnx(path: str | Path, *, dataset: str | None = None, out: str | Path | None = None,
+              data_dir: str | None = None, split_seed: int = 0, log: Log = print) -> Imported:
+    """Import an ONNX file (Conv, BatchNormalization, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add,
+    Concat, Flatten, Gemm/MatMul, Reshape as a flatten; initializers are the weights); as from_torch. The
+    imported network is checked against the ONNX reference evaluator within 1e-5 (relative)."""
+    if Path(path).suffix.lower() != ".onnx":
+        raise SiqError(f"{path}: load_onnx reads .onnx files (import_model also reads .pt2 programs)")
+    return import_model(path, dataset=dataset, out=out, data_dir=data_dir, split_seed=split_seed, log=log)
 
 
 def _quantized(model: str | Path | QuantizedModel) -> QuantizedModel:

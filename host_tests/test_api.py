@@ -16,7 +16,7 @@ from siq.codegen import api
 from siq.codegen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-API = ("train", "quantize", "export", "verify", "target", "fit")
+API = ("from_torch", "load_onnx", "import_model", "train", "quantize", "export", "verify", "target", "fit")
 
 
 def readme_example() -> str:
@@ -81,6 +81,7 @@ def test_help_shows_the_api():
     (["eval", "q.pt"], "evaluate"),
     (["fit", "--dataset", "digits", "--flash", "6KB", "--ram", "2 KiB", "--insns", "300k", "--cpu", "cortex-m4",
       "--method", "kmeans", "--widths", "2,4", "--out", "{tmp}/fit"], "fit"),
+    (["import", "m.onnx", "--dataset", "npz:d.npz", "--out", "{tmp}/f.pt"], "import_model"),
 ])
 def test_every_command_calls_the_api(command, function, monkeypatch, tmp_path, capsys):
     """The CLI is thin: each command hands its parsed options to the API function of the same job."""
@@ -102,6 +103,8 @@ def test_every_command_calls_the_api(command, function, monkeypatch, tmp_path, c
     if function == "fit":
         assert (kwargs["flash"], kwargs["ram"], kwargs["insns"], kwargs["cpu"]) == (6144, 2048, 300_000, "cortex-m4")
         assert kwargs["method"] == "kmeans" and kwargs["widths"] == [2, 4] and kwargs["per_channel"] == (False, True)
+    if function == "import_model":
+        assert args == ("m.onnx",) and kwargs["dataset"] == "npz:d.npz"
 
 
 def test_bad_values_are_refused_before_any_work(tmp_path):

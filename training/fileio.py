@@ -130,6 +130,9 @@ def _read_marker(marker: Path) -> str | None:
         return None
 
 
+# What a user holding a model from elsewhere should run instead (load_torch's refusals of foreign torch files).
+IMPORT_HINT = ("bring a PyTorch model in with siq.from_torch(module, example_input) or `siq import model.pt2` "
+               "(torch.export.save), an ONNX model with `siq import model.onnx`")
 FORMAT_VERSION = 2  # 2: a content hash (sha256 of the metadata and every tensor) checked on load
 
 
@@ -167,12 +170,19 @@ def load_torch(path: str | Path, kind: str) -> tuple[dict, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - torch raises anything from RuntimeError to OSError [Errno 22] here
+    except Exception as exc:  # noqa: BLE001 - torch raises anything from RuntimeError to OSError [Errno 22] here
+        if "Unsupported global" in str(exc):  # a pickled object: torch read it, the safe loader refused its class
+            raise SiqError(f"{path} is a pickled Python object (a whole nn.Module?), not a siq {kind} file: "
+                           f"{IMPORT_HINT}") from None
         raise SiqError(f"{path} is not a readable siq {kind} file (truncated, corrupt or not written by siq): "
                        f"re-create it with siq {'train' if kind == 'checkpoint' else 'quantize'}") from None
+    if isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise SiqError(f"{path} is a PyTorch state_dict ({len(blob)} tensors, no architecture), not a siq {kind} "
+                       f"file: {IMPORT_HINT}")
     found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
     if not isinstance(blob, dict) or found != f"siq-{kind}":
-        raise SiqError(f"{path} is not a siq {kind} file (format {found!r})")
+        hint = "" if isinstance(found, str) and found.startswith("siq-") else f": {IMPORT_HINT}"
+        raise SiqError(f"{path} is not a siq {kind} file (format {found!r}){hint}")
     if blob.get("version") != FORMAT_VERSION or "sha256" not in blob:
         raise SiqError(f"{path} is a siq {kind} file of format version {blob.get('version')!r} without a content "
                        f"hash (this siq reads version {FORMAT_VERSION}): re-create it with this siq")

@@ -220,8 +220,13 @@ def train_float(arch: Arch, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, vali
 
 # ---------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path, net: Net, dataset: dict, config: TrainConfig, metrics: dict) -> None:
-    meta = {"arch": net.arch.to_dict(), "dataset": dataset, "train_config": asdict(config), "metrics": metrics}
+def save_checkpoint(path, net: Net, dataset: dict, config: TrainConfig | None, metrics: dict,
+                    source: dict | None = None) -> None:
+    """config None: the network was not trained by siq; `source` then says where it came from (an import)."""
+    meta = {"arch": net.arch.to_dict(), "dataset": dataset, "train_config": None if config is None else asdict(config),
+            "metrics": metrics}
+    if source is not None:
+        meta["source"] = source
     save_torch(path, "checkpoint", meta, {k: v.detach().clone() for k, v in net.state_dict().items()})
 
 

@@ -18,7 +18,7 @@ from siq.training.fileio import check_output_file
 from siq.training.quantizers import QuantizeConfig
 
 from .options import add_backend, add_device, add_fit, fit_quant_config, option_name
-from .options import (COUNT, RATE, add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits,
+from .options import (COUNT, RATE, SEED, add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits,
                       add_per_channel, add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits,
                       c_prefix, quant_config, train_config, whole)
 
@@ -34,6 +34,21 @@ def train(args):
     check_output_file(args.out)  # before the options are turned into a schedule, as before any training
     api.train(args.dataset, arch=args.arch, out=args.out, config=train_config(args), data_dir=args.data_dir,
               split_seed=args.split_seed, device=args.device, allow_large=args.allow_large)
+
+
+def import_options(p):
+    p.add_argument("model", help="an ONNX file (.onnx) or a torch.export program (.pt2, torch.export.save)")
+    p.add_argument("--dataset", required=True,
+                   help="the data the model is quantized and verified on: npz:PATH, folder:PATH, digits, ...")
+    p.add_argument("--data-dir", help="folder holding the dataset's files (fashion, mnist)")
+    p.add_argument("--split-seed", type=SEED, default=0, help="seed of the train/test split where the dataset has none")
+    p.add_argument("--out", default="out/float.pt")
+
+
+def import_(args):
+    check_output_file(args.out)
+    api.import_model(args.model, dataset=args.dataset, out=args.out, data_dir=args.data_dir,
+                     split_seed=args.split_seed)
 
 
 def quantize_options(p):

@@ -1,4 +1,4 @@
-"""siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report, fit, study.
+"""siq command line: train, import, quantize, eval, export, verify, pipeline, target, sweep, report, fit, study.
 
 Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
 SIGINT, SIGTERM and SIGHUP end a run the same way: the temporary outputs and folders are removed (their
@@ -22,6 +22,8 @@ EXIT_USAGE = 2
 # A new subcommand is one row here and its pair of functions (see commands.py).
 SUBCOMMANDS = (
     ("train", "train the float network", commands.train_options, commands.train),
+    ("import", "import a trained ONNX (.onnx) or torch.export (.pt2) model as a siq checkpoint",
+     commands.import_options, commands.import_),
     ("quantize", "quantize a trained checkpoint (uniform, kmeans or siq)", commands.quantize_options,
      commands.quantize),
     ("eval", "test accuracy of a checkpoint (float) or quantized model (integer reference)", commands.eval_options,
