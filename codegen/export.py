@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels
-from .emit import BufferSlot, KernelContext, OpCall, TableArray, WeightArrays, kernel_context, op_calls, weight_arrays
+from .emit import (BufferSlot, IdentityCodebook, KernelContext, OpCall, TableArray, WeightArrays, identity_codebook,
+                   kernel_context, op_calls, weight_arrays)
 from .lower import LoweredModel
 from .render import render
 
@@ -67,6 +68,7 @@ class ModelContext:
     class_names: list[str]
     kernels: KernelContext
     weights: list[WeightArrays]
+    identity_codebook: IdentityCodebook | None
     tables: list[TableArray]
     ops: list[OpCall]
     buffers: list[BufferSlot]
@@ -87,7 +89,7 @@ def model_context(lm: LoweredModel) -> ModelContext:
         arena_bytes=lm.arena_bytes, weights_bytes=lm.weights_bytes(), act_bits=im.act_bits,
         input_bits=im.input_bits, score_exponent=im.score_exponent,
         class_names=[c_string(n) for n in im.class_names], kernels=kernel_context(lm),
-        weights=weight_arrays(lm), tables=tables, ops=calls,
+        weights=weight_arrays(lm), identity_codebook=identity_codebook(lm), tables=tables, ops=calls,
         buffers=sorted((BufferSlot(n, o, s) for n, (o, s) in lm.buffers.items()), key=lambda b: b.offset))
 
 

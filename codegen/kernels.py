@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
+import numpy as np
+
 from siq.training.integer import (AvgPool2d, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant,
                                   DenseScores, LRNRequant, MaxPool2d, QuantizeInput)
 
@@ -140,6 +142,7 @@ class DenseParams:
     max_code: int = c_field("int32_t", "unused by dense_scores")
     codebook_stride: int = c_field("int32_t", "entries per output feature's codebook row; 0: one for the layer")
     codebook: str = c_field(CODEBOOK_POINTER, "row of out feature o: codebook + o * codebook_stride")
+    index_is_value: int = c_field("uint32_t", "1: each 8-bit index is its int8 weight (identity codebook)")
     weights: str = c_field("const uint8_t *", "packed indices, layout [OUT][IN]")
     bias: str = c_field("const int32_t *")
 
@@ -227,8 +230,23 @@ def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
 
 
 def _dense_fast(op, in_bits: int, out_bits: int) -> str:
-    """dense_*_fast: any index width (bytes for 8 bits, a sequential bit reader otherwise)."""
+    """dense_*_fast: any index width. 8-bit indices that are their own int8 weights (lowering stores them so where
+    the layer's values fit int8: index_is_value) run two rows a pass without the codebook, dual 16-bit MACs on
+    SIQ_DSP cores; other 8-bit indices are read as bytes, narrower ones through a sequential bit reader."""
     return f"{KERNELS[type(op)].name}_fast"
+
+
+def index_is_value(op) -> bool:
+    """Whether lowering stores a dense layer's weights as their own 8-bit indices: 8-bit indices, one codebook
+    for the layer, every value in int8. An index then costs the byte the weight itself costs, so the C holds the
+    weight's two's-complement byte as its index and the identity codebook (entry k = k, or k - 256 from 128 on):
+    codebook[index] is still the weight (the reference kernel is unchanged), and the fast kernel skips the lookup."""
+    table = np.asarray(op.codebook)
+    return (isinstance(op, (DenseRequant, DenseScores)) and op.bits == 8 and table.ndim == 1
+            and table.size > 0 and int(table.min()) >= -128 and int(table.max()) <= 127)
+
+
+INT8_IDENTITY_CODEBOOK = tuple(k - 256 * (k >= 128) for k in range(256))
 
 
 def _small_codes(op) -> bool:
