@@ -1,4 +1,4 @@
-"""siq command line: train, quantize, eval, export, verify, pipeline, target, sweep, report.
+"""siq command line: arch, train, quantize, eval, export, verify, pipeline, target, sweep, report.
 
 Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
 SIGINT, SIGTERM and SIGHUP end a run the same way: the temporary outputs and folders are removed (their
@@ -21,6 +21,8 @@ EXIT_USAGE = 2
 # Every subcommand, in the order `siq --help` lists them: (name, one-line help, declares its options, runs it).
 # A new subcommand is one row here and its pair of functions (see commands.py).
 SUBCOMMANDS = (
+    ("arch", "an architecture's layers: output shape, MACs and parameters per layer, and totals",
+     commands.arch_options, commands.arch),
     ("train", "train the float network", commands.train_options, commands.train),
     ("quantize", "quantize a trained checkpoint (uniform, kmeans or siq)", commands.quantize_options,
      commands.quantize),
