@@ -131,7 +131,8 @@ class KernelContext:
     filter_size: int = 0               # int16 taps of the largest decoded filter (portable fast builds)
     dense_values: bool = False         # a fast dense reads 8-bit indices that are their int8 weights
     dense_u8: bool = False             # a fast dense reads other 8-bit indices as bytes
-    dense_stream: bool = False         # a fast dense reads narrower indices through index_stream
+    dense_widths: list[int] = field(default_factory=list)  # 1/2/4-bit indices read a byte at a time
+    dense_stream: bool = False         # a fast dense reads other widths through index_stream
     lrn_max_channels: int = 0
     lrn_max_squares: int = 0
 
@@ -156,8 +157,9 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
             builds.setdefault(name, set()).add(reference)
         if op.fast_kernel:
             helpers = op.spec.fast_helpers
-            if op.weights and op.weights.index_is_value:  # its fast kernel reads the weights as bytes
-                helpers = tuple(h for h in helpers if h != "index_stream")
+            if isinstance(op.ir, (DenseRequant, DenseScores)) and \
+                    kernels.dense_path(op.ir, op.weights.index_is_value) not in ("u8", "stream"):
+                helpers = tuple(h for h in helpers if h != "index_stream")  # its body reads bytes
             for name in (op.fast_kernel, *helpers):
                 builds.setdefault(name, set()).add(DEFAULT)
     functions = {name: union(b) for name, b in builds.items()}
@@ -179,9 +181,9 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
     ctx.fast_convs = [mains[name] for name in sorted(mains)]
     ctx.filter_size = max((r.channels * r.k * r.k for r in ctx.conv_rows), default=0)
     dense = [op for op in lm.ops if op.fast_kernel and isinstance(op.ir, (DenseRequant, DenseScores))]
-    ctx.dense_values = any(op.weights.index_is_value for op in dense)
-    ctx.dense_u8 = any(op.ir.bits == 8 and not op.weights.index_is_value for op in dense)
-    ctx.dense_stream = any(op.ir.bits != 8 for op in dense)
+    paths = {kernels.dense_path(op.ir, op.weights.index_is_value) for op in dense}
+    ctx.dense_values, ctx.dense_u8, ctx.dense_stream = "values" in paths, "u8" in paths, "stream" in paths
+    ctx.dense_widths = sorted(int(path[1:]) for path in paths if path in ("b1", "b2", "b4"))
     lrn = [op.ir for op in lm.ops if op.fast_kernel and isinstance(op.ir, LRNRequant)]
     ctx.lrn_max_channels = max((op.shape[0] for op in lrn), default=0)
     ctx.lrn_max_squares = max((op.window_before + op.shape[0] + op.window_after + 1 for op in lrn), default=0)

@@ -249,6 +249,20 @@ def index_is_value(op) -> bool:
 INT8_IDENTITY_CODEBOOK = tuple(k - 256 * (k >= 128) for k in range(256))
 
 
+def dense_path(op, index_is_value: bool) -> str:
+    """Which body of dense_*_fast runs a dense op (kernels/dense.c.j2): "values" (int8 weights stored as their
+    indices), "u8" (other 8-bit indices, as bytes), "b1"/"b2"/"b4" (1, 2 or 4-bit indices whose rows start on a
+    byte: in_features a multiple of 8 / bits, a byte's indices unpacked with constant shifts) or "stream" (any
+    other width, through the sequential index reader)."""
+    if index_is_value:
+        return "values"
+    if op.bits == 8:
+        return "u8"
+    if op.bits in (1, 2, 4) and op.in_features % (8 // op.bits) == 0:
+        return f"b{op.bits}"
+    return "stream"
+
+
 def _small_codes(op) -> bool:
     return op.max_code <= 15  # 4-bit codes (the input may be wider than the feature maps)
 

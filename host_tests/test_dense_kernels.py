@@ -1,8 +1,9 @@
 """The fast dense kernels (dense_requant_fast, dense_scores_fast) against their numpy twins (dense_requant,
 dense_scores in training/integer/reference.py) and the reference C, across shapes and every index width.
 
-Paths: 8-bit indices whose values fit int8 are stored as the int8 weights themselves (index_is_value: four rows
-a pass, SMLAD on SIQ_DSP cores, plain C elsewhere); narrower indices go through the index stream. The shapes
+Paths (kernels.dense_path): 8-bit indices whose values fit int8 are stored as the int8 weights themselves
+(index_is_value: four rows a pass, SMLAD on SIQ_DSP cores, plain C elsewhere); 1, 2 and 4-bit indices whose rows
+start on a byte are unpacked a byte at a time; other widths and shapes go through the index stream. The shapes
 cover every in_features mod 4 (the word loop's tail) and out_features mod 4 (the last, short group of rows).
 Builds: host C default (portable), -DSIQ_EMULATE_DSP (the SMLAD code on portable twins of the intrinsics),
 -DSIQ_REFERENCE_KERNELS; and the real thing on Cortex-M4 (SMLAD, unaligned words) and Cortex-M0/M3 (plain C).
@@ -17,7 +18,7 @@ import pytest
 from operator_cases import check_four_ways, random_images
 from siq.codegen.export import write_sources
 from siq.codegen.host import build_host
-from siq.codegen.kernels import INT8_IDENTITY_CODEBOOK
+from siq.codegen.kernels import INT8_IDENTITY_CODEBOOK, dense_path
 from siq.codegen.lower import lower
 from siq.codegen.pack import unpack_indices
 from siq.training.arch import Arch
@@ -53,6 +54,20 @@ def test_dense_fast_equals_reference_every_index_width(bits, shape, tmp_path):
     ops = dense_ops(lm)
     assert [op.fast_kernel for op in ops] == ["dense_requant_fast", "dense_scores_fast"]
     assert [op.weights.index_is_value for op in ops] == [bits == 8] * 2
+    assert [dense_path(op.ir, op.weights.index_is_value) for op in ops] == \
+        [expected_path(bits, n) for n in (int(np.prod(input_shape)), hidden)]
+
+
+def expected_path(bits: int, in_features: int) -> str:
+    if bits == 8:
+        return "values"
+    return f"b{bits}" if bits in (1, 2, 4) and in_features % (8 // bits) == 0 else "stream"
+
+
+def test_the_shapes_reach_every_dense_path():
+    paths = {expected_path(bits, n) for bits in range(1, 9) for shape, hidden, _ in SHAPES.values()
+             for n in (int(np.prod(shape)), hidden)}
+    assert paths == {"values", "b1", "b2", "b4", "stream"}
 
 
 def _quantized(arch: Arch, images: np.ndarray, bits: int, act_bits: int, seed: int = 0):
@@ -91,16 +106,22 @@ def test_int8_weights_are_the_same_weights_and_reach_both_ends(rng, tmp_path):
         assert len(bad) == 0, f"{name} build: {len(bad)} images differ, first {bad[:1]}"
 
 
+# in_features per index width on the targets: 61 puts 8-bit rows at every byte offset (unaligned words), 62 and
+# 64 give byte-aligned 4 and 1-bit rows, 61 makes 3-bit rows start inside a byte
+TARGET_INPUTS = {8: 61, 4: 62, 3: 61, 1: 64}
+
+
 @pytest.mark.parametrize("cpu", ["cortex-m4", "cortex-m3", "cortex-m0"])
-@pytest.mark.parametrize("bits", [8, 4, 3])
+@pytest.mark.parametrize("bits", sorted(TARGET_INPUTS, reverse=True))
 def test_dense_kernels_bit_exact_on_cortex_m(cpu, bits, rng, tmp_path):
-    """SMLAD with unaligned word loads on the Cortex-M4, plain C on M3 and M0, odd shapes (60 inputs in rows that
-    start at any byte, 9 rows: two groups of four and one row)."""
+    """SMLAD with unaligned word loads on the Cortex-M4, plain C on M3 and M0; 9 rows: two groups of four and a
+    lone row (values), four pairs and a lone row (byte-aligned widths)."""
     from siq.codegen import target
-    arch = mlp("mlp-target", (3, 4, 5), 9, 3)
+    arch = mlp("mlp-target", (1, 1, TARGET_INPUTS[bits]), 9, 3)
     images = random_images(arch, rng, n=64)
     lm = lower(_quantized(arch, images, bits, 4))
-    assert [op.weights.index_is_value for op in dense_ops(lm)] == [bits == 8] * 2
+    assert [dense_path(op.ir, op.weights.index_is_value) for op in dense_ops(lm)] == \
+        [expected_path(bits, TARGET_INPUTS[bits]), expected_path(bits, 9)]
     write_sources(lm, tmp_path / "model")
     scores = integer_scores(lm.integer, images)
     result = target.run_self_test(tmp_path / "model", lm.prefix, cpu, None, images.reshape(len(images), -1),
