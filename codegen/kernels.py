@@ -230,9 +230,9 @@ def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
 
 
 def _dense_fast(op, in_bits: int, out_bits: int) -> str:
-    """dense_*_fast: any index width. 8-bit indices that are their own int8 weights (lowering stores them so where
-    the layer's values fit int8: index_is_value) run two rows a pass without the codebook, dual 16-bit MACs on
-    SIQ_DSP cores; other 8-bit indices are read as bytes, narrower ones through a sequential bit reader."""
+    """dense_*_fast: any index width, its row body chosen by dense_path: 8-bit indices that are their own int8
+    weights (index_is_value) four rows a pass without the codebook, dual 16-bit MACs on SIQ_DSP cores; 1/2/4-bit
+    indices in byte-aligned rows a byte at a time; other 8-bit indices as bytes; the rest through the index stream."""
     return f"{KERNELS[type(op)].name}_fast"
 
 

@@ -92,9 +92,13 @@ def _signals_raise():
             signal.signal(sig, handler)
 
 
+# Every character str.splitlines() breaks a line at (a path may hold any of them)
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 def one_line(text: str) -> str:
-    """The message on one line: a newline or carriage return inside it (from a path) is shown escaped."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """The message on one line: a line break inside it (from a path) is shown escaped (\\n, \\x1e, ...)."""
+    return "".join(repr(ch)[1:-1] if ch in LINE_BREAKS else ch for ch in text)
 
 
 def main(argv: list[str] | None = None) -> int:
