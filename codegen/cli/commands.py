@@ -11,9 +11,8 @@ from pathlib import Path
 from siq.codegen import api, experiments
 from siq.codegen.target.boards import DEFAULT_CPU
 from siq.codegen.target.toolchain import require_toolchain, toolchain_status
-from siq.training.arch import PRESETS, load_arch
+from siq.training.arch import PRESETS
 from siq.training.fileio import check_output_file
-from siq.training.summary import size_table, totals
 
 from .options import add_backend, add_device
 from .options import (COUNT, RATE, add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits,
@@ -28,12 +27,12 @@ def arch_options(p):
 
 def arch(args):
     if args.arch is None:
-        for name, preset in PRESETS.items():
-            size = totals(preset)
-            print(f"{name:20s} input {'x'.join(map(str, preset.input)):10s} {size['macs']:>12,} MACs "
+        for name in PRESETS:
+            size = api.model_size(name)
+            print(f"{name:20s} input {'x'.join(map(str, size['input'])):10s} {size['macs']:>12,} MACs "
                   f"{size['parameters']:>10,} parameters")
         return
-    print(size_table(load_arch(args.arch)))
+    print(api.model_size(args.arch)["table"])
 
 
 def train_options(p):
