@@ -14,7 +14,8 @@ trained PyTorch module (load_onnx an ONNX file, import_model either file kind or
 quantize takes what it returns. README.md, "Bring your own model", runs it end to end.
 
 Also: pipeline (all of it into one folder), fit (per-layer widths chosen to fit a flash/RAM/instruction
-budget), evaluate, load_float, load_quantized, train_config and
+budget), evaluate, model_size (MACs and parameters per layer, as `siq arch` prints them), load_float,
+load_quantized, train_config and
 quantize_config (checked configs), TrainConfig, QuantizeConfig, SIQConfig, SIQPlusConfig, SiqError.
 
 The repository's folders are installed under this one namespace: ``siq.training`` (data, networks, training,
@@ -22,8 +23,8 @@ quantizers, integer reference), ``siq.codegen`` (lowering, memory plan, packing,
 builds, command line) and ``siq.firmware_template`` (Jinja2 C templates, board support, QEMU plugin).
 """
 from siq.codegen.api import (Trained, evaluate, export, fit, from_torch, import_model, load_float, load_onnx,
-                             load_quantized, pipeline, quantize, quantize_config, target, train, train_config,
-                             verify)
+                             load_quantized, model_size, pipeline, quantize, quantize_config, target, train,
+                             train_config, verify)
 from siq.training.importers import Imported
 from siq.training.errors import SiqError
 from siq.training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig
@@ -31,6 +32,6 @@ from siq.training.train import TrainConfig
 from siq.version import __version__
 
 __all__ = ["from_torch", "load_onnx", "import_model", "Imported", "train", "quantize", "export", "verify", "target",
-           "pipeline", "fit", "evaluate", "load_float",
+           "pipeline", "fit", "evaluate", "model_size", "load_float",
            "load_quantized", "train_config", "quantize_config", "Trained", "TrainConfig", "QuantizeConfig",
            "SIQConfig", "SIQPlusConfig", "SiqError", "__version__"]

@@ -18,10 +18,11 @@ temporary sibling and renamed into place.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
+from siq.training.arch import Arch, load_arch
 from siq.training.data import Dataset
 from siq.training.device import on_device, resolve_device
 from siq.training.errors import SiqError
@@ -33,6 +34,7 @@ from siq.training.nets import Net
 from siq.training.quant import QuantizedModel, check_codebook_bits
 from siq.training.quant import load_quantized as _load_quantized
 from siq.training.quantizers import QuantizeConfig, check_method_fits, check_plus_config, check_siq_config
+from siq.training.summary import layer_sizes, size_table, totals
 from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
 
 from .fit.budget import Budget, parse_count, parse_size
@@ -121,6 +123,15 @@ def load_float(path: str | Path) -> tuple[Net, dict]:
 def load_quantized(path: str | Path) -> QuantizedModel:
     """The QuantizedModel in a file written by quantize() (or an export's quantized.pt)."""
     return _load_quantized(path)
+
+
+def model_size(arch: str | Arch = "paper-mnist") -> dict:
+    """An architecture's size: {"arch", "input", "layers": [{"index", "layer", "out_shape", "macs", "params"}],
+    "macs", "parameters", "table"} (MACs per inference, parameters as deployed: batch norm folded; "table" is
+    what `siq arch` prints). arch: a preset name, a .toml/.json file or an Arch."""
+    arch = arch if isinstance(arch, Arch) else load_arch(arch)
+    return {"arch": arch.name, "input": list(arch.input), "layers": [asdict(row) for row in layer_sizes(arch)],
+            **totals(arch), "table": size_table(arch)}
 
 
 def train(dataset: str = "mnist5k", *, arch: str = "paper-mnist", out: str | Path = "out/float.pt",

@@ -6,9 +6,11 @@ Trains paper-mnist briefly (bit-exactness and instruction counts do not depend o
 code, weights and RAM from the link map. Also: the reference-kernel build (lower(fast=False)) on Cortex-M4 -O2,
 host-C latency per image against PyTorch eager float at batch 1 and 256, wall time of float training per epoch
 and of SIQ end to end; with --fashion, also one Fashion-MNIST float epoch of paper-mnist on every training device
-this machine has (the CPU, each CUDA device). Prints a table beside the CMSIS-NN figures measured on the same network and writes JSON.
+this machine has (the CPU, each CUDA device). Prints a table beside the CMSIS-NN figures measured on the same network
+and writes JSON. Then `networks` (codegen/bench_networks.py): paper-mnist and the MLPerf Tiny presets (random
+weights, W4A4) on Cortex-M4 -O2 beside CMSIS-NN's anchors (docs/results/cmsis-nn-anchors.json).
 
-    python -m siq.codegen.bench --out out/bench.json [--fashion] [--cpus cortex-m4] [--opts=-O2]
+    python -m siq.codegen.bench --out out/bench.json [--fashion] [--cpus cortex-m4] [--opts=-O2] [--networks ds-cnn]
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from siq.codegen import api, target
+from siq.codegen import api, bench_networks, target
 from siq.codegen.export import write_sources
 from siq.codegen.host import build_host
 from siq.codegen.lower import lower
@@ -35,14 +37,18 @@ from siq.training.quant import load_quantized
 from siq.training.train import load_checkpoint
 
 MACS = 221_800
-# CMSIS-NN, measured on the same network on QEMU mps2-an386 (Cortex-M4), arm-none-eabi-gcc 12.2, LRN excluded.
+# CMSIS-NN, measured on the same network on QEMU mps2-an386 (Cortex-M4), arm-none-eabi-gcc 12.2, LRN excluded
+# (docs/results/cmsis-nn-anchors.json, with the MLPerf Tiny networks' figures and the conditions of both).
+ANCHORS = bench_networks.load_anchors()
+_PAPER = ANCHORS["networks"]["paper-mnist"]
 CMSIS_NN = {
-    "cmsis_nn_int8": {"-O2": 1_414_713, "-O3": 1_391_782, "-Os": 1_776_251},
-    "cmsis_nn_int4": {"-O2": 1_910_616},
-    "plain_c_compile_time_shapes": {"-O2": 2_450_000, "-O3": 798_000},
-    "kernel_code_bytes": "8.9-12 KB",
-    "activation_ram_bytes": 4352,
-    "weights_bytes": 22150,
+    "cmsis_nn_int8": _PAPER["instructions_s8"],
+    "cmsis_nn_int4": _PAPER["instructions_s4"],
+    "cmsis_nn_int8_fc_layers": _PAPER["fc_instructions_s8"],
+    "plain_c_compile_time_shapes": _PAPER["plain_c_compile_time_shapes"],
+    "kernel_code_bytes": _PAPER["code_bytes"],
+    "activation_ram_bytes": _PAPER["activation_ram_bytes"],
+    "weights_bytes": _PAPER["weights_bytes"],
 }
 GOALS = {"instructions": 707_000, "stretch_instructions": 443_600, "code_bytes": 3 * 1024, "arena_bytes": 1024}
 
@@ -136,6 +142,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cpus", default="cortex-m0,cortex-m3,cortex-m4,cortex-m7")
     parser.add_argument("--opts", default="-O2,-O3,-Os")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--networks", default=",".join(bench_networks.NETWORKS),
+                        help="networks counted on Cortex-M4 -O2 beside CMSIS-NN ('' for none); presets that do not "
+                             "exist in this version are skipped")
     args = parser.parse_args(argv)
 
     result: dict = {"machine": machine(), "network": "paper-mnist SIQ W4A4, FC 8 bits", "macs": MACS,
@@ -178,14 +187,20 @@ def main(argv=None) -> int:
         result["arena_bytes"] = lm.arena_bytes
         net, _ = load_checkpoint(model / "float.pt")
         result["host"] = host_latency(model / "firmware", lm, data.test_x, net, work)
+        names = [n for n in args.networks.split(",") if n]
+        result["networks"] = bench_networks.networks(qm, image, work, names, log=lambda m: print(m, flush=True))
+        result["cmsis_nn_anchors"] = ANCHORS
     m4 = next((r for r in rows if r["cpu"] == "cortex-m4" and r["opt"] == "-O2"), None)
     print()
-    print("reference figures (CMSIS-NN on the same network, Cortex-M4): CMSIS-NN int8 1,414,713 instr at -O2 (-O3 1,391,782, -Os "
-          "1,776,251), int4 1,910,616; plain C 2.45M -O2 / 798k -O3; kernel code 8.9-12 KB; activation RAM 4,352 B")
+    int8, plain = CMSIS_NN["cmsis_nn_int8"], CMSIS_NN["plain_c_compile_time_shapes"]
+    print(f"reference figures (CMSIS-NN on the same network, Cortex-M4): CMSIS-NN int8 {int8['-O2']:,} instr at -O2 "
+          f"(-O3 {int8['-O3']:,}, -Os {int8['-Os']:,}), int4 {CMSIS_NN['cmsis_nn_int4']['-O2']:,}, FC layers "
+          f"{CMSIS_NN['cmsis_nn_int8_fc_layers']:,}; plain C {plain['-O2']:,} -O2 / {plain['-O3']:,} -O3; kernel code "
+          f"{CMSIS_NN['kernel_code_bytes']}; activation RAM {CMSIS_NN['activation_ram_bytes']:,} B")
     print(f"reference kernels of this model, Cortex-M4 -O2: {ref['instructions']:,} instr, code {ref['code_bytes']:,} B")
     if m4:
         print(f"optimised, Cortex-M4 -O2: {m4['instructions']:,} instr = "
-              f"{m4['instructions'] / CMSIS_NN['cmsis_nn_int8']['-O2']:.2f} x CMSIS-NN int8 "
+              f"{m4['instructions'] / int8['-O2']:.2f} x CMSIS-NN int8 "
               f"(goal <= {GOALS['instructions']:,}, stretch <= {GOALS['stretch_instructions']:,}); code "
               f"{m4['code_bytes']:,} B (goal <= 3 KB); activation RAM {m4['bss_bytes']:,} B = the arena, conv filter "
               f"scratch included (goal <= 1 KB; cores without DSP add a static int16 filter), stack "
@@ -194,6 +209,9 @@ def main(argv=None) -> int:
     print(f"host C {h['host_c_us_per_image']} us/image; PyTorch eager float batch 1 {h['torch_eager_batch1_us_per_image']}"
           f" us ({h['speedup_vs_batch1']}x), batch 256 {h['torch_eager_batch256_us_per_image']} us/image "
           f"({h['speedup_vs_batch256']}x)")
+    if result["networks"]:
+        print()
+        print("\n".join(bench_networks.table(result["networks"], ANCHORS)))
     print(f"machine: {result['machine']['cores']} cores, {result['machine']['cpu_model']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from siq.training.integer import Conv2dRequantMaxpool, DenseRequant, DenseScores, LRNRequant
 
 from . import kernels
-from .lower import LoweredModel
+from .lower import IDENTITY_CODEBOOK_ARRAY, LoweredModel
 
 BOTH, REFERENCE, DEFAULT = "both", "reference", "default"
 LINE_WIDTH = 96  # initializer text per line; the templates indent it by 4, so lines stay within 100 characters
@@ -57,6 +57,7 @@ class WeightArrays:
     packed_lines: list[str]
     bias_count: int
     bias_lines: list[str]
+    shared_codebook: bool = False  # its codebook is the model's identity codebook (IdentityCodebook), not its own
 
 
 @dataclass
@@ -128,8 +129,10 @@ class KernelContext:
     conv_rows: list[ConvRows] = field(default_factory=list)
     fast_convs: list[FastConv] = field(default_factory=list)
     filter_size: int = 0               # int16 taps of the largest decoded filter (portable fast builds)
-    dense_u8: bool = False             # a fast dense reads 8-bit indices as bytes
-    dense_stream: bool = False         # a fast dense reads narrower indices through index_stream
+    dense_values: bool = False         # a fast dense reads 8-bit indices that are their int8 weights
+    dense_u8: bool = False             # a fast dense reads other 8-bit indices as bytes
+    dense_widths: list[int] = field(default_factory=list)  # 1/2/4-bit indices read a byte at a time
+    dense_stream: bool = False         # a fast dense reads other widths through index_stream
     lrn_max_channels: int = 0
     lrn_max_squares: int = 0
 
@@ -142,7 +145,8 @@ class KernelContext:
 
     @property
     def dsp(self) -> bool:
-        return any(r.dsp for r in self.conv_rows)
+        """The dual 16-bit MAC helpers are emitted: a conv row body or the int8-weight dense uses them."""
+        return any(r.dsp for r in self.conv_rows) or self.dense_values
 
 
 def kernel_context(lm: LoweredModel) -> KernelContext:
@@ -152,7 +156,11 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
         for name in (op.kernel, *op.spec.helpers):
             builds.setdefault(name, set()).add(reference)
         if op.fast_kernel:
-            for name in (op.fast_kernel, *op.spec.fast_helpers):
+            helpers = op.spec.fast_helpers
+            if isinstance(op.ir, (DenseRequant, DenseScores)) and \
+                    kernels.dense_path(op.ir, op.weights.index_is_value) not in ("u8", "stream"):
+                helpers = tuple(h for h in helpers if h != "index_stream")  # its body reads bytes
+            for name in (op.fast_kernel, *helpers):
                 builds.setdefault(name, set()).add(DEFAULT)
     functions = {name: union(b) for name, b in builds.items()}
     specs = {}
@@ -173,8 +181,9 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
     ctx.fast_convs = [mains[name] for name in sorted(mains)]
     ctx.filter_size = max((r.channels * r.k * r.k for r in ctx.conv_rows), default=0)
     dense = [op for op in lm.ops if op.fast_kernel and isinstance(op.ir, (DenseRequant, DenseScores))]
-    ctx.dense_u8 = any(op.ir.bits == 8 for op in dense)
-    ctx.dense_stream = any(op.ir.bits != 8 for op in dense)
+    paths = {kernels.dense_path(op.ir, op.weights.index_is_value) for op in dense}
+    ctx.dense_values, ctx.dense_u8, ctx.dense_stream = "values" in paths, "u8" in paths, "stream" in paths
+    ctx.dense_widths = sorted(int(path[1:]) for path in paths if path in ("b1", "b2", "b4"))
     lrn = [op.ir for op in lm.ops if op.fast_kernel and isinstance(op.ir, LRNRequant)]
     ctx.lrn_max_channels = max((op.shape[0] for op in lrn), default=0)
     ctx.lrn_max_squares = max((op.window_before + op.shape[0] + op.window_after + 1 for op in lrn), default=0)
@@ -198,8 +207,24 @@ def weight_arrays(lm: LoweredModel) -> list[WeightArrays]:
         out.append(WeightArrays(w.name, w.arrays["codebook"], w.arrays["weights"], w.arrays["bias"], w.bits,
                                 w.count, w.codebook_rows, w.codebook_entries, w.codebook_stride, codebook,
                                 len(w.packed), wrap([f"0x{v:02x}" for v in w.packed]), len(w.bias),
-                                wrap([kernels.literal(v, "int32_t") for v in w.bias])))
+                                wrap([kernels.literal(v, "int32_t") for v in w.bias]), w.index_is_value))
     return out
+
+
+@dataclass
+class IdentityCodebook:
+    """The codebook shared by the layers whose 8-bit indices are their int8 weights: entry k is the int8 value
+    of byte k (kernels.INT8_IDENTITY_CODEBOOK)."""
+    name: str
+    length: int
+    lines: list[str]
+
+
+def identity_codebook(lm: LoweredModel) -> IdentityCodebook | None:
+    if not lm.identity_codebook:
+        return None
+    values = kernels.INT8_IDENTITY_CODEBOOK
+    return IdentityCodebook(IDENTITY_CODEBOOK_ARRAY, len(values), wrap([str(v) for v in values]))
 
 
 def op_calls(lm: LoweredModel) -> tuple[list[OpCall], list[TableArray]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels
-from .emit import BufferSlot, KernelContext, OpCall, TableArray, WeightArrays, kernel_context, op_calls, weight_arrays
+from .emit import (BufferSlot, IdentityCodebook, KernelContext, OpCall, TableArray, WeightArrays, identity_codebook,
+                   kernel_context, op_calls, weight_arrays)
 from .lower import LoweredModel
 from .render import render
 
@@ -67,6 +68,7 @@ class ModelContext:
     class_names: list[str]
     kernels: KernelContext
     weights: list[WeightArrays]
+    identity_codebook: IdentityCodebook | None
     tables: list[TableArray]
     ops: list[OpCall]
     buffers: list[BufferSlot]
@@ -87,7 +89,7 @@ def model_context(lm: LoweredModel) -> ModelContext:
         arena_bytes=lm.arena_bytes, weights_bytes=lm.weights_bytes(), act_bits=im.act_bits,
         input_bits=im.input_bits, score_exponent=im.score_exponent,
         class_names=[c_string(n) for n in im.class_names], kernels=kernel_context(lm),
-        weights=weight_arrays(lm), tables=tables, ops=calls,
+        weights=weight_arrays(lm), identity_codebook=identity_codebook(lm), tables=tables, ops=calls,
         buffers=sorted((BufferSlot(n, o, s) for n, (o, s) in lm.buffers.items()), key=lambda b: b.offset))
 
 
@@ -108,12 +110,35 @@ def model_report(lm: LoweredModel) -> dict:
                       "bias_bytes": sum(l["bias_bytes"] for l in per_layer), "layers": per_layer},
         "act_bits": lm.integer.act_bits, "input_bits": lm.integer.input_bits,
         # per op: the reference kernel, the kernel the default build runs (its fast variant where one applies),
-        # MACs and stored code widths; reference_kernel_ops names the MAC-bearing ops without a fast kernel
+        # MACs, parameters, bytes (its weights and codebook, biases, output buffer and kernel scratch in the
+        # arena; the class scores live in the caller's buffer) and stored code widths; a run on the target adds
+        # its instructions. reference_kernel_ops names the MAC-bearing ops without a fast kernel.
+        "parameters": sum(_params(op) for op in lm.ops),
         "ops": [{"kernel": op.kernel, "default_build_kernel": op.fast_kernel or op.kernel, "macs": op.macs,
+                 "params": _params(op), **_op_bytes(lm, op),
                  "in_bits": op.in_bits, "out_bits": op.out_bits, "comment": op.comment} for op in lm.ops],
         "reference_kernel_ops": [f"op{index} {op.kernel}" for index, op in enumerate(lm.ops)
                                  if op.macs and not op.fast_kernel],
     }
+
+
+def _params(op) -> int:
+    return op.weights.count + len(op.weights.bias) if op.weights else 0
+
+
+def _op_bytes(lm: LoweredModel, op) -> dict[str, int]:
+    w = op.weights
+    own_codebook = 0 if w is None or w.index_is_value else lm.codebook_entry_bytes * len(w.codebook)
+    return {"weights_bytes": len(w.packed) + own_codebook if w else 0, "bias_bytes": 4 * len(w.bias) if w else 0,
+            "output_bytes": lm.buffers[op.output][1] if op.output in lm.buffers else 0,
+            "scratch_bytes": lm.buffers[op.scratch][1] if op.scratch else 0}
+
+
+def with_instructions(report: dict, per_op: list[int]) -> dict:
+    """The model report with each op's instructions on the target (instructions_per_inference's per_op)."""
+    if len(per_op) != len(report["ops"]):
+        raise ValueError(f"{len(per_op)} instruction counts for {len(report['ops'])} ops")
+    return {**report, "ops": [{**op, "instructions": count} for op, count in zip(report["ops"], per_op)]}
 
 
 def write_sources(lm: LoweredModel, directory: Path) -> list[Path]:

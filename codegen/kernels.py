@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
-from siq.training.integer import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool, DenseRequant,
-                                  DenseScores, LRNRequant, MaxPool2d, QuantizeInput)
+import numpy as np
+
+from siq.training.integer import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant,
+                                  Conv2dRequantMaxpool, DenseRequant, DenseScores, LRNRequant, MaxPool2d,
+                                  QuantizeInput)
 
 CODEBOOK_POINTER = "const {codebook} *"  # the model's codebook entry type: int8_t, or int16_t when a value needs it
 
@@ -140,6 +143,7 @@ class DenseParams:
     max_code: int = c_field("int32_t", "unused by dense_scores")
     codebook_stride: int = c_field("int32_t", "entries per output feature's codebook row; 0: one for the layer")
     codebook: str = c_field(CODEBOOK_POINTER, "row of out feature o: codebook + o * codebook_stride")
+    index_is_value: int = c_field("uint32_t", "1: each 8-bit index is its int8 weight (identity codebook)")
     weights: str = c_field("const uint8_t *", "packed indices, layout [OUT][IN]")
     bias: str = c_field("const int32_t *")
 
@@ -256,13 +260,42 @@ def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
 
 
 def _dense_fast(op, in_bits: int, out_bits: int) -> str:
-    """dense_*_fast: any index width (bytes for 8 bits, a sequential bit reader otherwise)."""
+    """dense_*_fast: any index width, its row body chosen by dense_path: 8-bit indices that are their own int8
+    weights (index_is_value) four rows a pass without the codebook, dual 16-bit MACs on SIQ_DSP cores; 1/2/4-bit
+    indices in byte-aligned rows a byte at a time; other 8-bit indices as bytes; the rest through the index stream."""
     return f"{KERNELS[type(op)].name}_fast"
 
 
 def _add_fast(op: AddRequant, in_bits: int, out_bits: int) -> str:
     """add_requant_fast: any layouts, two codes a step (one byte of nibbles or two bytes), no per-code calls."""
     return "add_requant_fast"
+
+
+def index_is_value(op) -> bool:
+    """Whether lowering stores a dense layer's weights as their own 8-bit indices: 8-bit indices, one codebook
+    for the layer, every value in int8. An index then costs the byte the weight itself costs, so the C holds the
+    weight's two's-complement byte as its index and the identity codebook (entry k = k, or k - 256 from 128 on):
+    codebook[index] is still the weight (the reference kernel is unchanged), and the fast kernel skips the lookup."""
+    table = np.asarray(op.codebook)
+    return (isinstance(op, (DenseRequant, DenseScores)) and op.bits == 8 and table.ndim == 1
+            and table.size > 0 and int(table.min()) >= -128 and int(table.max()) <= 127)
+
+
+INT8_IDENTITY_CODEBOOK = tuple(k - 256 * (k >= 128) for k in range(256))
+
+
+def dense_path(op, index_is_value: bool) -> str:
+    """Which body of dense_*_fast runs a dense op (kernels/dense.c.j2): "values" (int8 weights stored as their
+    indices), "u8" (other 8-bit indices, as bytes), "b1"/"b2"/"b4" (1, 2 or 4-bit indices whose rows start on a
+    byte: in_features a multiple of 8 / bits, a byte's indices unpacked with constant shifts) or "stream" (any
+    other width, through the sequential index reader)."""
+    if index_is_value:
+        return "values"
+    if op.bits == 8:
+        return "u8"
+    if op.bits in (1, 2, 4) and op.in_features % (8 // op.bits) == 0:
+        return f"b{op.bits}"
+    return "stream"
 
 
 def _small_codes(op) -> bool:

@@ -33,6 +33,7 @@ from .plan import GreedyPlanner
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
+IDENTITY_CODEBOOK_ARRAY = "int8_identity_codebook"  # kernels.INT8_IDENTITY_CODEBOOK, once per model
 
 
 @dataclass
@@ -52,6 +53,7 @@ class WeightTable:
     bias: list[int]
     codebook_rows: int = 1
     codebook_stride: int = 0
+    index_is_value: bool = False  # kernels.index_is_value: packed holds the int8 weights, codebook the identity
 
     @property
     def codebook_entries(self) -> int:
@@ -60,8 +62,10 @@ class WeightTable:
 
     @property
     def arrays(self) -> dict[str, str]:
-        """The C arrays holding the table, by the parameter-struct field pointing at each."""
-        return {"codebook": f"{self.name}_codebook", "weights": f"{self.name}_weights", "bias": f"{self.name}_bias"}
+        """The C arrays holding the table, by the parameter-struct field pointing at each (layers storing int8
+        weights as their indices share one identity codebook)."""
+        codebook = IDENTITY_CODEBOOK_ARRAY if self.index_is_value else f"{self.name}_codebook"
+        return {"codebook": codebook, "weights": f"{self.name}_weights", "bias": f"{self.name}_bias"}
 
     def codebook_table(self) -> list[int] | list[list[int]]:
         """The codebook as QuantizedModel holds it: [K], or [C_OUT][K] per output channel."""
@@ -136,11 +140,20 @@ class LoweredModel:
     def codebook_type(self) -> str:
         return "int8_t" if self.codebook_entry_bytes == 1 else "int16_t"
 
+    @property
+    def identity_codebook(self) -> bool:
+        """Whether some layer stores int8 weights as their 8-bit indices (kernels.index_is_value): the model then
+        holds the shared identity codebook once."""
+        return any(op.weights.index_is_value for op in self.ops if op.weights)
+
     def weights_bytes(self) -> int:
         """Packed indices plus every codebook entry (all rows of a per-channel codebook), as
-        QuantizedModel.weights_bytes counts them."""
+        QuantizedModel.weights_bytes counts them; a layer whose indices are its int8 weights has no codebook of its
+        own, and the model holds the shared identity codebook once instead."""
         entry = self.codebook_entry_bytes
-        return sum(len(op.weights.packed) + entry * len(op.weights.codebook) for op in self.ops if op.weights)
+        own = sum(len(op.weights.packed) + (0 if op.weights.index_is_value else entry * len(op.weights.codebook))
+                  for op in self.ops if op.weights)
+        return own + (entry * len(kernels.INT8_IDENTITY_CODEBOOK) if self.identity_codebook else 0)
 
     def weights_report(self) -> list[dict]:
         out, entry = [], self.codebook_entry_bytes
@@ -148,8 +161,10 @@ class LoweredModel:
             if op.weights:
                 w = op.weights
                 out.append({"layer": w.name, "bits": w.bits, "count": w.count, "packed_bytes": len(w.packed),
-                            "codebook_bytes": entry * len(w.codebook), "codebook_rows": w.codebook_rows,
+                            "codebook_bytes": 0 if w.index_is_value else entry * len(w.codebook),
+                            "codebook_rows": w.codebook_rows,
                             "codebook_entries": w.codebook_entries, "codebook": w.codebook_table(),
+                            "index_is_value": w.index_is_value,
                             "bias_bytes": 4 * len(w.bias)})
         return out
 
@@ -176,6 +191,12 @@ def _weights(op) -> WeightTable:
         codebook_entry_bytes([codebook])  # int8, or int16 within 15 bits (the DSP kernels' 16-bit lanes)
     except SiqError as exc:
         raise SiqError(f"{name}: {exc}") from None
+    if kernels.index_is_value(op):
+        # the weight's own byte as its index, the identity codebook: the same weights, no lookup (kernels.py)
+        values = table[op.indices.astype(np.int64)]
+        packed = pack_indices((values % 256).astype(np.uint8), 8)
+        return WeightTable(name, list(kernels.INT8_IDENTITY_CODEBOOK), packed, op.bits, count,
+                           [int(b) for b in op.bias], index_is_value=True)
     per_channel = table.ndim == 2
     return WeightTable(name, codebook, packed, op.bits, count, [int(b) for b in op.bias],
                        codebook_rows=out_channels if per_channel else 1,
@@ -256,7 +277,8 @@ def _params(op: LoweredOp, scratch: str, index: int):
         c, h, wd = ir.shape
         return LRNParams(c, h * wd, ir.window_before, ir.window_after, ir.index_shift, ir.frac_bits, ir.max_code,
                          op.out_bits, f"op{index}_lrn_table")
-    return DenseParams(ir.in_features, ir.out_features, ir.bits, ir.shift, ir.max_code, w.codebook_stride, **arrays)
+    return DenseParams(ir.in_features, ir.out_features, ir.bits, ir.shift, ir.max_code, w.codebook_stride,
+                       index_is_value=int(w.index_is_value), **arrays)
 
 
 def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> LoweredModel:

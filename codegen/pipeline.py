@@ -17,10 +17,11 @@ from siq.training.integer import integer_scores
 from siq.training.nets import Net
 from siq.training.quant import QuantizedModel, save_quantized
 from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.summary import totals
 from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                             train_float)
 
-from .export import json_default, model_report, report_markdown, write_sources
+from .export import json_default, model_report, report_markdown, with_instructions, write_sources
 from .lower import LoweredModel, lower
 from .render import render
 from .target.step import run_target_step
@@ -76,8 +77,11 @@ def step_train(dataset: str, arch_spec: str, cfg: TrainConfig, out: Path, data_d
                log=print) -> tuple[Net, Dataset, dict]:
     data = load_dataset(dataset, data_dir, split_seed)
     arch, data = fit_arch_to_data(load_arch(arch_spec), data)
+    size = totals(arch)
     log(f"training {arch.name} on {data.name}: {len(data.train_x)} train / {len(data.test_x)} test images, "
         f"{cfg.epochs} epochs")
+    log(f"{arch.name}: {size['parameters']:,} parameters, {size['macs']:,} MACs per inference "
+        "(per layer: siq arch)")
     start = time.time()
     net, history = train_float(arch, data.train_x, data.train_y, cfg)
     seconds = time.time() - start
@@ -211,6 +215,7 @@ def run_pipeline(out: Path, dataset: str, arch: str, qcfg: QuantizeConfig, tcfg:
                            "ram_bytes": fp["ram_bytes"],
                            "firmware": str(Path(target["firmware"]).relative_to(tmp))})
             report["target"] = target
+            report["model"] = with_instructions(report["model"], target["instructions"]["per_op"])
         _write_reports(tmp, report)
         (firmware / "report.json").write_text(
             json.dumps({"model": report["model"]}, indent=2, sort_keys=True, default=json_default) + "\n")

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from siq.training.arch import Arch, Conv, Dense, load_arch
+from siq.training.arch import Arch, load_arch
 from siq.training.data import Dataset, load_dataset
 from siq.training.errors import SiqError
 from siq.training.fileio import check_output_file
 from siq.training.integer import build_integer_model
 from siq.training.quant import LayerCodebook, QuantizedModel, quantization_points
 from siq.training.quantizers import QuantizeConfig, check_method_fits
+from siq.training.summary import totals
 
 from .pipeline import fit_arch_to_data
 
@@ -80,17 +81,11 @@ def check_splits(data: Dataset) -> None:
 
 
 def arch_size(arch: Arch, batch_size: int = 1) -> dict:
-    """Parameters, MACs per inference and float32 activation bytes of one training batch."""
+    """Parameters, MACs per inference (training/summary.py, which `siq arch` prints per layer) and float32
+    activation bytes of one training batch."""
     shapes = [arch.input] + arch.shapes()
-    parameters = macs = 0
-    for i, layer in enumerate(arch.layers):
-        if isinstance(layer, (Conv, Dense)):
-            weights = int(np.prod(arch.weight_shape(i)))
-            parameters += weights + layer.out
-            positions = int(np.prod(shapes[i + 1][1:])) if isinstance(layer, Conv) else 1
-            macs += weights * positions
     activations = sum(int(np.prod(s)) for s in shapes)
-    return {"parameters": parameters, "macs": macs, "activation_bytes": 4 * activations * max(1, batch_size)}
+    return {**totals(arch), "activation_bytes": 4 * activations * max(1, batch_size)}
 
 
 def check_size(arch: Arch, batch_size: int = 1, allow_large: bool = False) -> dict:

@@ -82,12 +82,13 @@ def test_help_shows_the_api():
     (["fit", "--dataset", "digits", "--flash", "6KB", "--ram", "2 KiB", "--insns", "300k", "--cpu", "cortex-m4",
       "--method", "kmeans", "--widths", "2,4", "--out", "{tmp}/fit"], "fit"),
     (["import", "m.onnx", "--dataset", "npz:d.npz", "--out", "{tmp}/f.pt"], "import_model"),
+    (["arch", "ds-cnn"], "model_size"),
 ])
 def test_every_command_calls_the_api(command, function, monkeypatch, tmp_path, capsys):
     """The CLI is thin: each command hands its parsed options to the API function of the same job."""
     calls = []
     returned = {"mismatches": {"torch_quant": 0, "host_c": 0}} if function == "verify" else \
-        {"mismatches": 0} if function == "target" else \
+        {"mismatches": 0} if function == "target" else {"table": "t"} if function == "model_size" else \
         {"kind": "integer", "accuracy": 0.9, "n_test": 10, "dataset": "digits", "float_accuracy": 0.95}
     monkeypatch.setattr(api, function, lambda *args, **kwargs: calls.append((args, kwargs)) or returned)
     assert main([part.replace("{tmp}", str(tmp_path)) for part in command]) == 0
@@ -105,6 +106,8 @@ def test_every_command_calls_the_api(command, function, monkeypatch, tmp_path, c
         assert kwargs["method"] == "kmeans" and kwargs["widths"] == [2, 4] and kwargs["per_channel"] == (False, True)
     if function == "import_model":
         assert args == ("m.onnx",) and kwargs["dataset"] == "npz:d.npz"
+    if function == "model_size":
+        assert args == ("ds-cnn",) and capsys.readouterr().out == "t\n"
 
 
 def test_bad_values_are_refused_before_any_work(tmp_path):

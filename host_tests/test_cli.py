@@ -46,11 +46,31 @@ def test_pipeline_report(pipeline_out):
         ("cortex-m4", "mps2-an386", 200, 0)
     for key in ("instructions_per_inference", "code_bytes", "weights_bytes", "ram_bytes"):
         assert target[key] > 0
+    # per op: the kernel the default build runs, MACs, parameters, bytes and instructions on the target
+    ops = report["model"]["ops"]
+    assert [op["instructions"] for op in ops] == target["instructions"]["per_op"]
+    assert [(op["default_build_kernel"], op["macs"]) for op in ops] == \
+        [(op["kernel"], op["macs"]) for op in target["ops"]]
+    assert sum(op["macs"] for op in ops) == 221_800 and report["model"]["parameters"] == 22_278
+    assert all(op["output_bytes"] > 0 for op in ops[:-1]) and report["model"]["reference_kernel_ops"] == []
+    assert sum(op["weights_bytes"] for op in ops) <= report["footprint"]["weights_bytes"]
     firmware = pipeline_out / "firmware"
     for name in ("siq_model.c", "siq_model.h", "siq_model_test_vectors.h", "quantized.pt"):
         assert (firmware / name).is_file()
     assert (pipeline_out / target["firmware"] / "firmware.elf").is_file()
     assert "host_c" in (pipeline_out / "report.md").read_text()
+
+
+def test_arch_prints_every_layer_with_its_macs_and_parameters():
+    result = siq("arch", "ds-cnn")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ds-cnn: input 1x49x10" and len(lines) == 2 + 30 + 1
+    assert lines[2].split()[-3:] == ["64x25x5", "320,000", "2,624"]  # conv 64 10x4/2: 64 * 25 * 5 * 40 MACs
+    assert lines[-1].split() == ["total", "2,656,768", "22,604"]
+    listing = siq("arch")
+    assert listing.returncode == 0 and "paper-mnist" in listing.stdout and "221,800 MACs" in listing.stdout
+    assert_refused(siq("arch", "nope"), "unknown architecture 'nope'")
 
 
 def test_verify_export_and_eval_commands(pipeline_out, tmp_path):

@@ -18,6 +18,7 @@ from siq.codegen.cli import build_parser, main
 
 # A refusal that comes after the options are parsed and checked: the fuzzed value is checked first.
 BASE = {
+    "arch": ["missing.toml"],
     "train": ["--dataset", "nope"],
     "quantize": ["missing.pt"],
     "eval": ["missing.pt"],
@@ -47,7 +48,7 @@ def fuzzed_options() -> dict[str, list[str]]:
 
 OPTIONS = fuzzed_options()
 # the positional file or folder each command reads: fuzzed with the bad paths, the rest of BASE kept
-POSITIONAL = {"quantize": 0, "eval": 0, "export": 0, "verify": 0, "target": 0, "report": 0, "study": 1}
+POSITIONAL = {"arch": 0, "quantize": 0, "eval": 0, "export": 0, "verify": 0, "target": 0, "report": 0, "study": 1}
 # No option takes these: they must be refused by the option's own check (its name in the message), not by the
 # fault BASE adds later.
 NEVER_VALID = ("nan", "NaN", "inf", "-inf", "+inf", "1e400", "-1e400", "four", "1,2", "Infinity")

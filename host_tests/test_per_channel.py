@@ -193,11 +193,22 @@ def test_flash_counts_every_codebook_row(codebook_bits, fast_setup, tmp_path):
     entry = codebook_entry_bytes([lc.codebook for lc in qm.layers.values()])
     assert entry == (1 if codebook_bits == 8 else 2)
     lm = lower(qm)
-    expected = sum((lc.indices.size * lc.bits + 7) // 8 + entry * lc.codebook.size for lc in qm.layers.values())
+    # the per-layer 8-bit dense layer holds its int8 weights as indices (kernels.index_is_value): no codebook of
+    # its own, the model's shared 256-entry identity codebook instead
+    tables = dict(zip(qm.arch.weighted_layers(), (op.weights for op in lm.ops if op.weights)))
+    shared = [i for i, w in tables.items() if w.index_is_value]
+    assert shared == ([qm.arch.weighted_layers()[2]] if codebook_bits == 8 else [])
+    own = sum(0 if i in shared else entry * lc.codebook.size for i, lc in qm.layers.items())
+    expected = sum((lc.indices.size * lc.bits + 7) // 8 for lc in qm.layers.values()) + own + entry * 256 * bool(shared)
     report = model_report(lm)
-    assert lm.weights_bytes() == qm.weights_bytes() == report["footprint"]["weights_bytes"] == expected
+    assert lm.weights_bytes() == report["footprint"]["weights_bytes"] == expected
+    assert qm.weights_bytes() == expected - entry * 256 * bool(shared) + sum(entry * qm.layers[i].codebook.size
+                                                                              for i in shared)
     for i, layer in zip(qm.arch.weighted_layers(), report["footprint"]["layers"]):
         lc = qm.layers[i]
+        if i in shared:
+            assert layer["index_is_value"] and layer["codebook_bytes"] == 0
+            continue
         rows = lc.codebook.shape[0] if lc.per_channel else 1
         assert (layer["codebook_rows"], layer["codebook_entries"]) == (rows, lc.entries)
         assert layer["codebook_bytes"] == entry * rows * lc.entries
@@ -206,7 +217,8 @@ def test_flash_counts_every_codebook_row(codebook_bits, fast_setup, tmp_path):
     # the C arrays hold exactly those entries: C_OUT rows of K for per-channel layers, K for the others
     write_sources(lm, tmp_path)
     text = (tmp_path / f"{lm.prefix}.c").read_text()
-    for op in (op for op in lm.ops if op.weights):
+    assert (f"int8_identity_codebook[256] = {{" in text) == bool(shared)
+    for op in (op for op in lm.ops if op.weights and not op.weights.index_is_value):
         w = op.weights
         dims = f"{w.codebook_rows} * {w.codebook_entries}" if w.codebook_stride else f"{w.codebook_entries}"
         body = re.search(rf"{w.name}_codebook\[{re.escape(dims)}\] = \{{(.*?)\}};", text, flags=re.S)

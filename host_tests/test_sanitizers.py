@@ -93,7 +93,8 @@ def inputs(mnist5k):
     (1, 8, 8, [], 10_002),                          # extreme codes: 1-bit conv codebooks, activations up to 255
     (4, 8, 4, ["-DSIQ_REFERENCE_KERNELS"], 1_000),  # the plain reference loops (slow under ASan: fewer images)
     (8, 1, 1, [], 1_000),                           # 8-bit conv indices (byte path), 1-bit FC and activations
-], ids=["W4A4-FC8-dsp", "W1A8-FC8", "W4A4-FC8-reference", "W8A1-FC1"])
+    (4, 4, 4, [], 2_000),                           # 4-bit FC indices a byte at a time (both FC layers)
+], ids=["W4A4-FC8-dsp", "W1A8-FC8", "W4A4-FC8-reference", "W8A1-FC1", "W4A4-FC4"])
 def test_sanitized_build_matches_the_reference(conv_bits, fc_bits, act_bits, defines, count, trained, mnist5k,
                                                inputs, tmp_path):
     inputs = np.concatenate([inputs[:count - 2], inputs[-2:]])  # always the all-0 and all-255 images

@@ -13,6 +13,7 @@ from siq.codegen import api, experiments
 from siq.codegen.target.boards import DEFAULT_CPU
 from siq.codegen.target.toolchain import require_toolchain, toolchain_status
 from siq.codegen.fit.configfile import read_config
+from siq.training.arch import PRESETS
 from siq.training.errors import SiqError
 from siq.training.fileio import check_output_file
 from siq.training.quantizers import QuantizeConfig
@@ -21,6 +22,21 @@ from .options import add_backend, add_device, add_fit, fit_quant_config, option_
 from .options import (COUNT, RATE, SEED, add_calibration, add_codebook_bits, add_data, add_distill, add_input_bits,
                       add_per_channel, add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits,
                       c_prefix, quant_config, train_config, whole)
+
+
+def arch_options(p):
+    p.add_argument("arch", nargs="?", help="a preset name or a .toml/.json architecture file (default: list the "
+                                           "presets with their totals)")
+
+
+def arch(args):
+    if args.arch is None:
+        for name in PRESETS:
+            size = api.model_size(name)
+            print(f"{name:20s} input {'x'.join(map(str, size['input'])):10s} {size['macs']:>12,} MACs "
+                  f"{size['parameters']:>10,} parameters")
+        return
+    print(api.model_size(args.arch)["table"])
 
 
 def train_options(p):

@@ -1,4 +1,5 @@
-"""siq command line: train, import, quantize, eval, export, verify, pipeline, target, sweep, report, fit, study.
+"""siq command line: arch, train, import, quantize, eval, export, verify, pipeline, target, sweep, report, fit,
+study.
 
 Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
 SIGINT, SIGTERM and SIGHUP end a run the same way: the temporary outputs and folders are removed (their
@@ -21,6 +22,8 @@ EXIT_USAGE = 2
 # Every subcommand, in the order `siq --help` lists them: (name, one-line help, declares its options, runs it).
 # A new subcommand is one row here and its pair of functions (see commands.py).
 SUBCOMMANDS = (
+    ("arch", "an architecture's layers: output shape, MACs and parameters per layer, and totals",
+     commands.arch_options, commands.arch),
     ("train", "train the float network", commands.train_options, commands.train),
     ("import", "import a trained ONNX (.onnx) or torch.export (.pt2) model as a siq checkpoint",
      commands.import_options, commands.import_),
@@ -94,9 +97,13 @@ def _signals_raise():
             signal.signal(sig, handler)
 
 
+# Every character str.splitlines() breaks a line at (a path may hold any of them)
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 def one_line(text: str) -> str:
-    """The message on one line: a newline or carriage return inside it (from a path) is shown escaped."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """The message on one line: a line break inside it (from a path) is shown escaped (\\n, \\x1e, ...)."""
+    return "".join(repr(ch)[1:-1] if ch in LINE_BREAKS else ch for ch in text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,9 @@ def run_target_step(model_dir: str | Path, prefix: str, lm, data, cpu: str | Non
         "cpu": cpu, "board": board, "opt": opt, "n_images": test["n_images"], "mismatches": test["mismatches"],
         "first_mismatch": test["first_mismatch"], "chunks": test["chunks"],
         "instructions": {key: insn[key] for key in ("total", "per_op", "epilogue")},
+        # per op: the kernel the default build runs, its MACs and its instructions (the profiled build)
+        "ops": [{"kernel": op.fast_kernel or op.kernel, "macs": op.macs, "instructions": count}
+                for op, count in zip(lm.ops, insn["per_op"])],
         "footprint": {key: value for key, value in size.items() if key != "model_symbols"},
         "firmware": str(keep), "seconds": round(time.time() - start, 1),
     }

@@ -144,7 +144,33 @@ def bench_table(bench: dict) -> str:
     if by_device:
         lines += ["", "One Fashion-MNIST float epoch of paper-mnist, per training device (`--device`): "
                   + ", ".join(f"{device} {seconds} s" for device, seconds in by_device.items()) + "."]
+    if bench.get("networks"):
+        lines += ["", *networks_table(bench["networks"], bench["cmsis_nn_anchors"])]
     return "\n".join(lines)
+
+
+def networks_table(rows: list[dict], anchors: dict) -> list[str]:
+    """`make bench`'s networks beside CMSIS-NN s8 (docs/results/cmsis-nn-anchors.json, its conditions named)."""
+    c = anchors["conditions"]
+    lines = [f"Networks: paper-mnist (the model above) and the MLPerf Tiny presets (random weights) on Cortex-M4, "
+             f"counted like the CMSIS-NN anchors: "
+             f"{c['library']}, {c['kernels'].split(' (')[0]}, {c['compiler']}, {c['board']}, {c['counting']}:", "",
+             "| network | bits | MACs | instructions / inference | per MAC | CMSIS-NN s8 | × CMSIS-NN | model code "
+             "| weights | activation RAM (CMSIS-NN) | ops on reference kernels |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        anchor = anchors["networks"].get(row["arch"], {})
+        s8 = anchor.get("instructions_s8", {}).get(row["opt"])
+        ram = anchor.get("activation_ram_bytes")
+        count = row["instructions_per_inference"]
+        bits = f"W{row['weight_bits']}A{row['act_bits']}" + (
+            f", FC {row['fc_weight_bits']} bits" if row["fc_weight_bits"] != row["weight_bits"] else "")
+        ratio = f"{count / s8:.2f}" if s8 else "–"
+        lines.append(f"| {row['arch']} | {bits} | {_n(row['macs'])} | {_n(count)} | {count / row['macs']:.2f} | "
+                     f"{_n(s8) if s8 else '–'} | {ratio} | {_n(row['code_bytes'])} B | {_n(row['weights_bytes'])} B | "
+                     f"{_n(row['activation_ram_bytes'])} B ({_n(ram) + ' B' if ram else '–'}) | "
+                     f"{', '.join(row['reference_kernel_ops']) or 'none'} |")
+    return lines
 
 
 def studies_index(studies_dir: Path) -> str:
