@@ -30,6 +30,7 @@ BASE = {
     "report": ["missing.jsonl"],
     "study": ["run", "missing.toml"],
     "fit": ["--dataset", "nope", "--flash", "8KB"],
+    "import": ["missing.onnx", "--dataset", "nope"],
 }
 PATH_OPTIONS = {"--out", "--data-dir", "--cache-dir", "--results-dir", "--arch"}
 
@@ -48,7 +49,8 @@ def fuzzed_options() -> dict[str, list[str]]:
 
 OPTIONS = fuzzed_options()
 # the positional file or folder each command reads: fuzzed with the bad paths, the rest of BASE kept
-POSITIONAL = {"arch": 0, "quantize": 0, "eval": 0, "export": 0, "verify": 0, "target": 0, "report": 0, "study": 1}
+POSITIONAL = {"arch": 0, "quantize": 0, "eval": 0, "export": 0, "verify": 0, "target": 0, "report": 0, "study": 1,
+              "import": 0}
 # No option takes these: they must be refused by the option's own check (its name in the message), not by the
 # fault BASE adds later.
 NEVER_VALID = ("nan", "NaN", "inf", "-inf", "+inf", "1e400", "-1e400", "four", "1,2", "Infinity")
