@@ -321,3 +321,23 @@ def filter_row_words(k: int, in_bits: int) -> int:
 # A packed buffer read by a fast conv gets one byte past its last code: the SIQ_DSP nibble row body loads a word
 # whose fourth byte only feeds zero-weighted lanes, and at the buffer's last row that byte lies past the codes.
 NIBBLE_SLACK = 1
+
+# Fast kernels with SIQ_DSP bodies (dual 16-bit MACs on Cortex-M4/M7): the model's source then carries the
+# SIQ_DSP intrinsics and their portable twins (kernels/common.c.j2).
+DSP_KERNELS = ("conv2d_requant_1x1",)
+
+
+def input_slack(fast: str | None, in_bits: int) -> int:
+    """Bytes a fast kernel may read past the last code of a 4-bit packed input buffer. conv2d_requant_1x1 reads a
+    word at the byte of each lane pair's first code, so up to three bytes past the byte of the last code; the
+    lanes those bytes feed are never stored."""
+    return 3 if fast == "conv2d_requant_1x1" and in_bits == 4 else NIBBLE_SLACK
+
+
+def scratch_words(op, fast: str) -> int:
+    """int32 words of arena scratch a general or pointwise fast kernel needs: one output channel's decoded taps,
+    C_IN / groups * KH * KW (general); for conv2d_requant_1x1 two output channels' lane pairs, 2 * ceil(C_IN / 2)
+    (at least the C_IN int32 weights of its portable body)."""
+    if isinstance(op, Conv2dRequant):
+        return 2 * ((op.in_shape[0] + 1) // 2)
+    return op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
