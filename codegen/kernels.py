@@ -216,9 +216,19 @@ def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | Non
 
 
 def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) -> str:
-    """conv2d_general_requant_fast: any general conv (depthwise and grouped too): each output channel's
-    C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map once per output."""
-    return "conv2d_general_requant_fast"
+    """conv2d_general_requant_depthwise where each group reads one input channel (depthwise convs, channel
+    multipliers, a conv of a one-channel input): the channel's plane staged once as zero-padded bytes, windows
+    summed without bounds tests. conv2d_general_requant_fast for every other general conv (grouped too): each
+    output channel's C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map
+    once per output."""
+    return "conv2d_general_requant_depthwise" if op.in_shape[0] == op.groups else "conv2d_general_requant_fast"
+
+
+def staged_plane_bytes(op: Conv2dGeneralRequant) -> int:
+    """Bytes of one zero-padded input plane staged by conv2d_general_requant_depthwise: the rows and columns its
+    windows read, ((out_height - 1) * stride_h + KH) x ((out_width - 1) * stride_w + KW)."""
+    (kh, kw), (sh, sw), (_, oh, ow) = op.kernel, op.stride, op.out_shape
+    return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw)
 
 
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
@@ -336,8 +346,11 @@ def input_slack(fast: str | None, in_bits: int) -> int:
 
 def scratch_words(op, fast: str) -> int:
     """int32 words of arena scratch a general or pointwise fast kernel needs: one output channel's decoded taps,
-    C_IN / groups * KH * KW (general); for conv2d_requant_1x1 two output channels' lane pairs, 2 * ceil(C_IN / 2)
+    C_IN / groups * KH * KW (general), followed by a staged plane (conv2d_general_requant_depthwise); for conv2d_requant_1x1 two output channels' lane pairs, 2 * ceil(C_IN / 2)
     (at least the C_IN int32 weights of its portable body)."""
     if isinstance(op, Conv2dRequant):
         return 2 * ((op.in_shape[0] + 1) // 2)
-    return op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
+    taps = op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
+    if fast == "conv2d_general_requant_depthwise":
+        return taps + (staged_plane_bytes(op) + 3) // 4  # the taps, then the staged plane
+    return taps

@@ -133,11 +133,11 @@ def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, shape, width, tmp_pat
 
 @pytest.mark.parametrize("act_bits, pad, stride", [(4, "same", 1), (8, [2, 0, 1, 2], [2, 1]), (2, "valid", 2)])
 def test_general_convs_run_the_fast_kernel(act_bits, pad, stride, tmp_path):
-    """Depthwise and grouped convs of any kernel, stride and padding take conv2d_general_requant_fast in the
-    default build, bit-exact with the reference and emulated-DSP builds."""
+    """Depthwise convs of any kernel, stride and padding take conv2d_general_requant_depthwise, grouped convs
+    conv2d_general_requant_fast, in the default build, bit-exact with the reference and emulated-DSP builds."""
     arch = Arch.from_dict({"name": "dw", "input": [4, 7, 6], "layers": [
         {"type": "conv", "out": 4, "k": [3, 2], "stride": stride, "pad": pad, "groups": 4}, {"type": "relu"},
         {"type": "conv", "out": 4, "k": 3, "pad": 1, "groups": 2}, {"type": "relu"}] + HEAD})
     _, lm = check_four_ways(arch, act_bits, tmp_path, act_bits=act_bits, builds=("default", "reference", "dsp"))
     general = [op for op in lm.ops if op.kernel == "conv2d_general_requant"]
-    assert [op.fast_kernel for op in general] == ["conv2d_general_requant_fast"] * 2
+    assert [op.fast_kernel for op in general] == ["conv2d_general_requant_depthwise", "conv2d_general_requant_fast"]
