@@ -141,6 +141,7 @@ class KernelContext:
         return any(b == DEFAULT for b in self.functions.values())
 
     dsp_kernels: bool = False          # a fast kernel of kernels.DSP_KERNELS is called
+    pointwise_block: int = kernels.POINTWISE_BLOCK
 
     @property
     def dsp(self) -> bool:

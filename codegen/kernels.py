@@ -226,9 +226,11 @@ def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) ->
 
 def staged_plane_bytes(op: Conv2dGeneralRequant) -> int:
     """Bytes of one zero-padded input plane staged by conv2d_general_requant_depthwise: the rows and columns its
-    windows read, ((out_height - 1) * stride_h + KH) x ((out_width - 1) * stride_w + KW)."""
+    windows read, ((out_height - 1) * stride_h + KH) x ((out_width - 1) * stride_w + KW), plus one byte: the
+    SIQ_DSP 3x3 body loads a word per window row, whose fourth byte (at the last row's end) only feeds a lane it
+    ignores."""
     (kh, kw), (sh, sw), (_, oh, ow) = op.kernel, op.stride, op.out_shape
-    return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw)
+    return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw) + 1
 
 
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
@@ -334,22 +336,27 @@ NIBBLE_SLACK = 1
 
 # Fast kernels with SIQ_DSP bodies (dual 16-bit MACs on Cortex-M4/M7): the model's source then carries the
 # SIQ_DSP intrinsics and their portable twins (kernels/common.c.j2).
-DSP_KERNELS = ("conv2d_requant_1x1",)
+DSP_KERNELS = ("conv2d_requant_1x1", "conv2d_general_requant_depthwise")
+
+
+# Pixels per block of conv2d_requant_1x1's SIQ_DSP body (even): the block's codes are repacked as channel lane
+# pairs once and every output channel pair decodes its weights once per block.
+POINTWISE_BLOCK = 16
 
 
 def input_slack(fast: str | None, in_bits: int) -> int:
-    """Bytes a fast kernel may read past the last code of a 4-bit packed input buffer. conv2d_requant_1x1 reads a
-    word at the byte of each lane pair's first code, so up to three bytes past the byte of the last code; the
-    lanes those bytes feed are never stored."""
-    return 3 if fast == "conv2d_requant_1x1" and in_bits == 4 else NIBBLE_SLACK
+    """Bytes a fast kernel may read past the last code of a 4-bit packed input buffer."""
+    return NIBBLE_SLACK
 
 
 def scratch_words(op, fast: str) -> int:
     """int32 words of arena scratch a general or pointwise fast kernel needs: one output channel's decoded taps,
-    C_IN / groups * KH * KW (general), followed by a staged plane (conv2d_general_requant_depthwise); for conv2d_requant_1x1 two output channels' lane pairs, 2 * ceil(C_IN / 2)
-    (at least the C_IN int32 weights of its portable body)."""
+    C_IN / groups * KH * KW (general), followed by a staged plane (conv2d_general_requant_depthwise); for conv2d_requant_1x1 two output channels' weight lane pairs (2 * ceil(C_IN / 2) words, at least the C_IN
+    int32 weights of its portable body) and a block of ceil(min(plane, POINTWISE_BLOCK) / 2) pixel pairs' input lane
+    pairs (2 * ceil(C_IN / 2) words each)."""
     if isinstance(op, Conv2dRequant):
-        return 2 * ((op.in_shape[0] + 1) // 2)
+        pairs, plane = (op.in_shape[0] + 1) // 2, op.in_shape[1] * op.in_shape[2]
+        return 2 * pairs * (2 + (min(plane, POINTWISE_BLOCK) + 1) // 2)
     taps = op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
     if fast == "conv2d_general_requant_depthwise":
         return taps + (staged_plane_bytes(op) + 3) // 4  # the taps, then the staged plane
