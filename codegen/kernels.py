@@ -221,16 +221,32 @@ def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) ->
     summed without bounds tests. conv2d_general_requant_fast for every other general conv (grouped too): each
     output channel's C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map
     once per output."""
-    return "conv2d_general_requant_depthwise" if op.in_shape[0] == op.groups else "conv2d_general_requant_fast"
+    if op.in_shape[0] == op.groups:
+        return "conv2d_general_requant_depthwise"
+    if scratch_words(op, "conv2d_general_requant_band") <= BAND_SCRATCH_WORDS:
+        return "conv2d_general_requant_band"
+    return "conv2d_general_requant_fast"
+
+
+# conv2d_general_requant_band keeps every tap of its layer decoded in the arena: used while that (and one band of
+# input rows) fits this many int32 words (16 KB), else the general fast kernel decodes per output channel.
+BAND_SCRATCH_WORDS = 4096
+
+
+def band_bytes(op: Conv2dGeneralRequant) -> int:
+    """Bytes of conv2d_general_requant_band's band: C_IN / groups * KH rows of (out_width - 1) * stride_w + KW
+    zero-padded codes, plus three bytes read by the SIQ_DSP body's word loads past the last row (zero taps)."""
+    (kh, kw), sw, ow = op.kernel, op.stride[1], op.out_shape[2]
+    return op.in_shape[0] // op.groups * kh * ((ow - 1) * sw + kw) + 3
 
 
 def staged_plane_bytes(op: Conv2dGeneralRequant) -> int:
     """Bytes of one zero-padded input plane staged by conv2d_general_requant_depthwise: the rows and columns its
-    windows read, ((out_height - 1) * stride_h + KH) x ((out_width - 1) * stride_w + KW), plus one byte: the
-    SIQ_DSP 3x3 body loads a word per window row, whose fourth byte (at the last row's end) only feeds a lane it
-    ignores."""
+    windows read, ((out_height - 1) * stride_h + KH) x ((out_width - 1) * stride_w + KW), plus three bytes: the
+    SIQ_DSP bodies load a word per 4 columns of a window row, whose bytes past the window (at the last row's end,
+    past the plane) only meet zero taps."""
     (kh, kw), (sh, sw), (_, oh, ow) = op.kernel, op.stride, op.out_shape
-    return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw) + 1
+    return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw) + 3
 
 
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
@@ -336,7 +352,7 @@ NIBBLE_SLACK = 1
 
 # Fast kernels with SIQ_DSP bodies (dual 16-bit MACs on Cortex-M4/M7): the model's source then carries the
 # SIQ_DSP intrinsics and their portable twins (kernels/common.c.j2).
-DSP_KERNELS = ("conv2d_requant_1x1", "conv2d_general_requant_depthwise")
+DSP_KERNELS = ("conv2d_requant_1x1", "conv2d_general_requant_depthwise", "conv2d_general_requant_band")
 
 
 # Pixels per block of conv2d_requant_1x1's SIQ_DSP body (even): the block's codes are repacked as channel lane
@@ -358,6 +374,11 @@ def scratch_words(op, fast: str) -> int:
         pairs, plane = (op.in_shape[0] + 1) // 2, op.in_shape[1] * op.in_shape[2]
         return 2 * pairs * (2 + (min(plane, POINTWISE_BLOCK) + 1) // 2)
     taps = op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
+    if fast == "conv2d_general_requant_band":
+        # every tap of the layer, the same rows as SIQ_DSP lane pairs, then the band
+        rows = op.out_shape[0] * op.in_shape[0] // op.groups * op.kernel[0]
+        return op.out_shape[0] * taps + rows * 2 * ((op.kernel[1] + 3) // 4) + (band_bytes(op) + 3) // 4
     if fast == "conv2d_general_requant_depthwise":
-        return taps + (staged_plane_bytes(op) + 3) // 4  # the taps, then the staged plane
+        # the taps, their SIQ_DSP lane pairs (KH rows of 2 * ceil(KW / 4)), then the staged plane
+        return taps + op.kernel[0] * 2 * ((op.kernel[1] + 3) // 4) + (staged_plane_bytes(op) + 3) // 4
     return taps

@@ -134,10 +134,21 @@ def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, shape, width, tmp_pat
 @pytest.mark.parametrize("act_bits, pad, stride", [(4, "same", 1), (8, [2, 0, 1, 2], [2, 1]), (2, "valid", 2)])
 def test_general_convs_run_the_fast_kernel(act_bits, pad, stride, tmp_path):
     """Depthwise convs of any kernel, stride and padding take conv2d_general_requant_depthwise, grouped convs
-    conv2d_general_requant_fast, in the default build, bit-exact with the reference and emulated-DSP builds."""
+    conv2d_general_requant_band, in the default build, bit-exact with the reference and emulated-DSP builds."""
     arch = Arch.from_dict({"name": "dw", "input": [4, 7, 6], "layers": [
         {"type": "conv", "out": 4, "k": [3, 2], "stride": stride, "pad": pad, "groups": 4}, {"type": "relu"},
         {"type": "conv", "out": 4, "k": 3, "pad": 1, "groups": 2}, {"type": "relu"}] + HEAD})
     _, lm = check_four_ways(arch, act_bits, tmp_path, act_bits=act_bits, builds=("default", "reference", "dsp"))
     general = [op for op in lm.ops if op.kernel == "conv2d_general_requant"]
-    assert [op.fast_kernel for op in general] == ["conv2d_general_requant_depthwise", "conv2d_general_requant_fast"]
+    assert [op.fast_kernel for op in general] == ["conv2d_general_requant_depthwise", "conv2d_general_requant_band"]
+
+
+def test_general_convs_with_many_taps_run_the_per_channel_fast_kernel(tmp_path):
+    """A general conv whose taps exceed the band kernel's scratch (32 x 16 x 3 x 4 > BAND_SCRATCH_WORDS) decodes
+    one output channel at a time (conv2d_general_requant_fast), bit-exact with the reference and emulated-DSP
+    builds."""
+    arch = Arch.from_dict({"name": "wide", "input": [16, 5, 6], "layers": [
+        {"type": "conv", "out": 32, "k": [3, 4], "pad": "same"}, {"type": "relu"}] + HEAD})
+    _, lm = check_four_ways(arch, 3, tmp_path, act_bits=4, builds=("default", "reference", "dsp"))
+    assert [op.fast_kernel for op in lm.ops if op.kernel == "conv2d_general_requant"] == [
+        "conv2d_general_requant_fast"]
