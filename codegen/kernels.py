@@ -357,7 +357,7 @@ DSP_KERNELS = ("conv2d_requant_1x1", "conv2d_general_requant_depthwise", "conv2d
 
 # Pixels per block of conv2d_requant_1x1's SIQ_DSP body (even): the block's codes are repacked as channel lane
 # pairs once and every output channel pair decodes its weights once per block.
-POINTWISE_BLOCK = 16
+POINTWISE_BLOCK = 32
 
 
 def input_slack(fast: str | None, in_bits: int) -> int:
