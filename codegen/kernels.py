@@ -379,6 +379,6 @@ def scratch_words(op, fast: str) -> int:
         rows = op.out_shape[0] * op.in_shape[0] // op.groups * op.kernel[0]
         return op.out_shape[0] * taps + rows * 2 * ((op.kernel[1] + 3) // 4) + (band_bytes(op) + 3) // 4
     if fast == "conv2d_general_requant_depthwise":
-        # the taps, their SIQ_DSP lane pairs (KH rows of 2 * ceil(KW / 4)), then the staged plane
-        return taps + op.kernel[0] * 2 * ((op.kernel[1] + 3) // 4) + (staged_plane_bytes(op) + 3) // 4
+        # two output channels' taps and their SIQ_DSP lane pairs (KH rows of 2 * ceil(KW / 4)), then the staged plane
+        return 2 * taps + 2 * op.kernel[0] * 2 * ((op.kernel[1] + 3) // 4) + (staged_plane_bytes(op) + 3) // 4
     return taps
