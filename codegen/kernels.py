@@ -210,8 +210,9 @@ def _conv_fast(op: Conv2dRequantMaxpool, in_bits: int, out_bits: int) -> str | N
 
 
 def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | None:
-    """conv2d_requant_1x1: a 1x1 conv, stride 1, no padding (MobileNet's and DS-CNN's pointwise convs): each
-    output channel's weights decoded once into the scratch, no bounds checks, any code layout."""
+    """conv2d_requant_1x1: a 1x1 conv, stride 1, no padding (MobileNet's and DS-CNN's pointwise convs), any code
+    layout: on SIQ_DSP cores blocks of POINTWISE_BLOCK pixels repacked as channel lane pairs, four output channels
+    by two pixels of dual MACs; elsewhere each output channel's weights decoded once, no bounds checks."""
     return "conv2d_requant_1x1" if op.k == 1 and op.stride == 1 and op.pad == 0 else None
 
 
