@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from siq.codegen.export import write_sources
+from siq.codegen.export import model_report, write_sources
 from siq.codegen.lower import lower
 from siq.codegen.target import run_self_test
-from siq.training.arch import Arch
+from siq.training.arch import PRESETS, Arch
 from siq.training.integer import integer_scores
 from siq.training.quantizers import QuantizeConfig, quantize_model
 
@@ -88,3 +88,24 @@ def test_random_separable_stacks_bit_exact(seed, tmp_path):
     arch = _random_separable(seed)
     check_four_ways(arch, seed, tmp_path, act_bits=(4, 4, 8, 2, 4, 3)[seed],
                     builds=("default", "reference", "dsp"))
+
+
+@pytest.mark.parametrize("preset, n", [("ds-cnn", 16), ("mobilenet-v1-0.25", 4)])
+def test_presets_on_cortex_m4_run_the_dsp_kernels_bit_exact(preset, n, tmp_path):
+    """The MLPerf Tiny presets (random weights, W4A4) on emulated Cortex-M4, where the SIQ_DSP bodies run (the
+    host builds run the portable ones): scores equal the numpy reference's, and no conv is left on a reference
+    kernel."""
+    arch = PRESETS[preset]
+    rng = np.random.default_rng(3)
+    images = random_images(arch, rng, n=n)
+    net = random_net(arch, 3)
+    cfg = QuantizeConfig(method="kmeans", conv_bits=4, fc_bits=4, act_bits=4, calibration_images=len(images), seed=0)
+    classes = net.arch.num_classes
+    qm = quantize_model(net, images, np.arange(len(images)) % classes, cfg, [f"c{k}" for k in range(classes)])[0]
+    lm = lower(qm)
+    assert model_report(lm)["reference_kernel_ops"] == []
+    write_sources(lm, tmp_path)
+    scores = integer_scores(lm.integer, images)
+    result = run_self_test(tmp_path, lm.prefix, "cortex-m4", None, images, np.argmax(scores, axis=1), scores, "-O2")
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert np.array_equal(result["scores"], scores)
