@@ -4,6 +4,8 @@ stacks: bit-exact with the numpy reference on every shape class the presets use 
 strides 1 and 2, symmetric, asymmetric and 'same' padding, kh != kw, 1-D)."""
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,26 @@ def test_presets_on_cortex_m4_run_the_dsp_kernels_bit_exact(preset, n, tmp_path)
     result = run_self_test(tmp_path, lm.prefix, "cortex-m4", None, images, np.argmax(scores, axis=1), scores, "-O2")
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert np.array_equal(result["scores"], scores)
+
+
+@pytest.mark.parametrize("defines", [[], ["-DSIQ_EMULATE_DSP"]], ids=["portable", "emulated-dsp"])
+def test_fast_conv_kernels_under_sanitizers(exported, defines, tmp_path):
+    """ASan and UBSan over the fast conv kernels (portable and SIQ_DSP bodies): no read past the arena (the staged
+    planes' and the packed buffers' slack bytes are allocated), no undefined shift or overflow, same scores."""
+    from test_sanitizers import DRIVER, SANITIZE  # the sanitizer suite's driver program and flags
+    lm, directory, images = exported
+    (tmp_path / "driver.c").write_text(DRIVER)
+    binary = tmp_path / "driver"
+    build = subprocess.run(["gcc", *SANITIZE, *defines, "-I", str(directory), str(directory / "siq_model.c"),
+                            str(tmp_path / "driver.c"), "-o", str(binary)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    (tmp_path / "images.bin").write_bytes(np.ascontiguousarray(images).tobytes())
+    env = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
+           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+    result = subprocess.run([str(binary), str(tmp_path / "images.bin"), str(tmp_path / "scores.bin"),
+                             str(len(images))], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0 and "runtime error" not in result.stderr and "Sanitizer" not in result.stderr, \
+        result.stderr[-3000:]
+    classes = lm.integer.num_classes
+    scores = np.fromfile(tmp_path / "scores.bin", dtype=np.int32)[:len(images) * classes].reshape(len(images), -1)
+    assert np.array_equal(scores, integer_scores(lm.integer, images))
