@@ -367,10 +367,11 @@ def input_slack(fast: str | None, in_bits: int) -> int:
 
 
 def scratch_words(op, fast: str) -> int:
-    """int32 words of arena scratch a general or pointwise fast kernel needs: one output channel's decoded taps,
-    C_IN / groups * KH * KW (general), followed by a staged plane (conv2d_general_requant_depthwise); for conv2d_requant_1x1 two output channels' weight lane pairs (2 * ceil(C_IN / 2) words, at least the C_IN
-    int32 weights of its portable body) and a block of ceil(min(plane, POINTWISE_BLOCK) / 2) pixel pairs' input lane
-    pairs (2 * ceil(C_IN / 2) words each)."""
+    """int32 words of arena scratch a fast conv kernel needs. conv2d_requant_1x1: four output channels' weight lane
+    pairs (4 * ceil(C_IN / 2) words, at least the C_IN int32 weights of its portable body), then a block of
+    ceil(min(plane, POINTWISE_BLOCK) / 2) pixel pairs' input lane pairs (2 * ceil(C_IN / 2) words each).
+    conv2d_general_requant_fast: one output channel's C_IN / groups * KH * KW taps. The depthwise and band kernels:
+    as laid out in their templates (kernels/conv2d_depthwise.c.j2, kernels/conv2d_band.c.j2)."""
     if isinstance(op, Conv2dRequant):
         pairs, plane = (op.in_shape[0] + 1) // 2, op.in_shape[1] * op.in_shape[2]
         return 2 * pairs * (2 + (min(plane, POINTWISE_BLOCK) + 1) // 2)
