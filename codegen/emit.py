@@ -143,10 +143,14 @@ class KernelContext:
     def fast(self) -> bool:
         return any(b == DEFAULT for b in self.functions.values())
 
+    dsp_kernels: bool = False          # a fast kernel of kernels.DSP_KERNELS is called
+    pointwise_block: int = kernels.POINTWISE_BLOCK
+
     @property
     def dsp(self) -> bool:
-        """The dual 16-bit MAC helpers are emitted: a conv row body or the int8-weight dense uses them."""
-        return any(r.dsp for r in self.conv_rows) or self.dense_values
+        """The dual 16-bit MAC helpers are emitted: a DSP conv kernel, a conv row body or the int8-weight dense
+        uses them."""
+        return self.dsp_kernels or any(r.dsp for r in self.conv_rows) or self.dense_values
 
 
 def kernel_context(lm: LoweredModel) -> KernelContext:
@@ -178,6 +182,7 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
             row.channels = max(row.channels, conv.in_shape[0])
             mains[op.fast_kernel] = FastConv(op.fast_kernel, conv.k, op.in_bits == 4, op.out_bits == 4, name)
     ctx.conv_rows = [rows[key] for key in sorted(rows)]
+    ctx.dsp_kernels = any(op.fast_kernel in kernels.DSP_KERNELS for op in lm.ops)
     ctx.fast_convs = [mains[name] for name in sorted(mains)]
     ctx.filter_size = max((r.channels * r.k * r.k for r in ctx.conv_rows), default=0)
     dense = [op for op in lm.ops if op.fast_kernel and isinstance(op.ir, (DenseRequant, DenseScores))]

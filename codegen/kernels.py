@@ -243,15 +243,44 @@ def _conv_fast(op: Conv2dRequantMaxpool, in_bits: int, out_bits: int) -> str | N
 
 
 def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | None:
-    """conv2d_requant_1x1: a 1x1 conv, stride 1, no padding (MobileNet's and DS-CNN's pointwise convs): each
-    output channel's weights decoded once into the scratch, no bounds checks, any code layout."""
+    """conv2d_requant_1x1: a 1x1 conv, stride 1, no padding (MobileNet's and DS-CNN's pointwise convs), any code
+    layout: on SIQ_DSP cores blocks of POINTWISE_BLOCK pixels repacked as channel lane pairs, four output channels
+    by two pixels of dual MACs; elsewhere each output channel's weights decoded once, no bounds checks."""
     return "conv2d_requant_1x1" if op.k == 1 and op.stride == 1 and op.pad == 0 else None
 
 
 def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) -> str:
-    """conv2d_general_requant_fast: any general conv (depthwise and grouped too): each output channel's
-    C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map once per output."""
+    """conv2d_general_requant_depthwise where each group reads one input channel (depthwise convs, channel
+    multipliers, a conv of a one-channel input): the channel's plane staged once as zero-padded bytes, windows
+    summed without bounds tests. conv2d_general_requant_fast for every other general conv (grouped too): each
+    output channel's C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map
+    once per output."""
+    if op.in_shape[0] == op.groups:
+        return "conv2d_general_requant_depthwise"
+    if scratch_words(op, "conv2d_general_requant_band") <= BAND_SCRATCH_WORDS:
+        return "conv2d_general_requant_band"
     return "conv2d_general_requant_fast"
+
+
+# conv2d_general_requant_band keeps every tap of its layer decoded in the arena: used while that (and one band of
+# input rows) fits this many int32 words (16 KB), else the general fast kernel decodes per output channel.
+BAND_SCRATCH_WORDS = 4096
+
+
+def band_bytes(op: Conv2dGeneralRequant) -> int:
+    """Bytes of conv2d_general_requant_band's band: C_IN / groups * KH rows of (out_width - 1) * stride_w + KW
+    zero-padded codes, plus three bytes read by the SIQ_DSP body's word loads past the last row (zero taps)."""
+    (kh, kw), sw, ow = op.kernel, op.stride[1], op.out_shape[2]
+    return op.in_shape[0] // op.groups * kh * ((ow - 1) * sw + kw) + 3
+
+
+def staged_plane_bytes(op: Conv2dGeneralRequant) -> int:
+    """Bytes of one zero-padded input plane staged by conv2d_general_requant_depthwise: the rows and columns its
+    windows read, ((out_height - 1) * stride_h + KH) x ((out_width - 1) * stride_w + KW), plus three bytes: the
+    SIQ_DSP bodies load a word per 4 columns of a window row, whose bytes past the window (at the last row's end,
+    past the plane) only meet zero taps."""
+    (kh, kw), (sh, sw), (_, oh, ow) = op.kernel, op.stride, op.out_shape
+    return ((oh - 1) * sh + kh) * ((ow - 1) * sw + kw) + 3
 
 
 def _lrn_fast(op: LRNRequant, in_bits: int, out_bits: int) -> str:
@@ -394,3 +423,37 @@ def filter_row_words(k: int, in_bits: int) -> int:
 # A packed buffer read by a fast conv gets one byte past its last code: the SIQ_DSP nibble row body loads a word
 # whose fourth byte only feeds zero-weighted lanes, and at the buffer's last row that byte lies past the codes.
 NIBBLE_SLACK = 1
+
+# Fast kernels with SIQ_DSP bodies (dual 16-bit MACs on Cortex-M4/M7): the model's source then carries the
+# SIQ_DSP intrinsics and their portable twins (kernels/common.c.j2).
+DSP_KERNELS = ("conv2d_requant_1x1", "conv2d_general_requant_depthwise", "conv2d_general_requant_band")
+
+
+# Pixels per block of conv2d_requant_1x1's SIQ_DSP body (even): the block's codes are repacked as channel lane
+# pairs once and every output channel pair decodes its weights once per block.
+POINTWISE_BLOCK = 32
+
+
+def input_slack(fast: str | None, in_bits: int) -> int:
+    """Bytes a fast kernel may read past the last code of a 4-bit packed input buffer."""
+    return NIBBLE_SLACK
+
+
+def scratch_words(op, fast: str) -> int:
+    """int32 words of arena scratch a fast conv kernel needs. conv2d_requant_1x1: four output channels' weight lane
+    pairs (4 * ceil(C_IN / 2) words, at least the C_IN int32 weights of its portable body), then a block of
+    ceil(min(plane, POINTWISE_BLOCK) / 2) pixel pairs' input lane pairs (2 * ceil(C_IN / 2) words each).
+    conv2d_general_requant_fast: one output channel's C_IN / groups * KH * KW taps. The depthwise and band kernels:
+    as laid out in their templates (kernels/conv2d_depthwise.c.j2, kernels/conv2d_band.c.j2)."""
+    if isinstance(op, Conv2dRequant):
+        pairs, plane = (op.in_shape[0] + 1) // 2, op.in_shape[1] * op.in_shape[2]
+        return 2 * pairs * (2 + (min(plane, POINTWISE_BLOCK) + 1) // 2)
+    taps = op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
+    if fast == "conv2d_general_requant_band":
+        # every tap of the layer, the same rows as SIQ_DSP lane pairs, then the band
+        rows = op.out_shape[0] * op.in_shape[0] // op.groups * op.kernel[0]
+        return op.out_shape[0] * taps + rows * 2 * ((op.kernel[1] + 3) // 4) + (band_bytes(op) + 3) // 4
+    if fast == "conv2d_general_requant_depthwise":
+        # two output channels' taps and their SIQ_DSP lane pairs (KH rows of 2 * ceil(KW / 4)), then the staged plane
+        return 2 * taps + 2 * op.kernel[0] * 2 * ((op.kernel[1] + 3) // 4) + (staged_plane_bytes(op) + 3) // 4
+    return taps

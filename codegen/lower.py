@@ -27,7 +27,8 @@ from siq.version import __version__
 
 from . import kernels
 from .kernels import (NIBBLE_SLACK, AddParams, AvgPool2dParams, ConcatParams, Conv2dGeneralParams, Conv2dParams,
-                      DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams, fast_kernel, filter_row_words)
+                      DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams, fast_kernel, filter_row_words,
+                      input_slack)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner
 
@@ -325,7 +326,8 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
         if op.output != "scores" and op.output not in buffers:  # a concat's later calls write the same buffer
             # alive from its first writer to its last reader: an add's shortcut stays alive across its branch
             readers = [j for j, other in enumerate(ops) if op.output in other.inputs]
-            size = op.out_count if op.out_bits == 8 else (op.out_count + 1) // 2 + NIBBLE_SLACK
+            slack = max((input_slack(ops[j].fast_kernel, ops[j].in_bits) for j in readers), default=NIBBLE_SLACK)
+            size = op.out_count if op.out_bits == 8 else (op.out_count + 1) // 2 + slack
             buffers[op.output] = planner.add_buffer(op.output, size, index, max(readers, default=index))
         if op.fast_kernel and isinstance(op.ir, Conv2dRequantMaxpool):
             # one output channel's decoded filter, C_IN * K rows of filter_row_words int32 words, alive for this op
@@ -336,9 +338,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
         elif op.fast_kernel and isinstance(op.ir, (Conv2dRequant, Conv2dGeneralRequant)):
             # one output channel's decoded weights: C_IN (conv2d_requant_1x1), C_IN / groups * KH * KW (general)
             op.scratch = f"scratch{index}"
-            ir = op.ir
-            words = ir.in_shape[0] if isinstance(ir, Conv2dRequant) else \
-                ir.in_shape[0] // ir.groups * ir.kernel[0] * ir.kernel[1]
+            words = kernels.scratch_words(op.ir, op.fast_kernel)
             buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * words, index, index)
     arena = planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}

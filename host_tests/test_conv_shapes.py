@@ -113,13 +113,16 @@ def test_bad_convs_are_refused_naming_the_layer(layer, message):
 
 
 
-@pytest.mark.parametrize("act_bits", [4, 8])
-def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, tmp_path):
+@pytest.mark.parametrize("act_bits, shape, width", [(4, [3, 5, 6], 6), (8, [3, 5, 6], 6), (4, [5, 5, 5], 5),
+                                                    (4, [2, 3, 9], 7), (4, [1, 1, 13], 3)])
+def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, shape, width, tmp_path):
     """1x1 stride-1 unpadded convs take conv2d_requant_1x1 in the default build (bytes and 4-bit packed codes),
-    bit-exact with the reference build, the emulated-DSP build and numpy."""
-    arch = Arch.from_dict({"name": "pw", "input": [3, 5, 6], "layers": [
-        {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
-        {"type": "conv", "out": 6, "k": 3, "pad": "same", "groups": 6}, {"type": "relu"},
+    bit-exact with the reference build, the emulated-DSP build and numpy. Odd planes put every other plane on an
+    odd nibble; odd channel counts leave a single last input plane and a single last output channel; planes that
+    are not a multiple of 8 pixels end in a partial group."""
+    arch = Arch.from_dict({"name": "pw", "input": shape, "layers": [
+        {"type": "conv", "out": width, "k": 1}, {"type": "relu"},
+        {"type": "conv", "out": width, "k": 3, "pad": "same", "groups": width}, {"type": "relu"},
         {"type": "conv", "out": 5, "k": 1}, {"type": "relu"}] + HEAD})
     _, lm = check_four_ways(arch, act_bits, tmp_path, act_bits=act_bits, builds=("default", "reference", "dsp"))
     pointwise = [op for op in lm.ops if op.kernel == "conv2d_requant"]
@@ -130,11 +133,22 @@ def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, tmp_path):
 
 @pytest.mark.parametrize("act_bits, pad, stride", [(4, "same", 1), (8, [2, 0, 1, 2], [2, 1]), (2, "valid", 2)])
 def test_general_convs_run_the_fast_kernel(act_bits, pad, stride, tmp_path):
-    """Depthwise and grouped convs of any kernel, stride and padding take conv2d_general_requant_fast in the
-    default build, bit-exact with the reference and emulated-DSP builds."""
+    """Depthwise convs of any kernel, stride and padding take conv2d_general_requant_depthwise, grouped convs
+    conv2d_general_requant_band, in the default build, bit-exact with the reference and emulated-DSP builds."""
     arch = Arch.from_dict({"name": "dw", "input": [4, 7, 6], "layers": [
         {"type": "conv", "out": 4, "k": [3, 2], "stride": stride, "pad": pad, "groups": 4}, {"type": "relu"},
         {"type": "conv", "out": 4, "k": 3, "pad": 1, "groups": 2}, {"type": "relu"}] + HEAD})
     _, lm = check_four_ways(arch, act_bits, tmp_path, act_bits=act_bits, builds=("default", "reference", "dsp"))
     general = [op for op in lm.ops if op.kernel == "conv2d_general_requant"]
-    assert [op.fast_kernel for op in general] == ["conv2d_general_requant_fast"] * 2
+    assert [op.fast_kernel for op in general] == ["conv2d_general_requant_depthwise", "conv2d_general_requant_band"]
+
+
+def test_general_convs_with_many_taps_run_the_per_channel_fast_kernel(tmp_path):
+    """A general conv whose taps exceed the band kernel's scratch (32 x 16 x 3 x 4 > BAND_SCRATCH_WORDS) decodes
+    one output channel at a time (conv2d_general_requant_fast), bit-exact with the reference and emulated-DSP
+    builds."""
+    arch = Arch.from_dict({"name": "wide", "input": [16, 5, 6], "layers": [
+        {"type": "conv", "out": 32, "k": [3, 4], "pad": "same"}, {"type": "relu"}] + HEAD})
+    _, lm = check_four_ways(arch, 3, tmp_path, act_bits=4, builds=("default", "reference", "dsp"))
+    assert [op.fast_kernel for op in lm.ops if op.kernel == "conv2d_general_requant"] == [
+        "conv2d_general_requant_fast"]
