@@ -230,6 +230,14 @@ def conv_fast_applies(op: Conv2dRequantMaxpool) -> bool:
     return op.conv.stride == 1 and op.conv.pad == 0 and op.pool.k == 2
 
 
+def general_conv(op):
+    """The op lowering runs: a Conv2dRequant without a fast kernel of its own (all but the 1x1 pointwise conv)
+    becomes the identical Conv2dGeneralRequant, whose fast kernels take any kernel, stride and padding."""
+    if isinstance(op, Conv2dRequant) and _pointwise_fast(op, 8, 8) is None:
+        return op.as_general()
+    return op
+
+
 def conv_rows_name(k: int, in_bits: int) -> str:
     """The filter decoder and row body of a fast conv (kernels/conv2d_rows.c.j2), shared by its output layouts."""
     return f"k{k}" + ("_i4" if in_bits == 4 else "")

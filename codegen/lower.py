@@ -290,7 +290,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
     ops: list[LoweredOp] = []
     buffer_of: dict[int, str] = {}  # integer op -> the buffer holding its output
     for step in fuse(model):
-        op = step.op
+        op = kernels.general_conv(step.op)
         if type(op) not in kernels.KERNELS:
             raise SiqError(f"no C kernel for integer op {op.name}")
         if isinstance(op, QuantizeInput) and not -16 <= op.shift <= 16:

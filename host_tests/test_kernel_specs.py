@@ -21,9 +21,10 @@ from siq.training.integer import integer_scores
 from siq.training.nets import Net
 from siq.training.quantizers import QuantizeConfig, quantize_model
 
-# conv pad 1 -> relu -> pool (fused, reference only: padded), lrn, conv -> relu (unfused), a 1x1 conv without relu
-# added to it (relu fused), that concatenated with the relu's output, lrn -> a standalone pool, a grouped 2x1 conv with asymmetric padding -> relu, an average pool, dense -> relu, dense scores: every
-# reference kernel once.
+# conv pad 1 -> relu -> pool (fused, reference only: padded), lrn, conv -> relu (unfused: run as the identical
+# general conv, whose fast kernels take any shape), a 1x1 conv without relu added to it (relu fused), that
+# concatenated with the relu's output, lrn -> a standalone pool, a grouped 2x1 conv with asymmetric padding -> relu,
+# an average pool, dense -> relu, dense scores: every reference kernel once.
 EVERY_KERNEL = {"name": "every-kernel", "input": [1, 12, 12], "layers": [
     {"type": "conv", "out": 4, "k": 3, "pad": 1}, {"type": "relu"}, {"type": "maxpool", "k": 2},
     {"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0},
@@ -54,7 +55,7 @@ def _uncommented(text: str) -> str:
 def test_the_model_runs_every_reference_kernel(every_kernel):
     lm, _, _, _ = every_kernel
     assert [op.kernel for op in lm.ops] == ["quantize_input", "conv2d_requant_maxpool", "lrn_requant",
-                                            "conv2d_requant", "conv2d_requant", "add_requant", "concat_requant",
+                                            "conv2d_general_requant", "conv2d_requant", "add_requant", "concat_requant",
                                             "concat_requant", "lrn_requant", "maxpool2d",
                                             "conv2d_general_requant", "avgpool2d", "dense_requant", "dense_scores"]
     assert {op.kernel for op in lm.ops} == {spec.name for spec in kernels.KERNELS.values()}
@@ -88,7 +89,8 @@ def test_every_initializer_names_exactly_its_spec_fields(every_kernel):
 def test_struct_numbers_come_from_the_ir(every_kernel):
     """A spot check that lowering copies the IR's numbers: the shift, bound-carrying op and layouts."""
     lm, _, _, _ = every_kernel
-    conv = lm.ops[3]
+    assert lm.ops[3].params.pad_top == 1 and lm.ops[3].params.groups == 1  # the 3x3 conv run as the general one
+    conv = lm.ops[4]
     assert conv.params.shift == conv.ir.shift and conv.params.max_code == conv.ir.max_code
     assert (conv.params.in_bits, conv.params.out_bits) == (conv.in_bits, conv.out_bits)
     assert conv.params.index_bits == conv.ir.bits and conv.params.pool == 1
@@ -102,7 +104,8 @@ def test_numpy_twins_of_the_kernel_steps_equal_the_op_by_op_reference(every_kern
     at its last source op: the fusion changes nothing."""
     lm, _, images, _ = every_kernel
     per_op = integer.run_integer(lm.integer, images)
-    steps = integer.fuse(lm.integer)
+    # the C runs a conv without a fast kernel of its own as the identical general conv: its twin computes it here
+    steps = [integer.KernelStep(kernels.general_conv(s.op), s.sources) for s in integer.fuse(lm.integer)]
     # a concat is one C call per input, all running the one step
     calls = [op for k, op in enumerate(lm.ops) if k == 0 or op.source_ops != lm.ops[k - 1].source_ops]
     assert [type(s.op) for s in steps] == [type(op.ir) for op in calls]

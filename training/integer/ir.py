@@ -72,6 +72,14 @@ class Conv2dRequant(MapOutput, RequantizedWeighted):
     name: str = "conv2d_requant"
     zero_point: int = 0    # > 0: a signed point storing code + zero_point (folded into bias, so no kernel sees it)
 
+    def as_general(self) -> "Conv2dGeneralRequant":
+        """The same conv as a Conv2dGeneralRequant (square kernel, one stride, one pad on all four sides, one
+        group): identical outputs, so a back end may run whichever op has the faster kernel for the shape."""
+        return Conv2dGeneralRequant(self.in_shape, self.out_shape, (self.k, self.k), (self.stride, self.stride),
+                                    (self.pad,) * 4, 1, self.codebook, self.indices, self.bits, self.bias,
+                                    self.shift, self.max_code, self.acc_bound, self.layer_index,
+                                    zero_point=self.zero_point)
+
     @property
     def macs(self) -> int:
         o, oh, ow = self.out_shape
