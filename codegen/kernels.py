@@ -89,6 +89,7 @@ class Conv2dGeneralParams:
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN / groups][KH][KW]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
     scratch: str = c_field("int32_t *", "arena words of one output channel's decoded taps (fast kernel)")
+    tile_channels: int = c_field("int32_t", "output channels a tile of the band kernel decodes (codegen band_tile)")
 
 
 @dataclass
@@ -260,19 +261,43 @@ def _pointwise_fast(op: Conv2dRequant, in_bits: int, out_bits: int) -> str | Non
 def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) -> str:
     """conv2d_general_requant_depthwise where each group reads one input channel (depthwise convs, channel
     multipliers, a conv of a one-channel input): the channel's plane staged once as zero-padded bytes, windows
-    summed without bounds tests. conv2d_general_requant_fast for every other general conv (grouped too): each
+    summed without bounds tests. conv2d_general_requant_band for every other general conv (grouped too) where a
+    tile of one output channel fits BAND_SCRATCH_WORDS (band_tile); conv2d_general_requant_fast otherwise: each
     output channel's C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map
     once per output."""
     if op.in_shape[0] == op.groups:
         return "conv2d_general_requant_depthwise"
-    if scratch_words(op, "conv2d_general_requant_band") <= BAND_SCRATCH_WORDS:
+    if band_tile(op):
         return "conv2d_general_requant_band"
     return "conv2d_general_requant_fast"
 
 
-# conv2d_general_requant_band keeps every tap of its layer decoded in the arena: used while that (and one band of
-# input rows) fits this many int32 words (16 KB), else the general fast kernel decodes per output channel.
+# conv2d_general_requant_band keeps a tile of output channels' taps decoded in the arena, next to one band of input
+# rows: tiles are as wide as that fits this many int32 words (16 KB). Each tile stages the bands again, so the
+# staging costs about 1 / tile of the MACs' work.
 BAND_SCRATCH_WORDS = 4096
+
+
+def _band_channel_words(op: Conv2dGeneralRequant) -> int:
+    """int32 scratch words of one output channel in a band tile: its C_IN / groups * KH * KW taps (portable body)
+    or, in the same words, its SIQ_DSP lane pairs (2 * ceil(KW / 4) a band row, C_IN / groups * KH rows)."""
+    rows, (kh, kw) = op.in_shape[0] // op.groups * op.kernel[0], op.kernel
+    return max(rows * kw, rows * 2 * ((kw + 3) // 4))
+
+
+def band_tile(op: Conv2dGeneralRequant) -> int:
+    """Output channels conv2d_general_requant_band decodes at once (tile_channels), 0 when not even one fits
+    BAND_SCRATCH_WORDS with its band. As few tiles a group as fit, then as narrow as that count allows (less
+    scratch, same staging); even unless it spans the group, as the SIQ_DSP body takes two channels a pass."""
+    group_out = op.out_shape[0] // op.groups
+    fit = (BAND_SCRATCH_WORDS - (band_bytes(op) + 3) // 4) // _band_channel_words(op)
+    if fit >= group_out:
+        return group_out
+    if fit < 2:
+        return max(fit, 0)
+    tiles = -(-group_out // (fit - fit % 2))
+    width = -(-group_out // tiles)
+    return width + width % 2
 
 
 def band_bytes(op: Conv2dGeneralRequant) -> int:
@@ -458,9 +483,8 @@ def scratch_words(op, fast: str) -> int:
         return 2 * pairs * (2 + (min(plane, POINTWISE_BLOCK) + 1) // 2)
     taps = op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
     if fast == "conv2d_general_requant_band":
-        # every tap of the layer, the same rows as SIQ_DSP lane pairs, then the band
-        rows = op.out_shape[0] * op.in_shape[0] // op.groups * op.kernel[0]
-        return op.out_shape[0] * taps + rows * 2 * ((op.kernel[1] + 3) // 4) + (band_bytes(op) + 3) // 4
+        # one tile of output channels' taps (or their SIQ_DSP lane pairs, in the same words), then the band
+        return band_tile(op) * _band_channel_words(op) + (band_bytes(op) + 3) // 4
     if fast == "conv2d_general_requant_depthwise":
         # two output channels' taps and their SIQ_DSP lane pairs (KH rows of 2 * ceil(KW / 4)), then the staged plane
         return 2 * taps + 2 * op.kernel[0] * 2 * ((op.kernel[1] + 3) // 4) + (staged_plane_bytes(op) + 3) // 4

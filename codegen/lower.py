@@ -256,9 +256,10 @@ def _params(op: LoweredOp, scratch: str, index: int):
                             conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch, **arrays)
     if isinstance(ir, Conv2dGeneralRequant):
         (c, h, wd), (o, oh, ow) = ir.in_shape, ir.out_shape
+        tile = kernels.band_tile(ir) if op.fast_kernel == "conv2d_general_requant_band" else 0
         return Conv2dGeneralParams(c, h, wd, o, oh, ow, *ir.kernel, *ir.stride, ir.pad[0], ir.pad[2], ir.groups,
                                    ir.bits, ir.shift, ir.max_code, op.in_bits, op.out_bits, w.codebook_stride,
-                                   scratch=scratch, **arrays)
+                                   scratch=scratch, tile_channels=tile, **arrays)
     if isinstance(ir, MaxPool2d):
         c, h, wd = ir.in_shape
         return MaxPool2dParams(c, h, wd, ir.k)
