@@ -45,11 +45,11 @@ def default_schedule(dataset_spec: str) -> TrainConfig:
 
 
 def fit_arch_to_data(arch: Arch, data: Dataset) -> tuple[Arch, Dataset]:
-    """Resize the class layer to the dataset and zero-pad smaller images to the architecture's input."""
-    c, h, w = arch.input
-    dc, dh, dw = data.image_shape
-    if dc != c:
-        raise SiqError(f"architecture {arch.name!r} expects {c} channel(s), dataset {data.name!r} has {dc}")
+    """Resize the class layer to the dataset, zero-pad smaller images to the architecture's input and replicate
+    gray pictures for a 3-channel one (Dataset.with_channels)."""
+    _, h, w = arch.input
+    data = data.with_channels(arch.input[0])
+    _, dh, dw = data.image_shape
     if (dh, dw) != (h, w):
         if dh > h or dw > w:
             raise SiqError(f"dataset images are {dh}x{dw}, larger than the architecture's {h}x{w} input")

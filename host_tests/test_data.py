@@ -350,6 +350,53 @@ def test_padded(mnist5k):
         mnist5k.padded(32, 27)
 
 
+def test_gray_pictures_are_replicated_for_a_three_channel_network(mnist5k):
+    rgb = mnist5k.with_channels(3)
+    assert rgb.image_shape == (3, 28, 28) and len(rgb.test_x) == 1000
+    for c in range(3):  # R = G = B = the gray picture
+        np.testing.assert_array_equal(rgb.train_x[:, c], mnist5k.train_x[:, 0])
+        np.testing.assert_array_equal(rgb.test_x[:, c], mnist5k.test_x[:, 0])
+    np.testing.assert_array_equal(rgb.train_y, mnist5k.train_y)
+    assert rgb.info["channels_replicated"] == [1, 3]
+    assert mnist5k.with_channels(1) is mnist5k
+    # the derived datasets stay gray pictures, so the rule applies after a subset, a split or padding too
+    derived = mnist5k.subset(100, 50, seed=0).split_validation(0.2, seed=0)[0].padded(32, 32)
+    assert derived.with_channels(3).image_shape == (3, 32, 32)
+    with pytest.raises(SiqError, match="takes 2 input channel"):
+        mnist5k.with_channels(2)
+    with pytest.raises(SiqError, match="has 3"):
+        rgb.with_channels(1)  # colour is never turned gray here
+
+
+def test_one_channel_arrays_are_not_replicated(tmp_path):
+    """npz: arrays are the user's own channels (a feature map or a signal), so a 3-channel network refuses them."""
+    x = np.zeros((20, 8, 8), np.uint8)
+    np.savez(tmp_path / "maps.npz", x=x, y=np.arange(20) % 2)
+    maps = load_dataset(f"npz:{tmp_path / 'maps.npz'}")
+    assert maps.image_shape == (1, 8, 8) and not maps.gray_images
+    with pytest.raises(SiqError, match=r"has 1 \(arrays\)"):
+        maps.with_channels(3)
+
+
+def test_fashion_reaches_resnet8_as_32x32_rgb():
+    """The sweep's data preparation (as every study sees it) and the pipeline's agree: Fashion-MNIST's 28x28 gray
+    pictures are padded to 32x32 and replicated to three channels for resnet8."""
+    from siq.codegen.pipeline import fit_arch_to_data
+    from siq.training.arch import PRESETS
+    from siq.training.experiments.sweep import prepare_data
+
+    fashion = load_dataset("fashion").subset(200, 100, seed=0)
+    ds, arch, _ = prepare_data(fashion, "resnet8")
+    assert arch.input == (3, 32, 32) and ds.image_shape == (3, 32, 32) and arch.num_classes == 10
+    for c in range(3):
+        np.testing.assert_array_equal(ds.test_x[:, c, 2:30, 2:30], fashion.test_x[:, 0])
+    assert not ds.test_x[:, :, :2].any() and not ds.test_x[:, :, :, 30:].any()
+    _, same = fit_arch_to_data(PRESETS["resnet8"], fashion)
+    np.testing.assert_array_equal(same.train_x, ds.train_x)
+    one, arch28, _ = prepare_data(fashion, "ds-cnn-28")
+    assert one.image_shape == arch28.input == (1, 28, 28)
+
+
 def test_dataset_checks_its_invariants():
     x = np.zeros((2, 1, 4, 4), np.uint8)
     y = np.zeros(2, np.int64)

@@ -34,7 +34,8 @@ def test_every_committed_results_file_loads_and_belongs_to_a_study():
 def test_study_regenerates_its_committed_results(path):
     """Each run's cells, keyed from the float model a record names, are exactly the committed records, in order:
     the study asks for the same cells (method, widths, every quantizer and retraining setting) that the results
-    hold. Float models: one key per (run's data, training recipe, seed), and different recipes get different keys."""
+    hold. Float models: one key per (run's data, architecture, training recipe, seed), and different recipes get
+    different keys."""
     s = study.load_study(path)
     for report in s.reports:
         for name in report.results:
@@ -56,7 +57,8 @@ def test_study_regenerates_its_committed_results(path):
             assert (record["method"], record["conv_bits"], record["act_bits"], record["seed"]) == \
                 (cell.method, cell.weight_bits, cell.act_bits, cell.seed), where
             assert record["cell"] == cache.cell_key(record["model"], cell, args["fc_bits"], qcfg), where
-            recipe = (record["dataset"], json.dumps(vars(args["train_cfg"]), sort_keys=True), cell.seed)
+            recipe = (record["dataset"], record["arch"], json.dumps(vars(args["train_cfg"]), sort_keys=True),
+                      cell.seed)
             assert models.setdefault(recipe, record["model"]) == record["model"], where
             position[run.results] = n + 1
     for name, n in position.items():

@@ -318,6 +318,12 @@ PRESETS = {
     "ds-cnn": Arch("ds-cnn", (1, 49, 10), tuple(
         [Conv(64, (10, 4), 2, "same"), BatchNorm(), ReLU()] + _separable(64, 64, 1) * 4
         + [GlobalAvgPool(), Flatten(), Dense(12)])),
+    # DS-CNN sized for 28x28 gray images (Fashion-MNIST, MNIST): the keyword-spotting network's shape with a
+    # small first kernel, conv 64@3x3/2 'same' (28 -> 14), four depthwise-separable blocks at 14x14, average
+    # pool, FC 10. 3,776,384 MACs (under a third of resnet8's 12.5 M), 20,490 parameters once batch norm is folded.
+    "ds-cnn-28": Arch("ds-cnn-28", (1, 28, 28), tuple(
+        [Conv(64, 3, 2, "same"), BatchNorm(), ReLU()] + _separable(64, 64, 1) * 4
+        + [GlobalAvgPool(), Flatten(), Dense(10)])),
     # MLPerf Tiny visual wake words: MobileNetV1 width 0.25 on 96x96 RGB, 2 classes. 7,489,664 MACs.
     "mobilenet-v1-0.25": Arch("mobilenet-v1-0.25", (3, 96, 96), _mobilenet_v1_025()),
     # MLPerf Tiny image classification: ResNet-8 on 32x32 RGB, three residual stacks of 16/32/64 channels (the

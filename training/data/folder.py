@@ -112,4 +112,5 @@ def load_folder(path: str, seed: int) -> Dataset:
             "train_files": [rel[i] for i in train_img], "test_files": [rel[i] for i in test_img],
             "skipped_files": skipped}
     return Dataset(name=f"folder:{path}", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                   class_names=class_names, test_groups=test_groups, info=info, train_groups=train_groups)
+                   class_names=class_names, test_groups=test_groups, info=info, train_groups=train_groups,
+                   gray_images=True)

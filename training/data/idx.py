@@ -104,7 +104,8 @@ def _load_idx_dataset(name: str, files: dict[str, Path], class_names: list[str])
     return Dataset(name=name, train_x=arrays["train"][0], train_y=arrays["train"][1],
                    test_x=arrays["test"][0], test_y=arrays["test"][1], class_names=list(class_names),
                    info={"source": {part: str(p) for part, p in files.items()}, "split": "official",
-                         "train_size": int(len(arrays["train"][1])), "test_size": int(len(arrays["test"][1]))})
+                         "train_size": int(len(arrays["train"][1])), "test_size": int(len(arrays["test"][1]))},
+                   gray_images=True)
 
 
 def load_fashion(data_dir: str | None) -> Dataset:

@@ -87,8 +87,9 @@ _CELL_FIELDS = ("method", "conv_bits", "fc_bits", "layer_bits", "act_bits", "see
 
 def prepare_data(dataset_spec, arch_spec, data_dir=None, data_seed: int = 0, validation: float | None = None,
                  subset: tuple[int | None, int | None] | None = None):
-    """(dataset, arch, data digest): the dataset padded to the architecture's input when smaller, the architecture
-    resized to the dataset's classes and (larger) image size. dataset_spec: a load_dataset spec or a Dataset.
+    """(dataset, arch, data digest): the dataset padded to the architecture's input when smaller (and gray pictures
+    replicated for a 3-channel input: Dataset.with_channels), the architecture resized to the dataset's classes and
+    (larger) image size. dataset_spec: a load_dataset spec or a Dataset.
     validation: hold out this fraction of the training data (seeded by data_seed) as the scored split instead of
     the test split, for tuning. subset: (train, test) sample counts of a seeded stratified subset (data_seed),
     taken before the validation split."""
@@ -101,10 +102,8 @@ def prepare_data(dataset_spec, arch_spec, data_dir=None, data_seed: int = 0, val
     arch = load_arch(arch_spec) if isinstance(arch_spec, str) else arch_spec
     if not isinstance(arch, Arch):
         raise SiqError(f"architecture must be a preset name, a file path or an Arch, got {type(arch).__name__}")
+    ds = ds.with_channels(arch.input[0])
     channels, height, width = ds.image_shape
-    if arch.input[0] != channels:
-        raise SiqError(f"architecture {arch.name!r} takes {arch.input[0]} input channel(s), "
-                       f"the dataset {ds.name!r} has {channels}")
     target = (max(height, arch.input[1]), max(width, arch.input[2]))
     if target != (height, width):
         ds = ds.padded(*target)
