@@ -1,5 +1,5 @@
-"""The C kernels, each declared once: its parameter struct (field name, C type, meaning), the IR op it runs,
-its template, and the rule for when its fast variant applies.
+"""The C kernels as one cohesive table, every kernel declared once beside the others: its parameter struct
+(field name, C type, meaning), the IR op it runs, its template, and the rule for when its fast variant applies.
 
 A parameter struct is a dataclass whose fields carry their C type and a comment; from it follow both the C
 `typedef` (typedef()) and every op's C99 designated initializer (initializer()), so a field's name, order and

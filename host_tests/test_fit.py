@@ -16,7 +16,7 @@ from siq.codegen.fit.budget import Budget, parse_count, parse_size
 from siq.codegen.fit.configfile import read_config, write_config
 from siq.codegen.fit.cost import cost_model, is_params, rodata_bytes, rodata_sections
 from siq.codegen.fit.solve import Choice, brute_force, exact, greedy
-from siq.codegen.lower import lower
+from siq.codegen.lower import IDENTITY_CODEBOOK_ARRAY, lower
 from siq.codegen.target.build import build_elf
 from siq.codegen.target.footprint import _map_input_sections, footprint
 from siq.training.arch import Arch
@@ -73,16 +73,23 @@ def test_cost_model_counts_every_linked_read_only_byte(case, digits, tmp_path):
     assert set(linked) <= set(counted), sorted(set(linked) - set(counted))
     assert {k: counted[k] for k in linked} == linked
     folded = {k for k in counted if k not in linked}
-    assert all(is_params(k) for k in folded), folded
+    # ... and the shared identity codebook of int8 dense weights links only where a kernel reads it (the
+    # reference build): the fast dense kernel multiplies the stored weights themselves
+    assert all(is_params(k) or k == IDENTITY_CODEBOOK_ARRAY for k in folded), folded
     assert total == sum(linked.values()) == rodata_bytes(lm)["total"] - sum(counted[k] for k in folded)
     # the plan's prediction from the configuration alone: the linked bytes plus the folded structs plus the
     # codebook entries a full codebook would have had
     cm = cost_model(arch, cfg.act_bits, cfg.input_bits, cfg.codebook_bits)
     bits = {i: lc.bits for i, lc in qm.layers.items()}
     channel = {i for i, lc in qm.layers.items() if lc.per_channel}
-    shortfall = cm.entry * sum((2**lc.bits - lc.entries) * (lc.codebook.shape[0] if lc.per_channel else 1)
-                               for lc in qm.layers.values())
-    assert cm.flash(bits, channel) == total + sum(counted[k] for k in folded) + shortfall
+    # (a dense layer whose int8 weights are stored as their indices emits no codebook of its own: all of it is
+    # short; the shared identity codebook it stands in for does not link in this build)
+    values = {i for i, op in zip(qm.arch.weighted_layers(), [op for op in lm.ops if op.weights])
+              if op.weights.index_is_value}
+    shortfall = cm.entry * sum((2**lc.bits - (0 if i in values else lc.entries))
+                               * (lc.codebook.shape[0] if lc.per_channel else 1) for i, lc in qm.layers.items())
+    folded_bytes = sum(counted[k] for k in folded if k != IDENTITY_CODEBOOK_ARRAY)
+    assert cm.flash(bits, channel) == total + folded_bytes + shortfall
     assert rodata_bytes(lm)["params"] <= cm.fixed
 
 
@@ -246,7 +253,7 @@ def test_study_budget_below_the_smallest_model_is_refused_before_training(tmp_pa
     assert main(["study", "run", str(path), "--cache-dir", str(tmp_path / "cache"), "--results-dir",
                  str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "flash budget 300 B is below the smallest model of 'tiny': 566 B" in err[0], err
+    assert len(err) == 1 and "flash budget 300 B is below the smallest model of 'tiny': 590 B" in err[0], err
     assert not (tmp_path / "cache").exists() and not list((tmp_path / "results").iterdir())
 
 

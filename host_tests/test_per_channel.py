@@ -135,14 +135,14 @@ def test_per_channel_every_build_bit_exact(case, fast_setup, tmp_path):
 
 @pytest.mark.parametrize("act_bits", [4, 8])
 def test_mixed_per_channel_and_per_layer_with_padded_reference_convs(act_bits, tiny_setup, tmp_path):
-    """Padded convs (reference kernels in every build) and a conv without pooling; the first conv and the class
-    scores per channel, the others one codebook per layer, in one model."""
+    """Padded convs (a fused padded conv + pool: reference kernel in every build) and a conv without pooling (run
+    as the general conv); the first conv and the class scores per channel, the others one codebook per layer."""
     net, images = tiny_setup
     qm = quantized(net, images, 3, 8, act_bits)
     first, *middle, last = qm.arch.weighted_layers()
     mixed = converted(qm, lambda lc: shifted_rows(lc, 8), [first, last])
     lm, _ = check_builds(mixed, images, tmp_path)
-    assert {op.kernel for op in lm.ops} >= {"conv2d_requant_maxpool", "conv2d_requant", "dense_scores"}
+    assert {op.kernel for op in lm.ops} >= {"conv2d_requant_maxpool", "conv2d_general_requant", "dense_scores"}
     assert [op.weights.codebook_stride > 0 for op in lm.ops if op.weights] == [True, False, False, True]
 
 

@@ -207,11 +207,15 @@ def test_pipeline_step_reports_and_keeps_the_firmware(vectors, tmp_path, monkeyp
     model = tmp_path / "model"
     shutil.copytree(DUMMY, model)
     lines = []
-    result = target.run_target_step(model, PREFIX, SimpleNamespace(integer=None),
+    # the dummy model's three kernel calls, as a lowered model lists them
+    ops = [SimpleNamespace(kernel=f"kernel{k}", fast_kernel=None, macs=10 * k) for k in range(3)]
+    result = target.run_target_step(model, PREFIX, SimpleNamespace(integer=None, ops=ops),
                                     SimpleNamespace(test_x=vectors[0].reshape(-1, 1, 8, 8)), "cortex-m0",
                                     n_images=10, log=lines.append)
     assert (result["board"], result["n_images"], result["mismatches"]) == ("microbit", 10, 0)
     assert result["instructions"]["total"] > 0 and len(result["instructions"]["per_op"]) == 3
+    assert [(op["kernel"], op["macs"]) for op in result["ops"]] == [("kernel0", 0), ("kernel1", 10), ("kernel2", 20)]
+    assert [op["instructions"] for op in result["ops"]] == result["instructions"]["per_op"]
     assert result["footprint"]["weights_bytes"] == 60
     assert (model / "target-microbit" / "firmware.hex").stat().st_size > 0
     assert "10 test images, 0 mismatches" in lines[0]

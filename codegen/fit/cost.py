@@ -27,7 +27,8 @@ import numpy as np
 from siq.training.arch import Arch
 from siq.training.quant import LayerCodebook, QuantizedModel, quantization_points
 
-from ..lower import LoweredModel, lower
+from ..kernels import INT8_IDENTITY_CODEBOOK
+from ..lower import IDENTITY_CODEBOOK_ARRAY, LoweredModel, lower
 from ..pack import packed_size
 
 FIELD_BYTES = 4        # Cortex-M: every int32_t, uint32_t and pointer field is 4 bytes
@@ -50,12 +51,15 @@ def rodata_sections(lm: LoweredModel) -> dict[str, int]:
     for index, op in enumerate(lm.ops):
         if op.weights:
             w = op.weights
-            out[w.arrays["codebook"]] = entry * len(w.codebook)
+            if not w.index_is_value:  # else its indices are the int8 weights, read through the shared identity
+                out[w.arrays["codebook"]] = entry * len(w.codebook)
             out[w.arrays["weights"]] = len(w.packed)
             out[w.arrays["bias"]] = 4 * len(w.bias)
         if op.table is not None:
             out[op.params.table] = 4 * len(op.table)
         out[f"op{index}_{op.kernel}_params"] = FIELD_BYTES * len(fields(op.params))
+    if lm.identity_codebook:
+        out[IDENTITY_CODEBOOK_ARRAY] = entry * len(INT8_IDENTITY_CODEBOOK)
     return out
 
 
