@@ -157,3 +157,11 @@ def test_templates_and_initializers_stay_readable(every_kernel):
     for body in arrays:
         for line in body.splitlines():
             assert len(line) <= 100, line
+
+
+def test_scores_in_batches_equal_the_whole_run(every_kernel):
+    """integer_scores keeps only the scores of each batch (memory); the batches change nothing."""
+    lm, _, images, _ = every_kernel
+    assert len(images) > 3
+    assert np.array_equal(integer.integer_scores(lm.integer, images, batch=3),
+                          integer.run_integer(lm.integer, images)[-1])
