@@ -1,4 +1,7 @@
 """Shared fixtures: small real data and small networks, built once per session."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +99,12 @@ settings.register_profile("default", max_examples=15, deadline=None, derandomize
 settings.register_profile("long", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("default")
+
+
+def readme_python_block(section: str) -> str:
+    """The one ```python block of a README.md section (## section), which a test runs as written."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```$", body, re.S | re.M)
+    assert len(blocks) == 1, f"the {section} section should hold exactly one python block"
+    return blocks[0]

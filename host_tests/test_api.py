@@ -7,7 +7,6 @@ import pydoc
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,17 +14,14 @@ import siq
 from siq.codegen import api
 from siq.codegen.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import readme_python_block
+
 API = ("from_torch", "load_onnx", "import_model", "train", "quantize", "export", "verify", "target", "fit")
 
 
 def readme_example() -> str:
     """The ```python block of the README's "Python API" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)
-    assert len(blocks) == 1, "the Python API section should hold exactly one python block"
-    return blocks[0]
+    return readme_python_block("Python API")
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,12 @@ import ast
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import readme_python_block
 
 
 def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Bring your own model\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)
-    assert len(blocks) == 1, "the section should hold exactly one python block"
-    return blocks[0]
+    return readme_python_block("Bring your own model")
 
 
 def test_readme_bring_your_own_model_example_runs_end_to_end(tmp_path):
