@@ -137,7 +137,7 @@ def stand_in(arch: Arch, bits: dict[int, int], per_channel=frozenset(), act_bits
         k = 2 ** bits[i]
         # 2^b distinct values spanning +-top, so the entry type is the one codebook_bits gives (int16 above 8
         # bits); where fewer than 2^b integers lie in that range, consecutive integers around zero (int8)
-        row = np.unique(np.linspace(-top, top, k).round().astype(np.int64))
+        row = np.unique(np.floor(np.linspace(-top, top, k) + 0.5).astype(np.int64))
         if len(row) < k:
             row = np.arange(k, dtype=np.int64) - k // 2
         book = np.tile(row, (shape[0], 1)) if i in per_channel else row
