@@ -53,7 +53,7 @@ POSITIONAL = {"arch": 0, "quantize": 0, "eval": 0, "export": 0, "verify": 0, "ta
               "import": 0}
 # No option takes these: they must be refused by the option's own check (its name in the message), not by the
 # fault BASE adds later.
-NEVER_VALID = ("nan", "NaN", "inf", "-inf", "+inf", "1e400", "-1e400", "four", "1,2", "Infinity")
+NEVER_VALID = ("--", "nan", "NaN", "inf", "-inf", "+inf", "1e400", "-1e400", "four", "1,2", "Infinity")
 NUMBERS = st.one_of(
     st.sampled_from(NEVER_VALID),
     st.sampled_from(["nan", "NaN", "inf", "-inf", "+inf", "1e400", "-1e400", "0", "-0", "-1", "-4", "0.5", "1.5",
@@ -62,7 +62,7 @@ NUMBERS = st.one_of(
     st.integers(min_value=-10**30, max_value=10**30).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(max_size=6))
-PREFIXES = st.one_of(st.sampled_from(["", "1bad", "a-b", "Model", "x y", "é", "a\nb", "abc\n", "-1", "0x"]),
+PREFIXES = st.one_of(st.sampled_from(["--", "", "1bad", "a-b", "Model", "x y", "é", "a\nb", "abc\n", "-1", "0x"]),
                      st.text(max_size=6).filter(lambda t: not re.fullmatch(r"[a-z_][a-z0-9_]*", t)))
 PATHS = st.sampled_from(["", ".", "..", "/", "/proc/siq-x/f", "/proc/siq-x", "/dev/null/x", "/sys/siq.pt",
                          "a\x00b", "x" * 300, "missing/../../x", "-", "~nobody/x"])
@@ -92,8 +92,8 @@ def test_every_fuzzed_option_is_a_real_option():
 def test_bad_option_values_get_one_line(data, capsys):
     command = data.draw(st.sampled_from(sorted(OPTIONS)), label="command")
     option = data.draw(st.sampled_from(OPTIONS[command]), label="option")
-    value = data.draw(PATHS if option in PATH_OPTIONS else PREFIXES if option == "--prefix" else NUMBERS,
-                      label="value")
+    values = PATHS if option in PATH_OPTIONS else PREFIXES if option == "--prefix" else NUMBERS
+    value = data.draw(st.one_of(st.just("--"), values), label="value")  # argparse reads "--opt=--" as []
     with in_empty_folder() as folder:
         code = main([command, *BASE[command], f"{option}={value}"])
         left = os.listdir(folder)

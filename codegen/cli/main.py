@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "\x00" in a:
                     name = a.split("=", 1)[0] if a.startswith("--") else "an argument"
                     raise SiqError(f"{name} holds a NUL byte")
+                if a.startswith("--") and a.endswith("=--"):  # argparse drops a value of "--", leaving []
+                    raise SiqError(f"{a[:-3]} needs a value, not '--'")
             args = build_parser().parse_args(argv)
             return int(args.func(args) or 0)
     except SiqError as exc:
