@@ -13,6 +13,7 @@ from siq.training.experiments.sweep import run_sweep
 from siq.training.quantizers import QuantizeConfig, check_method_fits
 
 from .fit.study import preflight_fits, run_fit_entry
+from .fit.study_report import read_fit_records, render as render_fit_report
 from .pipeline import default_schedule
 from .preflight import SEED_MAX, preflight
 
@@ -130,6 +131,12 @@ def study_command(args) -> int:
                 print(f"{s.name}: fit {entry.number}: {len(records)} cells -> {results_dir(s) / entry.results}")
     # reports after every run: a study's report may compare its results with another study's
     for s in studies:
+        for entry in s.fits:
+            if "report" in entry.options:
+                records = read_fit_records(results_dir(s) / entry.results)
+                path = render_fit_report(records, s.path.parent.parent / entry.options["report"],
+                                  entry.options.get("title", s.question))
+                print(f"{s.name}: fit {entry.number}: report {path}")
         for report in s.reports:
             files = [results_dir(s) / name for name in report.results]
             records = read_results(files)

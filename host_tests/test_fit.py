@@ -228,7 +228,8 @@ def fit_study(tmp_path: Path, budgets: str) -> Path:
     path = tmp_path / "studies" / "tiny-fit.toml"
     path.write_text(f'question = "q"\n[defaults]\ndataset = "digits"\narch = "{tmp_path / "tiny.toml"}"\n'
                     f'epochs = 1\nseeds = [0]\n[[fit]]\nresults = "tiny-fit.jsonl"\nmethod = "kmeans"\n'
-                    f'budgets = {budgets}\nsolvers = ["exact"]\nwidths = "3-4"\nvalidation = 0.1\n')
+                    f'budgets = {budgets}\nsolvers = ["exact"]\nwidths = "3-4"\nvalidation = 0.1\n'
+                    f'report = "tiny-fit"\ntitle = "Tiny fit"\n')
     (tmp_path / "results").mkdir()
     return path
 
@@ -242,6 +243,9 @@ def test_study_fit_runs_the_fit_beside_the_best_single_width(tmp_path, capsys):
     assert [(r["kind"], r["solver"], r["budget"]) for r in records] == [("fit", "exact", 1000), ("single", None, 1000)]
     assert all(r["linked"] and r["flash"] <= 1000 for r in records)
     assert set(records[1]["bits"].values()) == {3} and set(records[0]["bits"].values()) <= {3, 4}
+    report = (tmp_path / "tiny-fit" / "README.md").read_text()  # the report beside the study's folder
+    assert report.startswith("# Tiny fit") and (tmp_path / "tiny-fit" / "accuracy-vs-flash.png").stat().st_size
+    assert f"| 1,000 | best single width | 3 bits | {records[1]['flash']:,} |" in report
     # every cell is cached: a second run trains nothing and writes the same file
     first = (tmp_path / "results" / "tiny-fit.jsonl").read_bytes()
     assert main(args) == 0

@@ -18,8 +18,8 @@
     [[fit]]                       # optional: siq fit at each budget (codegen/fit/study.py runs it), beside the
     method = "siq+"               #   best single width; FIT_OPTIONS: the float recipe and quantizer options of a
     budgets = ["6KB", "8KB"]      #   run, plus method, act_bits, budgets, solvers (exact, greedy), single_width,
-    validation = 0.1              #   widths and cpu
-    results = "fashion-fit-budgets.jsonl"
+    validation = 0.1              #   widths, cpu, and report (a docs folder for the report with the
+    results = "fashion-fit-budgets.jsonl"  # accuracy-vs-flash plot, codegen/fit/study_report.py) and its title
 
     [[report]]                    # optional: a report (siq report) over committed results files
     results = ["fashion-float-recipe.val.jsonl"]
@@ -36,6 +36,7 @@ or [[fit]].
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,7 +77,7 @@ FIT_OPTIONS = {key: OPTIONS[key] for key in (
     "siq_rounds", "siq_lr", "siq_epochs", "siq_alpha", "siq_growth", "siq_augment_shift", "siq_flip", "siq_dropout",
     "distill", "distill_temperature", "real_steps", "progressive_acts", "train_size", "test_size", "validation",
     "results")} | {"method": (str,), "act_bits": (int,), "budgets": (list,), "solvers": (list,),
-                   "single_width": (bool,), "widths": (str,), "cpu": (str,)}
+                   "single_width": (bool,), "widths": (str,), "cpu": (str,), "report": (str,), "title": (str,)}
 FIT_REQUIRED = ("dataset", "method", "budgets", "validation", "results")
 
 
@@ -222,6 +223,8 @@ def check_fit_options(where: str, o: dict) -> None:
         _fail(where, f"budgets must list flash sizes (\"6KB\" or bytes), got {o['budgets']!r}")
     if not set(o.get("solvers", ["exact"])) <= {"exact", "greedy"} or not o.get("solvers", ["exact"]):
         _fail(where, f"solvers must list exact and/or greedy, got {o.get('solvers')!r}")
+    if "report" in o and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", o["report"]):
+        _fail(where, f"report must be a folder name (made in docs), got {o['report']!r}")
     if not 0.0 < o["validation"] < 1.0:
         _fail(where, f"validation fraction must be in (0, 1), got {o['validation']}")
     try:
