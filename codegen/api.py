@@ -163,7 +163,7 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
 
     checkpoint: a file written by train() or an import, or the Trained / Imported they returned. config defaults to
     QuantizeConfig() (the command line's defaults); keyword overrides are its fields (method="kmeans", conv_bits=2,
-    act_bits=2, fc_bits, layer_bits, input_bits, codebook_bits, per_channel, calibration, siq=SIQConfig(...),
+    act_bits=2, fc_bits, layer_bits, input_bits, point_widths ({point: bits}), codebook_bits, per_channel, calibration, siq=SIQConfig(...),
     plus=SIQPlusConfig(...), seed). out, if given, receives the model file. device: where SIQ's fake-quant
     retraining runs (auto, cpu, cuda, cuda:N); everything the firmware is made of is computed on the CPU.
     """
@@ -173,8 +173,8 @@ def quantize(checkpoint: str | Path | Trained, config: QuantizeConfig | None = N
     training_device = resolve_device(device, log)
     path = _checkpoint_path(checkpoint)
     net, meta = load_checkpoint(path)
-    check_backend(net.arch, cfg.act_bits, cfg.input_bits)  # before retraining, not after it
     check_method_fits(net.arch, cfg)  # --layer-bits naming a layer without weights, before the data loads
+    check_backend(net.arch, cfg.act_bits, cfg.input_bits, cfg.point_widths)  # before retraining, not after it
     data = load_for_model(meta, net.arch)
     check_splits(data)
     with on_device(training_device):
@@ -359,7 +359,7 @@ def fit(out: str | Path = "out/fit", *, flash: int | str, ram: int | str | None 
         widths=range(1, 9), per_channel=(False, True), solver: str = "exact", validation: float = 0.1,
         data_dir: str | None = None, split_seed: int = 0, cache_dir: str | Path | None = ".siq_cache",
         force: bool = False, link: bool = True, log: Log = print, device: str = "cpu",
-        allow_large: bool = False) -> FitResult:
+        allow_large: bool = False, act_widths=None) -> FitResult:
     """The most accurate per-layer configuration within a flash (and RAM, instruction) budget, into `out`.
 
     flash: bytes of the model's read-only data as linked (6144, "6KB", "6 KiB"); ram: its static RAM and stack
@@ -370,7 +370,9 @@ def fit(out: str | Path = "out/fit", *, flash: int | str, ram: int | str | None 
     measured there; the exact solver (solver="greedy": the ablation) picks the widths; the configuration is
     retrained with `method` (quant_cfg gives its other settings) on the whole training split, linked for the
     core (cortex-m4 unless cpu; link=False or no toolchain: flash is the cost model's upper bound), counted in
-    QEMU when insns is given, and replaced by the next candidate while over a budget.
+    QEMU when insns is given, and replaced by the next candidate while over a budget. act_widths (e.g. [4, 8]):
+    activation widths each stored feature map may take, weighed against the RAM (and instruction) budget; by
+    default every point keeps quant_cfg's act_bits.
 
     Writes out/float.pt, quantized.pt, fit-config.json (for `siq quantize float.pt --config`), report.md and
     fit.json. Returns the FitResult (config, model, measured sizes, accuracy, allocation, greedy ablation).
@@ -386,4 +388,5 @@ def fit(out: str | Path = "out/fit", *, flash: int | str, ram: int | str | None 
     with on_device(resolve_device(device, log)):
         return run_fit(Path(out), dataset, arch, budget, base, tcfg, validation=validation, widths=widths,
                        per_channel=per_channel, solver=solver, data_dir=data_dir, split_seed=split_seed,
-                       cache_dir=cache_dir, force=force, link=link, allow_large=allow_large, log=log)
+                       cache_dir=cache_dir, force=force, link=link, allow_large=allow_large,
+                       act_widths=None if act_widths is None else sorted(set(act_widths)), log=log)

@@ -83,6 +83,7 @@ def model_context(lm: LoweredModel) -> ModelContext:
         config_hash=lm.config_hash,
         summary=(f"{lm.meta.get('arch', '')} {lm.meta.get('method', '')} activations {im.act_bits} bits, "
                  + (f"input {im.input_bits} bits, " if im.input_bits != im.act_bits else "")
+                 + "".join(f"point {p} {w} bits, " for p, w in sorted(im.point_widths.items()))
                  + f"weights {', '.join(str(op.weights.bits) for op in lm.ops if op.weights)} bits per layer, "
                  f"{lm.macs} MACs").strip(),
         input_channels=c, input_height=h, input_width=w, input_bytes=c * h * w, num_classes=im.num_classes,
@@ -109,6 +110,7 @@ def model_report(lm: LoweredModel) -> dict:
         "footprint": {"weights_bytes": lm.weights_bytes(), "arena_bytes": lm.arena_bytes,
                       "bias_bytes": sum(l["bias_bytes"] for l in per_layer), "layers": per_layer},
         "act_bits": lm.integer.act_bits, "input_bits": lm.integer.input_bits,
+        "point_widths": {str(p): w for p, w in sorted(lm.integer.point_widths.items())},
         # per op: the reference kernel, the kernel the default build runs (its fast variant where one applies),
         # MACs, parameters, bytes (its weights and codebook, biases, output buffer and kernel scratch in the
         # arena; the class scores live in the caller's buffer) and stored code widths; a run on the target adds

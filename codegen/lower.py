@@ -381,7 +381,9 @@ def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"arch": qm.arch.to_dict(), "act_bits": qm.act_bits, "input_bits": qm.input_bits,
                          "shifts": sorted(qm.shifts.items()), "classes": qm.class_names,
-                         "prefix": lowered.prefix}, sort_keys=True).encode())
+                         "prefix": lowered.prefix,
+                         **({"point_widths": sorted(qm.point_widths.items())} if qm.point_widths else {})},
+                        sort_keys=True).encode())
     for op in lowered.ops:
         numbers = kernels.scalars(op.params)
         if hasattr(op.ir, "acc_bound"):

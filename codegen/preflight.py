@@ -97,7 +97,8 @@ def check_size(arch: Arch, batch_size: int = 1, allow_large: bool = False) -> di
     return size
 
 
-def check_backend(arch: Arch, act_bits: int = 4, input_bits: int | None = None) -> None:
+def check_backend(arch: Arch, act_bits: int = 4, input_bits: int | None = None,
+                  point_widths: dict | None = None) -> None:
     """SiqError when the integer lowering refuses this architecture, whatever the trained weights will be
     (batch norm folded first, as quantization folds it)."""
     arch = arch.folded()
@@ -106,7 +107,7 @@ def check_backend(arch: Arch, act_bits: int = 4, input_bits: int | None = None) 
     biases = {i: np.zeros(arch.weight_shape(i)[0], np.int64) for i in layers}
     shifts = {p: act_bits for p in [-1] + quantization_points(arch)}
     stand_in = QuantizedModel(arch, act_bits, shifts, layers, biases, [str(c) for c in range(arch.num_classes)],
-                              input_bits=input_bits)
+                              input_bits=input_bits, point_widths=dict(point_widths or {}))
     try:
         build_integer_model(stand_in)
     except SiqError as exc:
@@ -126,7 +127,7 @@ def preflight(dataset: str, arch: str | Arch, *, data_dir: str | None = None, sp
     fitted, data = fit_arch_to_data(declared, loaded)
     size = check_size(fitted, batch_size, allow_large)
     cfg = quant_cfg or QuantizeConfig()
-    check_backend(fitted, cfg.act_bits, cfg.input_bits)
     if quant_cfg is not None:
-        check_method_fits(fitted, quant_cfg)
+        check_method_fits(fitted, quant_cfg)  # per-layer and per-point indices first: the stand-in reads them
+    check_backend(fitted, cfg.act_bits, cfg.input_bits, cfg.point_widths)
     return Checked(fitted, data, size)

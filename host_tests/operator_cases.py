@@ -40,14 +40,14 @@ def random_net(arch: Arch, seed: int) -> Net:
 
 
 def check_four_ways(arch: Arch, seed: int, tmp_path, act_bits: int = 4, weight_bits: int = 4,
-                    builds=("default", "reference"), n: int = 24):
+                    builds=("default", "reference"), n: int = 24, point_widths: dict | None = None):
     """Quantize a random net of `arch`, lower it, and require torch == numpy == C (each build) on every score.
     Returns the quantized and the lowered model."""
     rng = np.random.default_rng(seed)
     images = random_images(arch, rng, n)
     net = random_net(arch, seed)
     cfg = QuantizeConfig(method="kmeans", conv_bits=weight_bits, fc_bits=weight_bits, act_bits=act_bits,
-                         calibration_images=len(images), seed=seed % 5)
+                         calibration_images=len(images), seed=seed % 5, point_widths=point_widths or {})
     classes = net.arch.num_classes
     qm = quantize_model(net, images, np.arange(len(images)) % classes, cfg, [f"c{k}" for k in range(classes)])[0]
     lm = lower(qm)

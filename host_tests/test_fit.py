@@ -1,7 +1,9 @@
 """siq fit: the cost model against the linker, the exact solver against brute force, budgets as written, and the
 whole fit end to end on a tiny network (mixed widths, within budget, its configuration read back by
 `siq quantize --config` into the same model file). Needs the Cortex-M toolchain (the linked sizes)."""
+import itertools
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from siq.codegen.export import write_sources
 from siq.codegen.fit.budget import Budget, parse_count, parse_size
 from siq.codegen.fit.configfile import read_config, write_config
 from siq.codegen.fit.cost import cost_model, is_params, rodata_bytes, rodata_sections
+from siq.codegen.fit.run import check_point_search, plan, point_options
 from siq.codegen.fit.solve import Choice, brute_force, exact, greedy
 from siq.codegen.lower import IDENTITY_CODEBOOK_ARRAY, lower
 from siq.codegen.target.build import build_elf
@@ -22,6 +25,7 @@ from siq.codegen.target.footprint import _map_input_sections, footprint
 from siq.training.arch import Arch
 from siq.training.errors import SiqError
 from siq.training.nets import Net
+from siq.training.quant import quantization_points
 from siq.training.quantizers import QuantizeConfig, quantize_model
 
 TINY = """name = "tiny"
@@ -313,3 +317,87 @@ def test_hutchinson_trace_matches_the_exact_hessian_diagonal(digits):
     std = float(torch.sqrt(2 * (off ** 2).sum() / samples)) / n
     assert exact_mean > 0 and abs(estimate - exact_mean) <= 4 * std, (estimate, exact_mean, std)
     assert std < exact_mean  # the check has teeth: four deviations do not cover every sign error
+
+
+# ---------------------------------------------------------------- per-point activation widths
+
+def synthetic_sensitivities(arch: Arch, point_rises: dict) -> dict:
+    """Weights: a layer loses 1/bits at each width (per channel: half that); points: point_rises[p][w]."""
+    layers = {l: {**{str(b): 1.0 / b for b in range(1, 9)}, **{f"{b}/channel": 0.5 / b for b in range(1, 9)}}
+              for l in arch.folded().weighted_layers()}
+    return {"baseline": 0.0, "layers": layers, "hessian": layers, "points": point_rises}
+
+
+def test_point_options_keep_the_best_width_of_each_storage():
+    sens = {"points": {-1: {str(w): 0.0 for w in range(1, 9)},
+                       1: {"1": 0.9, "2": 0.5, "3": 0.2, "4": 0.3, "5": 0.1, "6": 0.05, "7": 0.05, "8": 0.01},
+                       4: {"1": 0.9, "2": 0.5, "3": 0.2, "4": 0.1, "5": 0.1, "6": 0.05, "7": 0.05, "8": 0.05}}}
+    # packed (<= 4 bits): the least rise (3 bits beats 4 at point 1); bytes: the least rise, wider on a tie
+    assert point_options(sens, range(1, 9), 4) == {1: [3, 8], 4: [4, 8]}
+    assert point_options(sens, [2, 4], 4) == {1: [4], 4: [4]}
+    assert point_options(sens, [6], 4) == {1: [6], 4: [6]}
+
+
+def test_plan_gives_wide_activations_where_the_ram_budget_allows():
+    arch = tiny_arch(lrn=False)
+    points = quantization_points(arch)
+    rises = {-1: {str(w): 0.0 for w in range(1, 9)}}
+    rises.update({p: {str(w): (0.0 if w > 4 else 0.5 + 0.1 * k) for w in range(1, 9)} for k, p in enumerate(points)})
+    sens = synthetic_sensitivities(arch, rises)
+    base = QuantizeConfig(method="kmeans", act_bits=4)
+    packed = cost_model(arch, 4).arena_bytes
+    wide = cost_model(arch, 4, point_widths={p: 8 for p in points}).arena_bytes
+    assert packed < wide
+    free = plan(arch, base, sens, Budget(10**6, wide), range(1, 9), (False, True), [4, 8], None)
+    assert free[0][1] == {p: 8 for p in points}  # nothing to lose: every point wide
+    # a RAM budget below the all-wide arena: every candidate's arena fits it, and the plan is the best that does
+    budget = Budget(10**6, (packed + wide) // 2)
+    candidates = plan(arch, base, sens, budget, range(1, 9), (False, True), [4, 8], None)
+    assert candidates and all(cm.arena_bytes <= budget.ram for _, _, _, cm in candidates)
+    best = candidates[0]
+    assert best[1] and best[1] != {p: 8 for p in points}
+    fitting = [dict(zip(points, combo)) for combo in itertools.product([4, 8], repeat=len(points))
+               if cost_model(arch, 4, point_widths={p: w for p, w in zip(points, combo) if w == 8}).arena_bytes
+               <= budget.ram]
+    least = min(sum(rises[p][str(w)] - rises[p]["4"] for p, w in c.items()) for c in fitting)
+    assert best[0] == pytest.approx(best[2].sensitivity + least)
+
+
+def test_act_width_search_is_refused_before_training_when_it_cannot_fit(tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    args = ["fit", "--dataset", "digits", "--arch", str(tmp_path / "tiny.toml"), "--flash", "4KB", "--method",
+            "kmeans", "--act-bits", "8", "--out", str(tmp_path / "fit")]
+    narrow = cost_model(Arch.from_dict(tomllib.loads(TINY)), 8, point_widths={1: 2, 4: 2, 7: 2}).arena_bytes
+    assert main(args + ["--act-widths", "2,8", "--ram", str(narrow - 1)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"below the activation arena of 'tiny' at 2-bit activations: {narrow:,} B" in err[0], err
+    assert main(args + ["--act-widths", "0-3"]) == 2
+    assert "--act-widths wants widths 1..8" in capsys.readouterr().err
+    assert not (tmp_path / "fit").exists()
+
+
+def test_too_many_act_width_combinations_are_refused():
+    wide = Arch.from_dict({"name": "deep", "input": [1, 8, 8], "layers": [
+        layer for _ in range(13) for layer in ({"type": "conv", "out": 2, "k": 1}, {"type": "relu"})] +
+        [{"type": "flatten"}, {"type": "dense", "out": 10}]})
+    check_point_search(wide, [8])  # one storage: one combination
+    with pytest.raises(SiqError, match=r"--act-widths: 'deep' has 13 stored feature maps, 8,192 width combinations"):
+        check_point_search(wide, [4, 8])
+
+
+def test_fit_with_act_widths_gives_points_their_own_width(tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    out = tmp_path / "fit"
+    code = main(["fit", "--dataset", "digits", "--arch", str(tmp_path / "tiny.toml"), "--flash", "4KB",
+                 "--method", "kmeans", "--epochs", "2", "--act-bits", "2", "--act-widths", "2,8", "--widths", "4",
+                 "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "fit.json").read_text())
+    # no RAM budget: a byte-wide point costs nothing the budgets count, and 8 bits lose less than 2
+    assert report["point_widths"] == {"1": 8, "4": 8, "7": 8} == \
+        {k: v for k, v in report["config"]["point_widths"].items()}
+    assert "The fit gives point 1 8 bits, point 4 8 bits, point 7 8 bits" in (out / "report.md").read_text()
+    again = tmp_path / "again.pt"
+    assert main(["quantize", str(out / "float.pt"), "--config", str(out / "fit-config.json"),
+                 "--out", str(again)]) == 0
+    assert again.read_bytes() == (out / "quantized.pt").read_bytes()

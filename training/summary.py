@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .arch import Arch, BatchNorm, Conv, Dense, layer_dict
+from .graph import points
 
 
 @dataclass(frozen=True)
@@ -63,4 +64,8 @@ def size_table(arch: Arch) -> str:
                      f"{r.macs:>12,}  {r.params:>9,}{note}")
     total = totals(arch)
     lines.append(f"{'':>3}  {'total':<{width}}  {'':>12}  {total['macs']:>12,}  {total['parameters']:>9,}")
+    folded = arch.folded()
+    where = " (indices of the network with batch norm folded)" if folded.layers != arch.layers else ""
+    lines.append(f"weighted layers (--layer-bits){where}: {', '.join(map(str, folded.weighted_layers()))}")
+    lines.append(f"stored feature maps (--point-bits){where}: {', '.join(map(str, points(folded)))}")
     return "\n".join(lines)

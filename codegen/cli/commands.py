@@ -110,7 +110,8 @@ def fit(args):
                      train_cfg=train_config(args), widths=args.widths,
                      per_channel=(False,) if args.no_per_channel else (False, True), solver=args.solver,
                      validation=args.validation, data_dir=args.data_dir, split_seed=args.split_seed,
-                     cache_dir=args.cache_dir, force=args.force, device=args.device, allow_large=args.allow_large)
+                     cache_dir=args.cache_dir, force=args.force, device=args.device, allow_large=args.allow_large,
+                     act_widths=args.act_widths)
     print(f"config: {Path(args.out) / 'fit-config.json'}; report: {Path(args.out) / 'report.md'}")
     return 0 if result is not None else 1
 

@@ -79,7 +79,7 @@ def c_prefix(text: str) -> str:
     return text
 
 
-def layer_bits(text: str) -> dict[int, int]:
+def layer_bits(text: str, option: str = "--layer-bits") -> dict[int, int]:
     """'0=4,4=3' -> {0: 4, 4: 3} (architecture layer index = weight bits)."""
     out = {}
     for part in filter(None, text.split(",")):
@@ -90,8 +90,13 @@ def layer_bits(text: str) -> dict[int, int]:
                 raise ValueError(index)
             out[index] = bits(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--layer-bits wants INDEX=BITS[,INDEX=BITS...], got {part!r}") from None
+            raise argparse.ArgumentTypeError(f"{option} wants INDEX=BITS[,INDEX=BITS...], got {part!r}") from None
     return out
+
+
+def point_bits(text: str) -> dict[int, int]:
+    """'2=8,5=2' -> {2: 8, 5: 2} (quantization point = its activation bits)."""
+    return layer_bits(text, "--point-bits")
 
 
 def budget_type(parse, what: str):
@@ -105,7 +110,7 @@ def budget_type(parse, what: str):
     return convert
 
 
-def widths(text: str) -> list[int]:
+def widths(text: str, option: str = "--widths") -> list[int]:
     """--widths: '1-8', '2,4,8', '1-3,8' -> the sorted index widths the fit may choose."""
     out = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -113,13 +118,18 @@ def widths(text: str) -> list[int]:
         try:
             span = range(bits(low), bits(high or low) + 1)
         except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(f"--widths wants widths 1..8 like 1-8 or 2,4,8: {exc}") from None
+            raise argparse.ArgumentTypeError(f"{option} wants widths 1..8 like 1-8 or 2,4,8: {exc}") from None
         if not span:
-            raise argparse.ArgumentTypeError(f"--widths: empty range {part!r}")
+            raise argparse.ArgumentTypeError(f"{option}: empty range {part!r}")
         out.update(span)
     if not out:
-        raise argparse.ArgumentTypeError("--widths names no width")
+        raise argparse.ArgumentTypeError(f"{option} names no width")
     return sorted(out)
+
+
+def act_widths(text: str) -> list[int]:
+    """--act-widths: the activation widths the fit may give a stored feature map, as --widths reads them."""
+    return widths(text, "--act-widths")
 
 
 def option_name(field: str) -> str:
@@ -184,6 +194,9 @@ def add_quant(p):
     add_input_bits(p)
     p.add_argument("--fc-bits", type=bits, default=8, help="fully connected layer bits (default %(default)s)")
     p.add_argument("--layer-bits", type=layer_bits, default={}, help="per-layer override, e.g. 0=4,4=3")
+    p.add_argument("--point-bits", type=point_bits, default={},
+                   help="per-point activation bits overriding --act-bits, e.g. 2=8,5=2 (the points: the layers "
+                        "whose outputs are stored, `siq arch` lists them)")
     add_codebook_bits(p)
     add_siq_schedule(p)
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
@@ -213,6 +226,9 @@ def add_fit(p):
     add_codebook_bits(p)
     p.add_argument("--widths", type=widths, default=list(range(1, 9)),
                    help="index widths the fit may give a layer (default 1-8)")
+    p.add_argument("--act-widths", type=act_widths, default=None,
+                   help="activation widths the fit may give each stored feature map, weighed against --ram "
+                        "(e.g. 1-8 or 4,8; default: --act-bits everywhere)")
     p.add_argument("--no-per-channel", action="store_true",
                    help="one codebook per layer only (default: per output channel is a choice too)")
     p.add_argument("--solver", choices=("exact", "greedy"), default="exact",
@@ -351,6 +367,7 @@ def quant_config(args) -> QuantizeConfig:
     off = [x.strip() for x in args.plus_off.split(",") if x.strip()]
     cfg = QuantizeConfig(method=args.method, plus=plus_config(args, off), conv_bits=args.weight_bits,
                          fc_bits=args.fc_bits, layer_bits=args.layer_bits, act_bits=args.act_bits,
+                         point_widths=args.point_bits,
                          codebook_bits=args.codebook_bits, seed=args.quant_seed, siq=siq_config(args),
                          calibration=args.calibration, per_channel=args.per_channel, input_bits=args.input_bits)
     return check_quantize_config(cfg)

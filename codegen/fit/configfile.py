@@ -2,7 +2,7 @@
 
 The file is JSON (or the same keys in TOML): QuantizeConfig's fields, with SIQ's and siq+'s settings as the
 tables "siq" and "plus". layer_bits maps a weighted layer's index (a string key, as JSON and TOML keys are) to its
-index width. Fields left out keep QuantizeConfig's defaults; an unknown field is refused by name.
+index width, and point_widths a quantization point's index to its activation width. Fields left out keep QuantizeConfig's defaults; an unknown field is refused by name.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def config_dict(cfg: QuantizeConfig) -> dict:
     """The configuration as JSON-ready values (layer indices as string keys, in layer order)."""
     out = asdict(cfg)
     out["layer_bits"] = {str(i): int(b) for i, b in sorted(cfg.layer_bits.items())}
+    out["point_widths"] = {str(p): int(b) for p, b in sorted(cfg.point_widths.items())}
     out["channel_layers"] = sorted(int(i) for i in cfg.channel_layers)
     return out
 
@@ -59,15 +60,17 @@ def read_config(path: str | Path) -> QuantizeConfig:
                 raise SiqError(f"{path}: {key} must be a table of settings")
             data[key] = cls(**_known(f"{path}: {key}", data[key], cls))
     try:
-        if "layer_bits" in data:
-            if not isinstance(data["layer_bits"], dict):
-                raise ValueError("layer_bits must map layer indices to widths")
-            data["layer_bits"] = {int(i): b for i, b in data["layer_bits"].items()}
+        for key in ("layer_bits", "point_widths"):
+            if key in data:
+                if not isinstance(data[key], dict):
+                    raise ValueError(f"{key} must map layer indices to widths")
+                data[key] = {int(i): b for i, b in data[key].items()}
         if "channel_layers" in data:
             data["channel_layers"] = [int(i) for i in data["channel_layers"]]
     except (TypeError, ValueError) as exc:
         raise SiqError(f"{path}: {exc}") from None
-    for i, b in data.get("layer_bits", {}).items():
-        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 8:
-            raise SiqError(f"{path}: layer_bits of layer {i} must be a whole number from 1 to 8, got {b!r}")
+    for key in ("layer_bits", "point_widths"):
+        for i, b in data.get(key, {}).items():
+            if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 8:
+                raise SiqError(f"{path}: {key} of layer {i} must be a whole number from 1 to 8, got {b!r}")
     return QuantizeConfig(**data)

@@ -105,6 +105,7 @@ class CostModel:
     entry: int
     arena_bytes: int
     act_bits: int
+    point_widths: tuple = ()   # (point, width) pairs of the points with their own activation width
 
     def layer_flash(self, index: int, bits: int, per_channel: bool = False) -> int:
         return self._layer(index).flash(bits, per_channel, self.entry)
@@ -126,7 +127,7 @@ class CostModel:
 
 
 def stand_in(arch: Arch, bits: dict[int, int], per_channel=frozenset(), act_bits: int = 4,
-             input_bits: int | None = None, codebook_bits: int = 8) -> QuantizedModel:
+             input_bits: int | None = None, codebook_bits: int = 8, point_widths=None) -> QuantizedModel:
     """A QuantizedModel of the architecture's shapes with full codebooks (2^b distinct values per row, in the
     entry type codebook_bits gives), zero indices and biases: what the lowering needs to lay out the C."""
     arch = arch.folded()
@@ -145,7 +146,8 @@ def stand_in(arch: Arch, bits: dict[int, int], per_channel=frozenset(), act_bits
     biases = {i: np.zeros(arch.weight_shape(i)[0], np.int64) for i in layers}
     shifts = {p: act_bits for p in [-1] + quantization_points(arch)}
     names = [str(c) for c in range(arch.num_classes)]
-    return QuantizedModel(arch, act_bits, shifts, layers, biases, names, input_bits=input_bits)
+    return QuantizedModel(arch, act_bits, shifts, layers, biases, names, input_bits=input_bits,
+                          point_widths=dict(point_widths or {}))
 
 
 def layer_shapes(arch: Arch) -> tuple[LayerShape, ...]:
@@ -157,12 +159,15 @@ def layer_shapes(arch: Arch) -> tuple[LayerShape, ...]:
     return tuple(out)
 
 
-def cost_model(arch: Arch, act_bits: int = 4, input_bits: int | None = None, codebook_bits: int = 8) -> CostModel:
+def cost_model(arch: Arch, act_bits: int = 4, input_bits: int | None = None, codebook_bits: int = 8,
+               point_widths=None) -> CostModel:
     """The cost model of an architecture: one stand-in lowered at 1-bit widths gives the fixed part and the arena
-    (neither depends on the weight widths: the arena holds activations, whose layouts depend on act_bits)."""
+    (neither depends on the weight widths: the arena holds activations, whose layouts depend on their widths)."""
     layers = layer_shapes(arch)
     ones = {l.index: 1 for l in layers}
-    lm = lower(stand_in(arch, ones, act_bits=act_bits, input_bits=input_bits, codebook_bits=codebook_bits))
+    lm = lower(stand_in(arch, ones, act_bits=act_bits, input_bits=input_bits, codebook_bits=codebook_bits,
+                        point_widths=point_widths))
     entry = entry_bytes(codebook_bits)
     fixed = rodata_bytes(lm)["total"] - sum(l.flash(1, False, entry) for l in layers)
-    return CostModel(arch.folded(), layers, fixed, entry, lm.arena_bytes, act_bits)
+    return CostModel(arch.folded(), layers, fixed, entry, lm.arena_bytes, act_bits,
+                     tuple(sorted((point_widths or {}).items())))

@@ -49,7 +49,8 @@ class InstructionModel:
     per_output: dict    # kernel -> instructions per output code
 
     def _lowered(self, cm: CostModel, bits: int) -> LoweredModel:
-        return lower(stand_in(cm.arch, {l.index: bits for l in cm.layers}, act_bits=cm.act_bits))
+        return lower(stand_in(cm.arch, {l.index: bits for l in cm.layers}, act_bits=cm.act_bits,
+                              point_widths=dict(cm.point_widths)))
 
     def _coefficient(self, kernel: str, bits: int) -> float:
         table = self.per_mac.get(kernel)

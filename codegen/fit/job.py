@@ -23,7 +23,7 @@ from .configfile import write_config
 from .cost import cost_model
 from .insns import load_instruction_model
 from .report import report_dict, report_markdown
-from .run import FitResult, check_budget, fit_model
+from .run import FitResult, check_budget, check_point_search, fit_model, narrowest_points
 
 CONFIG_FILE = "fit-config.json"
 
@@ -43,7 +43,7 @@ def link_cpu(budget: Budget, link: bool = True) -> str | None:
 def run_fit(out: Path, dataset: str, arch: str, budget: Budget, base: QuantizeConfig, tcfg: TrainConfig, *,
             validation: float = 0.1, widths=range(1, 9), per_channel=(False, True), solver: str = "exact",
             data_dir=None, split_seed: int = 0, cache_dir=None, force: bool = False, link: bool = True,
-            allow_large: bool = False, log=print) -> FitResult:
+            allow_large: bool = False, act_widths=None, log=print) -> FitResult:
     if solver not in ("exact", "greedy"):
         raise SiqError(f"solver must be exact or greedy, got {solver!r}")
     if not 0.0 < validation < 1.0:
@@ -55,11 +55,14 @@ def run_fit(out: Path, dataset: str, arch: str, budget: Budget, base: QuantizeCo
     if budget.insns is not None and insn_model is None:
         log(f"note: no calibrated kernel costs for {budget.cpu} (python -m siq.codegen.fit.insns --cpu "
             f"{budget.cpu}): the plan ignores the instruction budget, each candidate's real count is checked")
-    check_budget(cost_model(checked.arch, base.act_bits, base.input_bits, base.codebook_bits), budget, insn_model)
+    check_point_search(checked.arch, act_widths)
+    check_budget(cost_model(checked.arch, base.act_bits, base.input_bits, base.codebook_bits), budget, insn_model,
+                 narrowest_points(checked.arch, base, act_widths))
     data = checked.data
     identity = "siq fit " + hashlib.sha256(json.dumps(
         [dataset, arch if isinstance(arch, str) else checked.arch.to_dict(), asdict(budget), asdict(base),
-         asdict(tcfg), validation, list(widths), list(per_channel), solver, data_dir, split_seed],
+         asdict(tcfg), validation, list(widths), list(per_channel), solver, data_dir, split_seed,
+         None if act_widths is None else list(act_widths)],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     with atomic_directory(out, force=force, marker=OUTPUT_MARKER, identity=identity) as tmp:
         train_part, val = data.split_validation(validation, split_seed)
@@ -73,7 +76,8 @@ def run_fit(out: Path, dataset: str, arch: str, budget: Budget, base: QuantizeCo
         info = {"arch": net.arch.name, "dataset": ds_meta, "float_accuracy": float_acc}
         result, _ = fit_model(checked.arch, data, budget, base, tcfg, validation=validation, split_seed=split_seed,
                               widths=widths, per_channel=per_channel, solver=solver, cpu=cpu,
-                              insn_model=insn_model, cache_dir=cache_dir, net=net, meta=info, log=log)
+                              insn_model=insn_model, cache_dir=cache_dir, net=net, meta=info,
+                              act_widths=act_widths, log=log)
         save_quantized(tmp / "quantized.pt", without_timings(result.model))
         write_config(result.config, tmp / CONFIG_FILE)
         (tmp / "report.md").write_text(report_markdown(result, budget, base.method))

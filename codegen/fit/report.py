@@ -61,6 +61,7 @@ def report_dict(result: FitResult, budget: Budget, method: str) -> dict:
                                                           "per_channel": sorted(result.greedy.per_channel),
                                                           "sensitivity": result.greedy.sensitivity},
             "best_single_width": best_single_width(result, budget),
+            "point_widths": {str(p): w for p, w in sorted(result.point_widths.items())},
             "front": [{"flash": f, "sensitivity": s} for f, s in result.front]}
 
 
@@ -83,9 +84,14 @@ def report_markdown(result: FitResult, budget: Budget, method: str) -> str:
               f"rises): {_summary(result.greedy, result.cost.fixed)}", "",
               "## One width for all layers", ""]
     lines += _single_width_rows(result, budget)
+    chosen = result.point_widths
     lines += ["", "## Activation points", "",
-              "The validation loss rise over the float network when one point alone is quantized to a width (the "
-              f"fit keeps one width, {result.config.act_bits} bits, at every point; -1 is the input image).", ""]
+              "The validation loss rise over the float network when one point alone is quantized to a width (-1 is "
+              "the input image). " + (f"The fit gives {', '.join(f'point {p} {w} bits' for p, w in chosen.items())}"
+                                      f" and {result.config.act_bits} bits to the others (summed rise "
+                                      f"{result.point_rise:+.4f} over {result.config.act_bits} bits everywhere); "
+                                      f"arena {result.cost.arena_bytes:,} B." if chosen else
+                                      f"Every point at {result.config.act_bits} bits."), ""]
     points = result.sensitivity.get("points", {})
     widths = sorted({int(w) for rises in points.values() for w in rises})
     lines += ["| point | " + " | ".join(f"{w} bits" for w in widths) + " |", "|---|" + "---|" * len(widths)]

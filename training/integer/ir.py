@@ -12,7 +12,7 @@ more, every other op one; the input quantization reads the image).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -293,12 +293,13 @@ WeightedOp = Conv2dRequant | Conv2dGeneralRequant | DenseRequant | DenseScores
 class IntegerModel:
     input_shape: tuple[int, int, int]
     num_classes: int
-    act_bits: int          # feature-map codes 0 .. 2^act_bits - 1
+    act_bits: int          # feature-map codes 0 .. 2^act_bits - 1 (but at the points of point_widths)
     ops: list
     class_names: list[str]
     score_exponent: int    # scores = real logits * 2^score_exponent
     input_bits: int        # input codes 0 .. 2^input_bits - 1
     inputs: list | None = None  # per op, the indices of the ops it reads (None: a chain, each op reads the last)
+    point_widths: dict = field(default_factory=dict)  # feature-map point -> its own code width
 
     def __post_init__(self):
         if self.inputs is None:

@@ -71,7 +71,6 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
     arch = qm.arch
     quantizable(arch)
     shapes, out_shapes = arch.input_shapes(), arch.shapes()
-    max_code = 2**qm.act_bits - 1
     shift_from_pixel = qm.shifts[-1] - 8
     ops: list = [QuantizeInput(arch.input, shift_from_pixel, 2**qm.input_bits - 1)]
     inputs: list = [()]
@@ -100,9 +99,10 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
             else:
                 op = AvgPool2d(in_shape, out_shape, in_shape[1:], (1, 1), 0, codes, i)
         elif isinstance(layer, LRN):
-            tab = lrn_table(layer, qm.shifts[input_point_of(arch, i)], qm.shifts[i], qm.act_bits)
+            source = input_point_of(arch, i)  # the table spans the input's codes; the clamp is the output's
+            tab = lrn_table(layer, qm.shifts[source], qm.shifts[i], qm.bits_at(source))
             op = LRNRequant(in_shape, tab.window_before, tab.window_after, tab.index_shift,
-                            np.array(tab.table, dtype=np.int64), tab.frac_bits, max_code, i)
+                            np.array(tab.table, dtype=np.int64), tab.frac_bits, 2 ** qm.bits_at(i) - 1, i)
         # relu/clip are the requantization's clamps (of the conv, dense or add they follow); flatten keeps
         # [C, H, W]'s channel-major order; dropout is the identity at inference
         if op is None:
@@ -112,7 +112,7 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
             inputs.append(reads)
             op_of[i] = len(ops) - 1
     return IntegerModel(arch.input, arch.num_classes, qm.act_bits, ops, list(qm.class_names),
-                        qm.accumulator_exponent(last), qm.input_bits, inputs)
+                        qm.accumulator_exponent(last), qm.input_bits, inputs, dict(qm.point_widths))
 
 
 def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: bool, signed: bool, where: str):
@@ -128,17 +128,17 @@ def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: 
     if final:
         return DenseScores(in_shape[0], out_shape[0], lc.codebook, lc.indices, lc.bits, bias, _prove(bound, where), i)
     point = i if signed else i + 1
-    zero = signed_zero_point(qm.act_bits) if signed else 0
+    zero = signed_zero_point(qm.bits_at(point)) if signed else 0
     # A left shift of 8 or more saturates every positive accumulator (max_code <= 255 < 2^8), so shifts below -8
     # are clamped there: the same result, and the C never shifts by 32 or more. With a zero point Z = 2^(a-1),
     # a left shift of a - 1 already saturates every acc != 0 (Z + 2^(a-1) > max, Z - 2^(a-1) = 0), and keeps
     # Z / 2^-shift whole, so the zero point folds into the bias: (acc + Z 2^shift) >> shift = (acc >> shift) + Z.
-    shift = max(acc_exp - qm.shifts[point], -(qm.act_bits - 1) if signed else -8)
+    shift = max(acc_exp - qm.shifts[point], -(qm.bits_at(point) - 1) if signed else -8)
     half = 2 ** (shift - 1) if shift > 0 else 0
     offset = zero << shift if shift >= 0 else zero >> -shift
     bound = _prove(bound + half + offset, where)
     common = dict(codebook=lc.codebook, indices=lc.indices, bits=lc.bits, bias=bias + half + offset, shift=shift,
-                  max_code=point_max_code(arch, point, qm.shifts[point], qm.act_bits), acc_bound=bound,
+                  max_code=point_max_code(arch, point, qm.shifts[point], qm.bits_at(point)), acc_bound=bound,
                   layer_index=point, zero_point=zero)
     if isinstance(layer, Conv):
         return _conv_op(layer, in_shape, out_shape, common)
@@ -157,7 +157,7 @@ def _add_op(qm: QuantizedModel, i: int, shape, signed: set, where: str) -> AddRe
     fused = activation_reads(arch, i)
     point = i + 1 if fused else i
     (pa, pb) = merge_inputs(arch, i)
-    zeros = [signed_zero_point(qm.act_bits) if p in signed else 0 for p in (pa, pb)]
+    zeros = [signed_zero_point(qm.bits_at(p)) if p in signed else 0 for p in (pa, pb)]
     extents = [z if z else 2 ** qm.bits_at(p) - 1 for p, z in zip((pa, pb), zeros)]  # max |code - zero|
     common = max(qm.shifts[pa], qm.shifts[pb])  # the finer step: both inputs reach it by left shifts
     scale, shift = _to_step(common, qm.shifts[point])
@@ -168,7 +168,7 @@ def _add_op(qm: QuantizedModel, i: int, shape, signed: set, where: str) -> AddRe
         raise SiqError(f"{where}: the sum of its inputs on their common step can reach {bound} > 2^31-1: their "
                        f"steps 2^-{qm.shifts[pa]} and 2^-{qm.shifts[pb]} are too far apart")
     return AddRequant(shape, zeros[0], scales[0], zeros[1], scales[1], rounding, shift,
-                      point_max_code(arch, point, qm.shifts[point], qm.act_bits), bound, point)
+                      point_max_code(arch, point, qm.shifts[point], qm.bits_at(point)), bound, point)
 
 
 def _concat_op(qm: QuantizedModel, i: int, channels: list[int], shape, where: str) -> ConcatRequant:
@@ -183,7 +183,7 @@ def _concat_op(qm: QuantizedModel, i: int, channels: list[int], shape, where: st
         roundings.append(rounding)
         shifts.append(shift)
     return ConcatRequant(tuple(channels), shape, tuple(scales), tuple(roundings), tuple(shifts),
-                         point_max_code(arch, i, qm.shifts[i], qm.act_bits), i)
+                         point_max_code(arch, i, qm.shifts[i], qm.bits_at(i)), i)
 
 
 def _conv_op(layer: Conv, in_shape, out_shape, common: dict):

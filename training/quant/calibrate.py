@@ -30,9 +30,9 @@ CALIBRATION_RULES = ("float", "sequential")
 
 
 def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float",
-                     input_bits: int | None = None) -> dict[int, int]:
+                     input_bits: int | None = None, point_widths: dict | None = None) -> dict[int, int]:
     """Shift per quantization point (-1 = input) on calibration images, by best_shift on each point's tensor
-    (`bits` wide; the input `input_bits` wide, default `bits`).
+    (`bits` wide; the input `input_bits` wide, default `bits`; a point in point_widths that wide).
 
     rule "float": every tensor as the float network computes it.
     rule "sequential": point by point in network order, each tensor as computed from the already quantized
@@ -45,7 +45,7 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
     x = images_to_input(images)
     with torch.no_grad():
         if rule == "sequential":
-            hooks = _SequentialCalibration(bits, input_bits)
+            hooks = _SequentialCalibration(bits, input_bits, point_widths)
             net(x, hooks)
             return hooks.shifts
         collect: list = []
@@ -53,20 +53,24 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
     shifts = {-1: best_shift(x, point_bits(-1, bits, input_bits))}
     signed = set(signed_points(net.arch))
     for p in quantization_points(net.arch):
-        shifts[p] = best_shift(collect[p], bits, p in signed)
+        shifts[p] = best_shift(collect[p], point_bits(p, bits, input_bits, point_widths), p in signed)
     return shifts
 
 
 class _SequentialCalibration(Hooks):
     """Chooses each point's shift on the tensor reaching it, then hands on that tensor quantized."""
 
-    def __init__(self, bits: int, input_bits: int | None = None):
+    def __init__(self, bits: int, input_bits: int | None = None, point_widths: dict | None = None):
         self.bits = bits
         self.input_bits = input_bits
+        self.point_widths = point_widths
         self.shifts: dict[int, int] = {}
 
+    def _bits(self, point: int) -> int:
+        return point_bits(point, self.bits, self.input_bits, self.point_widths)
+
     def _calibrate(self, point: int, x: torch.Tensor) -> torch.Tensor:
-        bits = point_bits(point, self.bits, self.input_bits)
+        bits = self._bits(point)
         self.shifts[point] = best_shift(x, bits)
         return quantize_activation(x, self.shifts[point], bits)
 
@@ -77,6 +81,6 @@ class _SequentialCalibration(Hooks):
         return self._calibrate(index, x)
 
     def signed(self, index, x):
-        self.shifts[index] = best_shift(x, self.bits, signed=True)
-        return quantize_signed(x, self.shifts[index], self.bits)
+        self.shifts[index] = best_shift(x, self._bits(index), signed=True)
+        return quantize_signed(x, self.shifts[index], self._bits(index))
 

@@ -47,8 +47,11 @@ def signed_zero_point(bits: int) -> int:
     return 2 ** (bits - 1)
 
 
-def point_bits(point: int, act_bits: int, input_bits: int | None = None) -> int:
-    """Code width at a quantization point: the input image (point -1) may have its own, else act_bits."""
+def point_bits(point: int, act_bits: int, input_bits: int | None = None, widths: dict | None = None) -> int:
+    """Code width at a quantization point: its own in `widths` (per-point widths), else the input image's
+    (point -1) input_bits where given, else act_bits."""
+    if widths and point in widths:
+        return widths[point]
     return input_bits if point == -1 and input_bits is not None else act_bits
 
 

@@ -22,7 +22,8 @@ class ExactHooks(Hooks):
         self.tables = {}
         for i, layer in enumerate(qm.arch.layers):
             if isinstance(layer, LRN):
-                self.tables[i] = lrn_table(layer, qm.shifts[input_point_of(qm.arch, i)], qm.shifts[i], qm.act_bits)
+                source = input_point_of(qm.arch, i)  # the table spans the input's codes
+                self.tables[i] = lrn_table(layer, qm.shifts[source], qm.shifts[i], qm.bits_at(source))
 
     def input(self, x):
         return quantize_activation(x, self.qm.shifts[-1], self.qm.input_bits)
@@ -34,10 +35,10 @@ class ExactHooks(Hooks):
         return self.bias_values[index]
 
     def activation(self, index, x):
-        return quantize_activation(x, self.qm.shifts[index], self.qm.act_bits)
+        return quantize_activation(x, self.qm.shifts[index], self.qm.bits_at(index))
 
     def signed(self, index, x):
-        return quantize_signed(x, self.qm.shifts[index], self.qm.act_bits)
+        return quantize_signed(x, self.qm.shifts[index], self.qm.bits_at(index))
 
     def lrn(self, index, module, x):
         tab = self.tables[index]
@@ -76,16 +77,17 @@ class TrainingHooks(Hooks):
     per-layer callable mapping a weight tensor to its quantized value)."""
 
     def __init__(self, act_bits: int | None, shifts: dict[int, int] | None, weight_quantizers: dict | None = None,
-                 input_bits: int | None = None):
+                 input_bits: int | None = None, point_widths: dict | None = None):
         self.act_bits = act_bits
         self.input_bits = input_bits
+        self.point_widths = point_widths or {}
         self.shifts = shifts or {}
         self.weight_quantizers = weight_quantizers or {}
 
     def _act(self, point, x):
         if self.act_bits is None:
             return x
-        bits = point_bits(point, self.act_bits, self.input_bits)
+        bits = point_bits(point, self.act_bits, self.input_bits, self.point_widths)
         scale = 2.0 ** self.shifts[point]
         clipped = torch.clamp(x, 0.0, (2**bits - 1) / scale)
         return ste(clipped, torch.floor(clipped * scale + 0.5) / scale)
@@ -100,7 +102,8 @@ class TrainingHooks(Hooks):
         """A signed point keeps its calibrated shift (learned steps train the unsigned points only)."""
         if self.act_bits is None:
             return x
-        scale, zero = 2.0 ** self.shifts[index], signed_zero_point(self.act_bits)
+        bits = point_bits(index, self.act_bits, self.input_bits, self.point_widths)
+        scale, zero = 2.0 ** self.shifts[index], signed_zero_point(bits)
         clipped = torch.clamp(x, -zero / scale, (zero - 1) / scale)
         return ste(clipped, torch.floor(clipped * scale + 0.5) / scale)
 

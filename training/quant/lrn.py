@@ -24,7 +24,8 @@ class LRNTable:
 
 
 def lrn_table(layer: LRN, shift_in: int, shift_out: int, bits: int) -> LRNTable:
-    """Fixed-point reciprocal table for lrn on a-bit codes; every number here is computed once, in Python."""
+    """Fixed-point reciprocal table for lrn on `bits`-bit input codes; every number here is computed once, in
+    Python."""
     max_code = 2**bits - 1
     max_sum = layer.size * max_code * max_code
     index_shift = max(0, max_sum.bit_length() - LRN_TABLE_BITS)

@@ -24,6 +24,7 @@ class QuantizedModel:
     class_names: list[str]
     meta: dict = field(default_factory=dict)  # method, seed, dataset, accuracies ... (JSON-serialisable)
     input_bits: int | None = None           # input image codes; None = act_bits
+    point_widths: dict[int, int] = field(default_factory=dict)  # feature-map point -> its own code width
 
     def __post_init__(self):
         if self.input_bits is None:
@@ -31,7 +32,7 @@ class QuantizedModel:
 
     def bits_at(self, point: int) -> int:
         """Code width at a quantization point (-1 = the input image)."""
-        return point_bits(point, self.act_bits, self.input_bits)
+        return point_bits(point, self.act_bits, self.input_bits, self.point_widths)
 
     def accumulator_exponent(self, index: int) -> int:
         """acc of layer `index` is its real pre-activation times 2^(s_in + e)."""
@@ -59,6 +60,7 @@ def quantize_biases(arch: Arch, net: Net, shifts: dict[int, int], layers: dict[i
 
 def save_quantized(path, qm: QuantizedModel) -> None:
     meta = {"arch": qm.arch.to_dict(), "act_bits": qm.act_bits, "input_bits": qm.input_bits,
+            "point_widths": {str(k): v for k, v in sorted(qm.point_widths.items())},
             "shifts": {str(k): v for k, v in qm.shifts.items()}, "class_names": qm.class_names,
             "layers": {str(i): {"bits": lc.bits, "exponent": lc.exponent} for i, lc in qm.layers.items()},
             "meta": qm.meta}
@@ -93,12 +95,17 @@ def load_quantized(path) -> QuantizedModel:
         qm = QuantizedModel(arch, check_bits(meta["act_bits"], f"{path}: activation bits"),
                             {int(k): int(v) for k, v in meta["shifts"].items()}, layers, biases,
                             list(meta["class_names"]), meta.get("meta", {}),
-                            check_bits(meta.get("input_bits", meta["act_bits"]), f"{path}: input bits"))
+                            check_bits(meta.get("input_bits", meta["act_bits"]), f"{path}: input bits"),
+                            {int(k): check_bits(v, f"{path}: activation bits of point {k}")
+                             for k, v in meta.get("point_widths", {}).items()})
     except (KeyError, TypeError, ValueError) as exc:
         raise SiqError(f"{path}: corrupt quantized model ({type(exc).__name__}: {exc})") from None
     if sorted(layers) != arch.weighted_layers():
         raise SiqError(f"{path}: quantized layers {sorted(layers)} do not match the architecture")
     points = [-1] + quantization_points(arch)
+    stray = sorted(set(qm.point_widths) - set(points) | ({-1} & set(qm.point_widths)))
+    if stray:
+        raise SiqError(f"{path}: activation widths for {stray}, which are not feature-map points (corrupt file)")
     missing = [p for p in points if p not in qm.shifts]
     if missing:
         raise SiqError(f"{path}: no activation shift for quantization point(s) {missing} (corrupt file)")

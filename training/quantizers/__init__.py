@@ -30,7 +30,8 @@ from .codebooks import (TrainableCodebook, centroid_values, gather, kmeans_codeb
                         load_book_weights, nearest, nearest_assignment, nearest_index, per_row, uniform_codebook,
                         uniform_codes)
 from .config import (PER_CHANNEL_CHOICES, PLUS_INGREDIENTS, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                     check_layer_bits, check_layer_indices, check_per_channel, check_plus_config, check_siq_config)
+                     check_layer_bits, check_layer_indices, check_per_channel, check_plus_config, check_point_widths,
+                     check_siq_config)
 from .interface import (METHODS, FloatCodebook, Method, Quantizer, QuantizerInput, QuantizerOutput, method_variant,
                         register, resolve_method)
 from .siq import Retraining, continuation_penalty, retrain
@@ -44,6 +45,7 @@ __all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_MET
            "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer", "QuantizerInput",
            "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook", "centroid_values",
            "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel", "check_plus_config",
+           "check_point_widths",
            "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
@@ -53,8 +55,11 @@ __all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_MET
 def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
     """Refuse, before any training, a configuration with nothing to do on this architecture: per-layer bits for
     a layer without weights, or a retraining method whose layers to retrain (conv only, unless the FC layers are
-    retrained too) are none of the network's."""
+    retrained too) are none of the network's. Layer and point indices are those of the network with batch norm
+    folded (as quantization folds it first)."""
+    arch = arch.folded()
     check_layer_bits(arch, cfg.layer_bits)
+    check_point_widths(arch, cfg.point_widths)
     check_layer_indices(arch, cfg.channel_layers, "per-channel codebook layers")
     method = resolve_method(cfg.method)
     if not method.retrains:
@@ -91,13 +96,14 @@ def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: Quant
     quantizable(float_net.arch)
     check_method_fits(float_net.arch, cfg)
     bits = cfg.bits_per_layer(float_net)
+    point_widths = check_point_widths(float_net.arch, cfg.point_widths)
     seed_everything(cfg.seed)
     net = copy.deepcopy(float_net).float()
     rng = np.random.default_rng(cfg.seed)
     calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
-    shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration, input_bits)
+    shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration, input_bits, point_widths)
     return QuantizerInput(net=net, bits=bits, train_x=train_x, train_y=train_y, config=cfg, seed=cfg.seed,
-                          act_bits=act_bits, input_bits=input_bits, shifts=shifts,
+                          act_bits=act_bits, input_bits=input_bits, point_widths=point_widths, shifts=shifts,
                           per_channel=frozenset(cfg.per_channel_layers(net)),
                           calibration_images=calib)
 
@@ -125,7 +131,7 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
     biases = quantize_biases(net.arch, net, out.shifts, layers)
     info = {"method": cfg.method, "config": _jsonable(asdict(cfg)), "history": out.history, **(meta or {})}
     return QuantizedModel(net.arch, job.act_bits, out.shifts, layers, biases, list(class_names), info,
-                          job.input_bits), net
+                          job.input_bits, dict(job.point_widths)), net
 
 
 def _jsonable(d):

@@ -12,7 +12,7 @@ import numpy as np
 from ..arch import Conv
 from ..errors import SiqError
 from ..nets import Net
-from ..quant import check_bits
+from ..quant import check_bits, quantization_points
 from ..train import TrainConfig
 
 # Which weighted layers get one codebook per output channel instead of one per layer
@@ -102,6 +102,7 @@ class QuantizeConfig:
     layer_bits: dict = field(default_factory=dict)  # weighted layer index -> bits, overrides conv/fc bits
     act_bits: int = 4
     input_bits: int | None = None  # the input image's code width; None = act_bits (the paper: one width for all)
+    point_widths: dict = field(default_factory=dict)  # feature-map quantization point -> its own code width
     codebook_bits: int = 8
     seed: int = 0
     calibration_images: int = 2000
@@ -128,6 +129,18 @@ class QuantizeConfig:
         return {i for i in net.arch.weighted_layers()
                 if self.per_channel == "all" or (self.per_channel == "conv" and isinstance(net.arch.layers[i], Conv))
                 or i in self.channel_layers}
+
+
+def check_point_widths(arch, widths: dict) -> dict[int, int]:
+    """Per-point activation widths, checked: each key a feature-map quantization point (the input's width is
+    input_bits), each width 1..8."""
+    points = quantization_points(arch)
+    stray = sorted(p for p in widths if p not in points)
+    if stray:
+        raise SiqError(f"--point-bits: {', '.join(map(str, stray))} of architecture {arch.name!r} "
+                       f"{'is not a quantization point' if len(stray) == 1 else 'are not quantization points'}; "
+                       f"the points are {', '.join(map(str, points))} (the input's width is --input-bits)")
+    return {int(p): check_bits(w, f"activation bits of point {p}") for p, w in sorted(widths.items())}
 
 
 def check_layer_bits(arch, layer_bits: dict) -> None:

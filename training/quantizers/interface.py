@@ -36,6 +36,7 @@ class QuantizerInput:
     seed: int
     act_bits: int                        # feature-map code width (checked)
     input_bits: int                      # input image code width (checked; act_bits unless set apart)
+    point_widths: dict[int, int]         # feature-map points with their own code width (checked)
     shifts: dict[int, int]               # calibrated activation shift per quantization point (-1 = input)
     per_channel: frozenset[int]          # weighted layers with one codebook row per output channel
     calibration_images: np.ndarray       # the images the shifts were calibrated on

@@ -19,8 +19,8 @@ class PlusHooks(TrainingHooks):
     activation steps may be trained (LearnedSteps)."""
 
     def __init__(self, act_bits, shifts, weight_quantizers, steps: LearnedSteps | None = None,
-                 input_bits: int | None = None):
-        super().__init__(act_bits, shifts, weight_quantizers, input_bits)
+                 input_bits: int | None = None, point_widths: dict | None = None):
+        super().__init__(act_bits, shifts, weight_quantizers, input_bits, point_widths)
         self.steps = steps
 
     def weight(self, index, w):
@@ -42,7 +42,7 @@ class PlusRetraining(Retraining):
         self.teacher = copy.deepcopy(job.net).eval()
         super().__init__(job)
         cfg = job.config
-        self.steps = (LearnedSteps(job.shifts, cfg.act_bits, cfg.input_bits, self.plus.real_steps)
+        self.steps = (LearnedSteps(job.shifts, cfg.act_bits, cfg.input_bits, self.plus.real_steps, cfg.point_widths)
                       if self.plus.learn_act_steps else None)
         self.loss_fn = self._loss
 
@@ -88,7 +88,7 @@ class PlusRetraining(Retraining):
 
     def hooks(self, quantizers: dict) -> PlusHooks:
         cfg = self.job.config
-        return PlusHooks(cfg.act_bits, self.shifts, quantizers, self.steps, cfg.input_bits)
+        return PlusHooks(cfg.act_bits, self.shifts, quantizers, self.steps, cfg.input_bits, cfg.point_widths)
 
     def extra_params(self, quantizers: dict) -> list:
         params = [b.centroids for b in quantizers.values() if b.centroids.requires_grad]

@@ -24,10 +24,12 @@ class LearnedSteps(torch.nn.Module):
     real=True: the feature maps' steps are 2^-t itself (t clamped to SHIFT_RANGE, not rounded); the input's stays
     a power of two (the firmware quantizes raw pixels with a shift). scales() gives what fold_step_scales needs."""
 
-    def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None, real: bool = False):
+    def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None, real: bool = False,
+                 point_widths: dict | None = None):
         super().__init__()
         self.bits = bits
         self.input_bits = input_bits
+        self.point_widths = dict(point_widths or {})
         self.real = real
         self.log2_scale = torch.nn.ParameterDict(
             {str(p): torch.nn.Parameter(torch.tensor(float(s))) for p, s in shifts.items()})
@@ -45,20 +47,22 @@ class LearnedSteps(torch.nn.Module):
 
     def quantize(self, point: int, x: torch.Tensor) -> torch.Tensor:
         scale = 2.0 ** self._log2_scale(point)
-        top = 2 ** point_bits(point, self.bits, self.input_bits) - 1
+        top = 2 ** point_bits(point, self.bits, self.input_bits, self.point_widths) - 1
         v = torch.clamp(x * scale, 0.0, float(top))
         return (v + (torch.floor(v + 0.5) - v).detach()) / scale
 
     def set_bits(self, bits: int) -> None:
         """Change the activation width, keeping each point's clipped range (2^w - 1) step: a point going from
         w to w' bits gets a step (2^w - 1) / (2^w' - 1) times as large (rounded to a power of two where steps are).
-        The input keeps its own width where it has one."""
+        The input keeps its own width where it has one; a point with its own width moves by as many bits as the
+        feature maps' width, up to 8."""
+        widths = {p: min(8, w + bits - self.bits) for p, w in self.point_widths.items()}
         with torch.no_grad():
             for p, t in self.log2_scale.items():
-                old = point_bits(int(p), self.bits, self.input_bits)
-                new = point_bits(int(p), bits, self.input_bits)
+                old = point_bits(int(p), self.bits, self.input_bits, self.point_widths)
+                new = point_bits(int(p), bits, self.input_bits, widths)
                 t += float(np.log2((2**new - 1) / (2**old - 1)))
-        self.bits = bits
+        self.bits, self.point_widths = bits, widths
 
     def shifts(self) -> dict[int, int]:
         """Each point's power-of-two shift (with real steps: the nearest one, see scales)."""
