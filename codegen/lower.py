@@ -97,6 +97,7 @@ class LoweredOp:
     other: str | None = None    # an add's second input buffer (the C call passes it after `input`)
     other_bits: int = 8
     part: int = 0          # a concat is one call per input: which input this call copies
+    in_place: bool = False  # the fast kernel writes its output over its input (kernels.runs_in_place)
 
     @property
     def inputs(self) -> list[str]:
@@ -320,6 +321,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             op.other_bits = 4 if op.other in packed else 8
         if fast:
             op.fast_kernel = fast_kernel(op.ir, op.in_bits, op.out_bits)
+    _run_in_place(ops)
 
     planner = GreedyPlanner()
     buffers = {}
@@ -353,6 +355,22 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
     lowered = LoweredModel(prefix, model, ops, placed, arena, "", meta=dict(qm.meta))
     lowered.config_hash = _hash(lowered, qm)
     return lowered
+
+
+def _run_in_place(ops: list[LoweredOp]) -> None:
+    """An op whose fast kernel can write over its input (kernels.runs_in_place) and whose input buffer no later op
+    reads gets that buffer as its output: its output buffer is renamed in every op, so the two maps never take
+    RAM at once (a pointwise conv then needs one map plus its scratch)."""
+    for index, op in enumerate(ops):
+        if not kernels.runs_in_place(op.ir, op.fast_kernel, op.in_bits, op.out_bits) or op.input == "image" \
+                or op.output == "scores" or any(op.input in later.inputs for later in ops[index + 1:]):
+            continue
+        old = op.output
+        for other in ops[index:]:
+            other.output = op.input if other.output == old else other.output
+            other.input = op.input if other.input == old else other.input
+            other.other = op.input if other.other == old else other.other
+        op.in_place = True
 
 
 def _packed_buffers(ops: list[LoweredOp]) -> set[str]:
