@@ -30,7 +30,7 @@ from .kernels import (NIBBLE_SLACK, AddParams, AvgPool2dParams, ConcatParams, Co
                       DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams, fast_kernel, filter_row_words,
                       input_slack)
 from .pack import pack_indices, packed_size
-from .plan import GreedyPlanner
+from .plan import GreedyPlanner, share_in_place_buffers
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
@@ -321,7 +321,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             op.other_bits = 4 if op.other in packed else 8
         if fast:
             op.fast_kernel = fast_kernel(op.ir, op.in_bits, op.out_bits)
-    _run_in_place(ops)
+    share_in_place_buffers(ops)
 
     planner = GreedyPlanner()
     buffers = {}
@@ -355,22 +355,6 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
     lowered = LoweredModel(prefix, model, ops, placed, arena, "", meta=dict(qm.meta))
     lowered.config_hash = _hash(lowered, qm)
     return lowered
-
-
-def _run_in_place(ops: list[LoweredOp]) -> None:
-    """An op whose fast kernel can write over its input (kernels.runs_in_place) and whose input buffer no later op
-    reads gets that buffer as its output: its output buffer is renamed in every op, so the two maps never take
-    RAM at once (a pointwise conv then needs one map plus its scratch)."""
-    for index, op in enumerate(ops):
-        if not kernels.runs_in_place(op.ir, op.fast_kernel, op.in_bits, op.out_bits) or op.input == "image" \
-                or op.output == "scores" or any(op.input in later.inputs for later in ops[index + 1:]):
-            continue
-        old = op.output
-        for other in ops[index:]:
-            other.output = op.input if other.output == old else other.output
-            other.input = op.input if other.input == old else other.input
-            other.other = op.input if other.other == old else other.other
-        op.in_place = True
 
 
 def _packed_buffers(ops: list[LoweredOp]) -> set[str]:
