@@ -86,6 +86,7 @@ class OpCall:
     initializer: list[str]
     input_expr: str
     output_expr: str
+    in_place_bytes: int = 0  # the input buffer's bytes when the fast kernel overwrites it (LoweredOp.in_place)
 
 
 @dataclass
@@ -240,7 +241,7 @@ def op_calls(lm: LoweredModel) -> tuple[list[OpCall], list[TableArray]]:
         calls.append(OpCall(index, f"op{index}_{op.kernel}_params", op.kernel, op.fast_kernel, op.comment,
                             op.params.STRUCT, kernels.initializer(op.params),
                             ", ".join(_buffer_expr(lm, read) for read in op.inputs),  # an add reads two
-                            _buffer_expr(lm, op.output)))
+                            _buffer_expr(lm, op.output), lm.buffers[op.input][1] if op.in_place else 0))
     return calls, tables
 
 

@@ -390,12 +390,11 @@ _CONV_HELPERS = ("conv2d_accumulate", "read_index", "load_code", "store_code", "
 KERNELS = {
     QuantizeInput: KernelSpec("quantize_input", QuantizeInputParams, "quantize_input.c.j2", ("store_code",),
                               fast=_quantize_input_fast, packable=True, writes_nibbles=_small_codes),
-    # the reference conv reads nibbles always and writes them for an even output width
+    # the reference conv and the pointwise kernel read nibbles always and write them where codes fit 4 bits (any
+    # output width: a code that shares its byte with another op's keeps that nibble)
     Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS,
                               ("read_index", "load_code", "store_code", "requantize"), fast=_pointwise_fast,
-                              packable=True,
-                              writes_nibbles=lambda op: _small_codes(op) and op.out_shape[2] % 2 == 0,
-                              reads_nibbles=lambda op: True),
+                              packable=True, writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
     # the fast conv reads nibbles for K = 5 on even input widths and writes them for even pooled widths
     Conv2dRequantMaxpool: KernelSpec(
         "conv2d_requant_maxpool", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, ("requantize", "index_stream"),
@@ -467,20 +466,34 @@ DSP_KERNELS = ("conv2d_requant_1x1", "conv2d_general_requant_depthwise", "conv2d
 POINTWISE_BLOCK = 32
 
 
+def runs_in_place(op, fast: str | None, in_bits: int, out_bits: int) -> bool:
+    """Whether a fast kernel may write its output over its input buffer (same shape, one code layout):
+    conv2d_requant_1x1 reads a block of pixels (all channels) into its scratch before writing that block's
+    outputs, which sit where the block's inputs were; conv2d_general_requant_depthwise with one output channel per
+    input channel stages a channel's plane before writing that channel. A code sharing a byte with a code not yet
+    read keeps that nibble. The reference kernels never run in place: the reference build copies the input aside
+    for them (firmware_template/model.c.j2)."""
+    if fast not in ("conv2d_requant_1x1", "conv2d_general_requant_depthwise") or in_bits != out_bits:
+        return False
+    return tuple(op.in_shape) == tuple(op.out_shape) and (fast == "conv2d_requant_1x1" or op.groups == op.in_shape[0])
+
+
 def input_slack(fast: str | None, in_bits: int) -> int:
     """Bytes a fast kernel may read past the last code of a 4-bit packed input buffer."""
     return NIBBLE_SLACK
 
 
 def scratch_words(op, fast: str) -> int:
-    """int32 words of arena scratch a fast conv kernel needs. conv2d_requant_1x1: four output channels' weight lane
-    pairs (4 * ceil(C_IN / 2) words, at least the C_IN int32 weights of its portable body), then a block of
-    ceil(min(plane, POINTWISE_BLOCK) / 2) pixel pairs' input lane pairs (2 * ceil(C_IN / 2) words each).
+    """int32 words of arena scratch a fast conv kernel needs. conv2d_requant_1x1, the larger of its two bodies:
+    SIQ_DSP, four output channels' weight lane pairs (4 * ceil(C_IN / 2) words), then a block of
+    ceil(min(plane, POINTWISE_BLOCK) / 2) pixel pairs' input lane pairs (2 * ceil(C_IN / 2) words each); portable,
+    one output channel's C_IN int32 weights, then the block's codes as C_IN * block bytes.
     conv2d_general_requant_fast: one output channel's C_IN / groups * KH * KW taps. The depthwise and band kernels:
     as laid out in their templates (kernels/conv2d_depthwise.c.j2, kernels/conv2d_band.c.j2)."""
     if isinstance(op, Conv2dRequant):
-        pairs, plane = (op.in_shape[0] + 1) // 2, op.in_shape[1] * op.in_shape[2]
-        return 2 * pairs * (2 + (min(plane, POINTWISE_BLOCK) + 1) // 2)
+        channels, plane = op.in_shape[0], op.in_shape[1] * op.in_shape[2]
+        pairs, block = (channels + 1) // 2, min(plane, POINTWISE_BLOCK)
+        return max(2 * pairs * (2 + (block + 1) // 2), channels + (channels * block + 3) // 4)
     taps = op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
     if fast == "conv2d_general_requant_band":
         # one tile of output channels' taps (or their SIQ_DSP lane pairs, in the same words), then the band

@@ -30,7 +30,7 @@ from .kernels import (NIBBLE_SLACK, AddParams, AvgPool2dParams, ConcatParams, Co
                       DenseParams, LRNParams, MaxPool2dParams, QuantizeInputParams, fast_kernel, filter_row_words,
                       input_slack)
 from .pack import pack_indices, packed_size
-from .plan import GreedyPlanner
+from .plan import GreedyPlanner, share_in_place_buffers
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
@@ -97,6 +97,7 @@ class LoweredOp:
     other: str | None = None    # an add's second input buffer (the C call passes it after `input`)
     other_bits: int = 8
     part: int = 0          # a concat is one call per input: which input this call copies
+    in_place: bool = False  # the fast kernel writes its output over its input (kernels.runs_in_place)
 
     @property
     def inputs(self) -> list[str]:
@@ -320,6 +321,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             op.other_bits = 4 if op.other in packed else 8
         if fast:
             op.fast_kernel = fast_kernel(op.ir, op.in_bits, op.out_bits)
+    share_in_place_buffers(ops)
 
     planner = GreedyPlanner()
     buffers = {}

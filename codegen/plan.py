@@ -1,4 +1,5 @@
-"""Static arena planning by liveness (the tflite-micro greedy planner's interface, in small).
+"""Static arena planning by liveness (the tflite-micro greedy planner's interface, in small), after ops that can
+write over their input share one buffer with it (share_in_place_buffers).
 
 Buffers are placed one by one at the lowest offset that does not overlap a buffer alive at the same time; the
 placement is tried in a few orders (largest first as tflite-micro does, ties by first or by last write; first
@@ -7,6 +8,8 @@ written first) and the smallest arena is kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .kernels import runs_in_place
 
 ALIGNMENT = 4
 
@@ -56,3 +59,20 @@ class GreedyPlanner:
 
 def _align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+def share_in_place_buffers(ops: list) -> None:
+    """Lowered ops (codegen/lower.py LoweredOp): an op whose fast kernel can write over its input (runs_in_place)
+    and whose input buffer no later op reads gets that buffer as its output. Its output buffer is renamed in every
+    op, so the two maps never take RAM at once (a pointwise conv then needs one map plus its scratch): the planner
+    sees one buffer alive from its first writer to its last reader."""
+    for index, op in enumerate(ops):
+        if not runs_in_place(op.ir, op.fast_kernel, op.in_bits, op.out_bits) or op.input == "image" \
+                or op.output == "scores" or any(op.input in later.inputs for later in ops[index + 1:]):
+            continue
+        old = op.output
+        for other in ops[index:]:
+            other.output = op.input if other.output == old else other.output
+            other.input = op.input if other.input == old else other.input
+            other.other = op.input if other.other == old else other.other
+        op.in_place = True

@@ -33,10 +33,27 @@ TARGET_ARCHS = {
         {"type": "conv1d", "out": 4, "k": 5, "stride": 2, "pad": "same", "groups": 4}, {"type": "relu"},
         {"type": "conv1d", "out": 6, "k": 3, "pad": [2, 0], "groups": 2}, {"type": "relu"},
         {"type": "conv1d", "out": 5, "k": 1}, {"type": "relu"}] + HEAD}),
+    # Pointwise and depthwise convs that run in place (kernels.runs_in_place) on an odd 9x7 plane (a full block of
+    # POINTWISE_BLOCK pixels and an odd partial one): 8 channels (a multiple of 4, even channel pairs), 6 (an odd
+    # count of channel pairs) and 5 (an odd channel), 3x3 and 2x3 depthwise kernels
+    # (test_conv_shapes.IN_PLACE_STACK on the host at every activation width).
+    "inplace": Arch.from_dict({"name": "inplace", "input": [2, 9, 7], "layers": [
+        {"type": "conv", "out": 8, "k": 3, "pad": "same"}, {"type": "relu"},
+        {"type": "conv", "out": 8, "k": 3, "pad": "same", "groups": 8}, {"type": "relu"},
+        {"type": "conv", "out": 8, "k": 1}, {"type": "relu"},
+        {"type": "conv", "out": 8, "k": [2, 3], "pad": "same", "groups": 8}, {"type": "relu"},
+        {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
+        {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
+        {"type": "conv", "out": 6, "k": 3, "pad": "same", "groups": 6}, {"type": "relu"},
+        {"type": "conv", "out": 5, "k": 1}, {"type": "relu"},
+        {"type": "conv", "out": 5, "k": 1}, {"type": "relu"},
+        {"type": "conv", "out": 5, "k": 3, "pad": "same", "groups": 5}, {"type": "relu"}] + HEAD}),
 }
 
 
-@pytest.fixture(scope="module", params=[("kws", 4), ("kws", 8), ("signal", 4)], ids=["kws-A4", "kws-A8", "signal-A4"])
+@pytest.fixture(scope="module", params=[("kws", 4), ("kws", 8), ("signal", 4), ("inplace", 4), ("inplace", 3),
+                                        ("inplace", 8)],
+                ids=["kws-A4", "kws-A8", "signal-A4", "inplace-A4", "inplace-A3", "inplace-A8"])
 def exported(request, tmp_path_factory):
     name, act_bits = request.param
     arch = TARGET_ARCHS[name]

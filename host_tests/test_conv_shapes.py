@@ -131,6 +131,40 @@ def test_pointwise_convs_run_the_fast_1x1_kernel(act_bits, shape, width, tmp_pat
     assert model_report(lm)["reference_kernel_ops"] == []  # the depthwise conv runs its fast kernel too
 
 
+# a stack whose pointwise convs (8 -> 8, 6 -> 6, 5 -> 5 channels) and depthwise convs keep their map's shape, on an
+# odd 9x7 plane: a full block of POINTWISE_BLOCK pixels and an odd partial one
+IN_PLACE_STACK = [{"type": "conv", "out": 8, "k": 3, "pad": "same"}, {"type": "relu"},
+                  {"type": "conv", "out": 8, "k": 3, "pad": "same", "groups": 8}, {"type": "relu"},
+                  {"type": "conv", "out": 8, "k": 1}, {"type": "relu"},
+                  {"type": "conv", "out": 8, "k": [2, 3], "pad": "same", "groups": 8}, {"type": "relu"},
+                  {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
+                  {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
+                  {"type": "conv", "out": 6, "k": 3, "pad": "same", "groups": 6}, {"type": "relu"},
+                  {"type": "conv", "out": 5, "k": 1}, {"type": "relu"},
+                  {"type": "conv", "out": 5, "k": 1}, {"type": "relu"},
+                  {"type": "conv", "out": 5, "k": 3, "pad": "same", "groups": 5}, {"type": "relu"}]
+
+
+@pytest.mark.parametrize("act_bits", range(1, 9))
+def test_pointwise_and_depthwise_convs_run_in_place(act_bits, tmp_path):
+    """Pointwise convs with as many output as input channels and depthwise convs keeping their map's shape write
+    over their input buffer (the reference build copies that input aside first), bit-exact in every build at
+    1-8 bit activations (packed codes up to 4 bits, bytes above) and 1-8 bit weights; the arena then holds the
+    stack's one map at a time."""
+    arch = Arch.from_dict({"name": "inplace", "input": [2, 9, 7], "layers": IN_PLACE_STACK + HEAD})
+    _, lm = check_four_ways(arch, act_bits, tmp_path, act_bits=act_bits, weight_bits=9 - act_bits,
+                            builds=("default", "reference", "dsp"))
+    in_place = [op.fast_kernel for op in lm.ops if op.in_place]
+    # the last depthwise conv too where it writes the layout it reads (its output feeds the dense layer as bytes)
+    assert in_place[:6] == ["conv2d_general_requant_depthwise", "conv2d_requant_1x1"] * 3
+    assert len(in_place) == 6 + (act_bits > 4)
+    assert all(op.output == op.input for op in lm.ops if op.in_place)
+    maps = {op.output for op in lm.ops if op.kernel in ("conv2d_requant", "conv2d_general_requant")}
+    # the first conv's map (reused in place), the two pointwise convs' that change C, the last conv's bytes
+    assert len(maps) == 4 - (act_bits > 4)
+    assert "reference_copy" in (tmp_path / "siq_model.c").read_text()
+
+
 @pytest.mark.parametrize("act_bits, pad, stride", [(4, "same", 1), (8, [2, 0, 1, 2], [2, 1]), (2, "valid", 2)])
 def test_general_convs_run_the_fast_kernel(act_bits, pad, stride, tmp_path):
     """Depthwise convs of any kernel, stride and padding take conv2d_general_requant_depthwise, grouped convs
