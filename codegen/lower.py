@@ -97,6 +97,7 @@ class LoweredOp:
     other: str | None = None    # an add's second input buffer (the C call passes it after `input`)
     other_bits: int = 8
     part: int = 0          # a concat is one call per input: which input this call copies
+    band: kernels.BandLayout | None = None  # conv2d_general_requant_band's scratch layout (tile, staged ring)
 
     @property
     def inputs(self) -> list[str]:
@@ -256,10 +257,12 @@ def _params(op: LoweredOp, scratch: str, index: int):
                             conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch, **arrays)
     if isinstance(ir, Conv2dGeneralRequant):
         (c, h, wd), (o, oh, ow) = ir.in_shape, ir.out_shape
-        tile = kernels.band_tile(ir) if op.fast_kernel == "conv2d_general_requant_band" else 0
+        band = op.band
         return Conv2dGeneralParams(c, h, wd, o, oh, ow, *ir.kernel, *ir.stride, ir.pad[0], ir.pad[2], ir.groups,
                                    ir.bits, ir.shift, ir.max_code, op.in_bits, op.out_bits, w.codebook_stride,
-                                   scratch=scratch, tile_channels=tile, **arrays)
+                                   scratch=scratch, tile_channels=band.tile if band else 0,
+                                   band_channels=band.channels if band else 0, band_width=band.width if band else 0,
+                                   band_rows=band.rows if band else 0, **arrays)
     if isinstance(ir, MaxPool2d):
         c, h, wd = ir.in_shape
         return MaxPool2dParams(c, h, wd, ir.k)
@@ -340,8 +343,10 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             # one output channel's decoded weights: C_IN (conv2d_requant_1x1), C_IN / groups * KH * KW (general)
             op.scratch = f"scratch{index}"
             words = kernels.scratch_words(op.ir, op.fast_kernel)
+            if op.fast_kernel == "conv2d_general_requant_band":
+                op.band = kernels.band_layout(op.ir)
             buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * words, index, index)
-    arena = planner.plan()
+    arena = _grow_band_tiles(ops, buffers, planner, planner.plan())
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
     for index, op in enumerate(ops):
         scratch = "NULL"
@@ -353,6 +358,27 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
     lowered = LoweredModel(prefix, model, ops, placed, arena, "", meta=dict(qm.meta))
     lowered.config_hash = _hash(lowered, qm)
     return lowered
+
+
+def _grow_band_tiles(ops: list[LoweredOp], buffers: dict, planner: GreedyPlanner, arena: int) -> int:
+    """A band conv takes as scratch the arena bytes its step leaves free under the peak that the other steps set
+    (kernels.band_layout within that budget): wider tiles stage the input fewer times. A grown layout is kept only
+    where the plan stays within the arena. Returns the arena of the final plan."""
+    for index, op in enumerate(ops):
+        if op.band is None:
+            continue
+        scratch = buffers[op.scratch]
+        live = sum(-(-b.size // 4) * 4 for b in planner.buffers
+                   if b is not scratch and b.first_use <= index <= b.last_use)
+        kept = scratch.size, op.band
+        layout = kernels.band_layout(op.ir, arena - live)
+        while layout is not None and layout.scratch_bytes > kept[0]:  # the planner may not pack it: try smaller
+            scratch.size, op.band = -(-layout.scratch_bytes // 4) * 4, layout
+            if planner.plan() <= arena:
+                break
+            scratch.size, op.band = kept
+            layout = kernels.band_layout(op.ir, layout.scratch_bytes - 1)
+    return planner.plan()
 
 
 def _packed_buffers(ops: list[LoweredOp]) -> set[str]:
