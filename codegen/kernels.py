@@ -344,6 +344,29 @@ def band_layout(op: Conv2dGeneralRequant, budget: int = BAND_SCRATCH_BYTES) -> B
     return best[1] if best else None
 
 
+class BandOffers:
+    """GreedyPlanner.grow's offer for a band conv: the scratch bytes of its layout within a budget. It keeps each
+    layout it offered, so the one the planner kept is known by its size."""
+
+    def __init__(self, op: Conv2dGeneralRequant):
+        self.op, self.layouts = op, {}
+
+    def __call__(self, budget: int) -> int | None:
+        layout = band_layout(self.op, budget)
+        if layout is None:
+            return None
+        self.layouts[layout.scratch_bytes] = layout
+        return layout.scratch_bytes
+
+
+def band_fields(layout: BandLayout | None) -> dict[str, int]:
+    """Conv2dGeneralParams' band kernel fields for a layout (zeros for a general conv on another kernel)."""
+    if layout is None:
+        return {"tile_channels": 0, "band_channels": 0, "band_width": 0, "band_rows": 0}
+    return {"tile_channels": layout.tile, "band_channels": layout.channels, "band_width": layout.width,
+            "band_rows": layout.rows}
+
+
 def band_tile(op: Conv2dGeneralRequant) -> int:
     """Output channels conv2d_general_requant_band decodes at once (tile_channels), 0 when it does not apply."""
     layout = band_layout(op)

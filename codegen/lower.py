@@ -257,12 +257,9 @@ def _params(op: LoweredOp, scratch: str, index: int):
                             conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch, **arrays)
     if isinstance(ir, Conv2dGeneralRequant):
         (c, h, wd), (o, oh, ow) = ir.in_shape, ir.out_shape
-        band = op.band
         return Conv2dGeneralParams(c, h, wd, o, oh, ow, *ir.kernel, *ir.stride, ir.pad[0], ir.pad[2], ir.groups,
                                    ir.bits, ir.shift, ir.max_code, op.in_bits, op.out_bits, w.codebook_stride,
-                                   scratch=scratch, tile_channels=band.tile if band else 0,
-                                   band_channels=band.channels if band else 0, band_width=band.width if band else 0,
-                                   band_rows=band.rows if band else 0, **arrays)
+                                   scratch=scratch, **kernels.band_fields(op.band), **arrays)
     if isinstance(ir, MaxPool2d):
         c, h, wd = ir.in_shape
         return MaxPool2dParams(c, h, wd, ir.k)
@@ -346,7 +343,11 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             if op.fast_kernel == "conv2d_general_requant_band":
                 op.band = kernels.band_layout(op.ir)
             buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * words, index, index)
-    arena = _grow_band_tiles(ops, buffers, planner, planner.plan())
+    arena = planner.plan()
+    for op in (op for op in ops if op.band):  # a band conv's scratch grows into what its step leaves free:
+        offers, before = kernels.BandOffers(op.ir), buffers[op.scratch].size  # wider tiles stage the input less
+        size = planner.grow(buffers[op.scratch], offers, arena)
+        op.band, arena = offers.layouts[size] if size != before else op.band, planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
     for index, op in enumerate(ops):
         scratch = "NULL"
@@ -358,27 +359,6 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
     lowered = LoweredModel(prefix, model, ops, placed, arena, "", meta=dict(qm.meta))
     lowered.config_hash = _hash(lowered, qm)
     return lowered
-
-
-def _grow_band_tiles(ops: list[LoweredOp], buffers: dict, planner: GreedyPlanner, arena: int) -> int:
-    """A band conv takes as scratch the arena bytes its step leaves free under the peak that the other steps set
-    (kernels.band_layout within that budget): wider tiles stage the input fewer times. A grown layout is kept only
-    where the plan stays within the arena. Returns the arena of the final plan."""
-    for index, op in enumerate(ops):
-        if op.band is None:
-            continue
-        scratch = buffers[op.scratch]
-        live = sum(-(-b.size // 4) * 4 for b in planner.buffers
-                   if b is not scratch and b.first_use <= index <= b.last_use)
-        kept = scratch.size, op.band
-        layout = kernels.band_layout(op.ir, arena - live)
-        while layout is not None and layout.scratch_bytes > kept[0]:  # the planner may not pack it: try smaller
-            scratch.size, op.band = -(-layout.scratch_bytes // 4) * 4, layout
-            if planner.plan() <= arena:
-                break
-            scratch.size, op.band = kept
-            layout = kernels.band_layout(op.ir, layout.scratch_bytes - 1)
-    return planner.plan()
 
 
 def _packed_buffers(ops: list[LoweredOp]) -> set[str]:

@@ -12,6 +12,7 @@ import pytest
 from siq.codegen import kernels
 from siq.codegen.export import write_sources
 from siq.codegen.lower import lower
+from siq.codegen.plan import GreedyPlanner
 from siq.codegen.target import run_self_test
 from siq.training.arch import Arch
 from siq.training.integer import Conv2dGeneralRequant, integer_scores
@@ -81,6 +82,20 @@ def test_band_layout_fits_its_budget_and_refuses_when_no_channel_pair_fits():
         assert layout.scratch_bytes <= budget and layout.tile % 2 == 0
     assert kernels.band_layout(conv, 40000).rows == 14  # room for every row read (12 + 2 padding): staged once
     assert kernels.band_layout(conv, 2 * 1152 + 1920 - 1) is None
+
+
+def test_the_planner_grows_a_buffer_only_into_bytes_the_peak_already_pays_for():
+    planner = GreedyPlanner()
+    planner.add_buffer("a", 100, 0, 1)
+    planner.add_buffer("b", 100, 1, 2)
+    scratch = planner.add_buffer("scratch", 40, 2, 2)
+    arena = planner.plan()  # a and b alive at step 1
+    assert arena == 200
+    offers = []
+    assert planner.grow(scratch, lambda budget: offers.append(budget) or budget // 30 * 30, arena) == 90
+    assert offers == [100]  # b leaves 100 bytes at step 2
+    assert planner.plan() == arena and scratch.size == 90
+    assert planner.grow(scratch, lambda budget: None, arena) == 90
 
 
 def _conv(arch: Arch) -> Conv2dGeneralRequant:
