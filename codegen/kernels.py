@@ -89,7 +89,10 @@ class Conv2dGeneralParams:
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN / groups][KH][KW]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
     scratch: str = c_field("int32_t *", "arena words of one output channel's decoded taps (fast kernel)")
-    tile_channels: int = c_field("int32_t", "output channels a tile of the band kernel decodes (codegen band_tile)")
+    tile_channels: int = c_field("int32_t", "output channels a tile of the band kernel decodes (codegen band_layout)")
+    band_channels: int = c_field("int32_t", "band kernel: bytes a staged column, C_IN / groups rounded up to 4")
+    band_width: int = c_field("int32_t", "band kernel: staged columns a row (input column j - pad_left)")
+    band_rows: int = c_field("int32_t", "band kernel: staged rows its ring holds (>= kernel_height)")
 
 
 @dataclass
@@ -262,7 +265,7 @@ def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) ->
     """conv2d_general_requant_depthwise where each group reads one input channel (depthwise convs, channel
     multipliers, a conv of a one-channel input): the channel's plane staged once as zero-padded bytes, windows
     summed without bounds tests. conv2d_general_requant_band for every other general conv (grouped too) where a
-    tile of one output channel fits BAND_SCRATCH_WORDS (band_tile); conv2d_general_requant_fast otherwise: each
+    pair of output channels fits BAND_SCRATCH_BYTES (band_layout); conv2d_general_requant_fast otherwise: each
     output channel's C_IN/groups * KH * KW taps decoded once into the scratch, each window clipped to the map
     once per output."""
     if op.in_shape[0] == op.groups:
@@ -272,39 +275,102 @@ def _general_conv_fast(op: Conv2dGeneralRequant, in_bits: int, out_bits: int) ->
     return "conv2d_general_requant_fast"
 
 
-# conv2d_general_requant_band keeps a tile of output channels' taps decoded in the arena, next to one band of input
-# rows: tiles are as wide as that fits this many int32 words (16 KB). Each tile stages the bands again, so the
-# staging costs about 1 / tile of the MACs' work.
-BAND_SCRATCH_WORDS = 4096
+# conv2d_general_requant_band keeps a tile of output channels' taps decoded in the arena, next to a ring of staged
+# input rows: tiles are as wide as fits this many bytes beside the ring. A tile stages its input rows again unless
+# the ring holds every row the conv reads.
+BAND_SCRATCH_BYTES = 5120
 
 
-def _band_channel_words(op: Conv2dGeneralRequant) -> int:
-    """int32 scratch words of one output channel in a band tile: its C_IN / groups * KH * KW taps (portable body)
-    or, in the same words, its SIQ_DSP lane pairs (2 * ceil(KW / 4) a band row, C_IN / groups * KH rows)."""
-    rows, (kh, kw) = op.in_shape[0] // op.groups * op.kernel[0], op.kernel
-    return max(rows * kw, rows * 2 * ((kw + 3) // 4))
+@dataclass(frozen=True)
+class BandLayout:
+    """How conv2d_general_requant_band lays out its scratch (kernels/conv2d_band.c.j2): `tile` output channels'
+    decoded taps (an even count of channel slots: the SIQ_DSP body decodes channel pairs), then a ring of `rows`
+    staged input rows of `width` columns, each column `channels` bytes (C_IN / groups rounded up to 4, so a word is
+    four channels of one tap)."""
+    tile: int
+    channels: int
+    width: int
+    rows: int
+    channel_bytes: int   # one output channel's taps: KH * KW * channels int16 (or their SIQ_DSP lane pairs)
+
+    @property
+    def ring_bytes(self) -> int:
+        return self.rows * self.width * self.channels
+
+    @property
+    def scratch_bytes(self) -> int:
+        return (self.tile + self.tile % 2) * self.channel_bytes + self.ring_bytes
 
 
-def band_tile(op: Conv2dGeneralRequant) -> int:
-    """Output channels conv2d_general_requant_band decodes at once (tile_channels), 0 when not even one fits
-    BAND_SCRATCH_WORDS with its band. As few tiles a group as fit, then as narrow as that count allows (less
-    scratch, same staging); even unless it spans the group, as the SIQ_DSP body takes two channels a pass."""
-    group_out = op.out_shape[0] // op.groups
-    fit = (BAND_SCRATCH_WORDS - (band_bytes(op) + 3) // 4) // _band_channel_words(op)
-    if fit >= group_out:
+def _band_geometry(op: Conv2dGeneralRequant) -> tuple[int, int, int, int]:
+    """(channels a column, columns a row, the ring's least rows (KH), every input row the conv reads). The SIQ_DSP
+    body sums two pixels a pass, so the columns cover an even number of outputs (the extra one reads zeros)."""
+    (kh, kw), (sh, sw), (_, oh, ow) = op.kernel, op.stride, op.out_shape
+    channels = -(-(op.in_shape[0] // op.groups) // 4) * 4
+    return channels, (ow + ow % 2 - 1) * sw + kw, kh, (oh - 1) * sh + kh
+
+
+def _band_tile(group_out: int, channel_bytes: int, room: int) -> int:
+    """As few tiles a group as fit `room` bytes, then as narrow as that count allows (less scratch, same staging);
+    even unless it spans the group. 0 when not two channels fit."""
+    fit = room // channel_bytes
+    if fit >= group_out + group_out % 2:
         return group_out
     if fit < 2:
-        return max(fit, 0)
+        return 0
     tiles = -(-group_out // (fit - fit % 2))
     width = -(-group_out // tiles)
     return width + width % 2
 
 
-def band_bytes(op: Conv2dGeneralRequant) -> int:
-    """Bytes of conv2d_general_requant_band's band: C_IN / groups * KH rows of (out_width - 1) * stride_w + KW
-    zero-padded codes, plus three bytes read by the SIQ_DSP body's word loads past the last row (zero taps)."""
-    (kh, kw), sw, ow = op.kernel, op.stride[1], op.out_shape[2]
-    return op.in_shape[0] // op.groups * kh * ((ow - 1) * sw + kw) + 3
+def band_layout(op: Conv2dGeneralRequant, budget: int = BAND_SCRATCH_BYTES) -> BandLayout | None:
+    """The band kernel's layout within `budget` scratch bytes, or None when not even one channel pair fits beside a
+    ring of KH rows. Of a ring of KH rows (each tile stages the input again) and one holding every row read (staged
+    once), the one staging fewer rows; on a tie the smaller scratch."""
+    channels, width, least, every = _band_geometry(op)
+    group_out = op.out_shape[0] // op.groups
+    channel_bytes = op.kernel[0] * op.kernel[1] * channels * 2
+    best = None
+    for rows in sorted({least, every}):
+        room = budget - rows * width * channels
+        tile = _band_tile(group_out, channel_bytes, room) if room > 0 else 0
+        if not tile:
+            continue
+        staged = rows if rows == every else every * -(-group_out // tile)
+        layout = BandLayout(tile, channels, width, rows, channel_bytes)
+        key = (staged, layout.scratch_bytes)
+        if best is None or key < best[0]:
+            best = (key, layout)
+    return best[1] if best else None
+
+
+class BandOffers:
+    """GreedyPlanner.grow's offer for a band conv: the scratch bytes of its layout within a budget. It keeps each
+    layout it offered, so the one the planner kept is known by its size."""
+
+    def __init__(self, op: Conv2dGeneralRequant):
+        self.op, self.layouts = op, {}
+
+    def __call__(self, budget: int) -> int | None:
+        layout = band_layout(self.op, budget)
+        if layout is None:
+            return None
+        self.layouts[layout.scratch_bytes] = layout
+        return layout.scratch_bytes
+
+
+def band_fields(layout: BandLayout | None) -> dict[str, int]:
+    """Conv2dGeneralParams' band kernel fields for a layout (zeros for a general conv on another kernel)."""
+    if layout is None:
+        return {"tile_channels": 0, "band_channels": 0, "band_width": 0, "band_rows": 0}
+    return {"tile_channels": layout.tile, "band_channels": layout.channels, "band_width": layout.width,
+            "band_rows": layout.rows}
+
+
+def band_tile(op: Conv2dGeneralRequant) -> int:
+    """Output channels conv2d_general_requant_band decodes at once (tile_channels), 0 when it does not apply."""
+    layout = band_layout(op)
+    return layout.tile if layout else 0
 
 
 def staged_plane_bytes(op: Conv2dGeneralRequant) -> int:
@@ -496,8 +562,8 @@ def scratch_words(op, fast: str) -> int:
         return max(2 * pairs * (2 + (block + 1) // 2), channels + (channels * block + 3) // 4)
     taps = op.in_shape[0] // op.groups * op.kernel[0] * op.kernel[1]
     if fast == "conv2d_general_requant_band":
-        # one tile of output channels' taps (or their SIQ_DSP lane pairs, in the same words), then the band
-        return band_tile(op) * _band_channel_words(op) + (band_bytes(op) + 3) // 4
+        # one tile of output channels' taps (or their SIQ_DSP lane pairs, in the same bytes), then the ring
+        return (band_layout(op).scratch_bytes + 3) // 4
     if fast == "conv2d_general_requant_depthwise":
         # two output channels' taps and their SIQ_DSP lane pairs (KH rows of 2 * ceil(KW / 4)), then the staged plane
         return 2 * taps + 2 * op.kernel[0] * 2 * ((op.kernel[1] + 3) // 4) + (staged_plane_bytes(op) + 3) // 4

@@ -98,6 +98,7 @@ class LoweredOp:
     other_bits: int = 8
     part: int = 0          # a concat is one call per input: which input this call copies
     in_place: bool = False  # the fast kernel writes its output over its input (kernels.runs_in_place)
+    band: kernels.BandLayout | None = None  # conv2d_general_requant_band's scratch layout (tile, staged ring)
 
     @property
     def inputs(self) -> list[str]:
@@ -257,10 +258,9 @@ def _params(op: LoweredOp, scratch: str, index: int):
                             conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch, **arrays)
     if isinstance(ir, Conv2dGeneralRequant):
         (c, h, wd), (o, oh, ow) = ir.in_shape, ir.out_shape
-        tile = kernels.band_tile(ir) if op.fast_kernel == "conv2d_general_requant_band" else 0
         return Conv2dGeneralParams(c, h, wd, o, oh, ow, *ir.kernel, *ir.stride, ir.pad[0], ir.pad[2], ir.groups,
                                    ir.bits, ir.shift, ir.max_code, op.in_bits, op.out_bits, w.codebook_stride,
-                                   scratch=scratch, tile_channels=tile, **arrays)
+                                   scratch=scratch, **kernels.band_fields(op.band), **arrays)
     if isinstance(ir, MaxPool2d):
         c, h, wd = ir.in_shape
         return MaxPool2dParams(c, h, wd, ir.k)
@@ -334,16 +334,19 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             buffers[op.output] = planner.add_buffer(op.output, size, index, max(readers, default=index))
         if op.fast_kernel and isinstance(op.ir, Conv2dRequantMaxpool):
             # one output channel's decoded filter, C_IN * K rows of filter_row_words int32 words, alive for this op
-            op.scratch = f"scratch{index}"
-            conv = op.ir.conv
+            op.scratch, conv = f"scratch{index}", op.ir.conv
             size = 4 * conv.in_shape[0] * conv.k * filter_row_words(conv.k, op.in_bits)
             buffers[op.scratch] = planner.add_buffer(op.scratch, size, index, index)
         elif op.fast_kernel and isinstance(op.ir, (Conv2dRequant, Conv2dGeneralRequant)):
             # one output channel's decoded weights: C_IN (conv2d_requant_1x1), C_IN / groups * KH * KW (general)
-            op.scratch = f"scratch{index}"
-            words = kernels.scratch_words(op.ir, op.fast_kernel)
+            op.scratch, words = f"scratch{index}", kernels.scratch_words(op.ir, op.fast_kernel)
+            op.band = kernels.band_layout(op.ir) if op.fast_kernel == "conv2d_general_requant_band" else None
             buffers[op.scratch] = planner.add_buffer(op.scratch, 4 * words, index, index)
     arena = planner.plan()
+    for op in (op for op in ops if op.band):  # a band conv's scratch grows into what its step leaves free:
+        offers, before = kernels.BandOffers(op.ir), buffers[op.scratch].size  # wider tiles stage the input less
+        size = planner.grow(buffers[op.scratch], offers, arena)
+        op.band, arena = offers.layouts[size] if size != before else op.band, planner.plan()
     placed = {name: (b.offset, b.size) for name, b in buffers.items()}
     for index, op in enumerate(ops):
         scratch = "NULL"
@@ -381,11 +384,10 @@ def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
     """A digest of everything that decides the generated code's behaviour (not of timestamps or paths): per op
     its kernels, the numbers of its parameter struct and its proven bound, its tables and weights."""
     h = hashlib.sha256()
+    widths = {"point_widths": sorted(qm.point_widths.items())} if qm.point_widths else {}
     h.update(json.dumps({"arch": qm.arch.to_dict(), "act_bits": qm.act_bits, "input_bits": qm.input_bits,
                          "shifts": sorted(qm.shifts.items()), "classes": qm.class_names,
-                         "prefix": lowered.prefix,
-                         **({"point_widths": sorted(qm.point_widths.items())} if qm.point_widths else {})},
-                        sort_keys=True).encode())
+                         "prefix": lowered.prefix, **widths}, sort_keys=True).encode())
     for op in lowered.ops:
         numbers = kernels.scalars(op.params)
         if hasattr(op.ir, "acc_bound"):

@@ -8,6 +8,7 @@ written first) and the smallest arena is kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from .kernels import runs_in_place
 
@@ -55,6 +56,22 @@ class GreedyPlanner:
 
     def get_offset(self, buffer: Buffer) -> int:
         return buffer.offset
+
+    def grow(self, buffer: Buffer, offer: Callable[[int], int | None], arena: int) -> int:
+        """Grow `buffer` into the bytes its steps leave free under `arena`: offer(budget) is the size its owner
+        would take within `budget` bytes (None: none). The largest offer the plan still fits in `arena` is kept
+        (a greedy placement may not pack every offer that fits the sum). Returns the buffer's size; the offsets
+        are those of the last plan tried."""
+        live = sum(_align(b.size) for b in self.buffers
+                   if b is not buffer and b.first_use <= buffer.last_use and buffer.first_use <= b.last_use)
+        size = offer(arena - live)
+        while size is not None and size > buffer.size:
+            kept, buffer.size = buffer.size, size
+            if self.plan() <= arena:
+                return size
+            buffer.size = kept
+            size = offer(size - 1)
+        return buffer.size
 
 
 def _align(n: int) -> int:

@@ -178,19 +178,20 @@ def test_general_convs_run_the_fast_kernel(act_bits, pad, stride, tmp_path):
 
 
 def test_general_convs_with_many_taps_run_the_band_kernel_in_tiles(tmp_path):
-    """A grouped conv whose taps exceed the band kernel's scratch (46 x 16 x 3 x 4 > BAND_SCRATCH_WORDS) decodes
-    them a tile of output channels at a time: two tiles a group of 23, the second odd (12 + 11), bit-exact with
-    the reference and emulated-DSP builds."""
+    """A grouped conv whose taps exceed the band kernel's scratch (46 x 16 x 3 x 4 taps of 2 bytes beside the staged
+    rows > BAND_SCRATCH_BYTES, and the model's arena leaves no more) decodes them a tile of output channels at a
+    time: three tiles a group of 23, the last odd (8 + 8 + 7), bit-exact with the reference and emulated-DSP
+    builds."""
     arch = Arch.from_dict({"name": "wide", "input": [32, 5, 6], "layers": [
         {"type": "conv", "out": 46, "k": [3, 4], "pad": "same", "groups": 2}, {"type": "relu"}] + HEAD})
     _, lm = check_four_ways(arch, 3, tmp_path, act_bits=4, builds=("default", "reference", "dsp"))
     (op,) = [op for op in lm.ops if op.kernel == "conv2d_general_requant"]
-    assert (op.fast_kernel, op.params.tile_channels) == ("conv2d_general_requant_band", 12)
+    assert (op.fast_kernel, op.params.tile_channels) == ("conv2d_general_requant_band", 8)
 
 
 def test_general_convs_whose_channel_taps_exceed_the_band_scratch_run_the_per_channel_fast_kernel(tmp_path):
-    """A general conv where not even one output channel's taps fit the band kernel's scratch (64 x 8 x 8 >
-    BAND_SCRATCH_WORDS) decodes one output channel at a time (conv2d_general_requant_fast), bit-exact with the
+    """A general conv where not even a pair of output channels' taps fit the band kernel's scratch (64 x 8 x 8 taps
+    of 2 bytes > BAND_SCRATCH_BYTES) decodes one output channel at a time (conv2d_general_requant_fast), bit-exact with the
     reference and emulated-DSP builds."""
     arch = Arch.from_dict({"name": "deep", "input": [64, 9, 8], "layers": [
         {"type": "conv", "out": 3, "k": 8}, {"type": "relu"}] + HEAD})
