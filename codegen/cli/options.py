@@ -17,8 +17,8 @@ from siq.training.data import DATASETS
 from siq.training.device import check_device
 from siq.training.errors import SiqError
 from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
-from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                                     check_plus_config, check_siq_config)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig,
+                                     SIQPlusConfig, check_plus_config, check_siq_config)
 
 
 def bits(text: str) -> int:

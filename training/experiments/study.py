@@ -43,8 +43,8 @@ from pathlib import Path
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
-from siq.training.quantizers import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig, SIQPlusConfig, check_plus_config,
-                                     check_siq_config, method_variant)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig, SIQPlusConfig,
+                                     check_plus_config, check_siq_config, method_variant)
 from siq.training.train import TrainConfig
 
 from .grid import parse_bits

@@ -63,8 +63,8 @@ from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
-from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig, check_per_channel,
-                                     check_plus_config, check_siq_config, method_variant)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
+                                     check_per_channel, check_plus_config, check_siq_config, method_variant)
 from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                                 torch_threads, train_float)
 
