@@ -38,6 +38,29 @@ def test_folded_net_equals_the_batch_norm_net_in_eval_mode():
         assert torch.allclose(folded(x), net(x), atol=1e-5, rtol=0)
 
 
+def test_a_channel_constant_in_training_folds_to_zero_weights_and_the_same_function():
+    """A depthwise channel reading a dead channel: its batch norm variance is float noise, and the formula would
+    fold its weights to about g / sqrt(eps). They multiply zeros, so the fold zeroes them and keeps the bias."""
+    arch = _arch([2, 7, 7], BN_ARCH, [{"type": "dense", "out": 3}])
+    net = random_net(arch, seed=3).double()
+    eps = net.layers[4].eps
+    with torch.no_grad():
+        net.layers[0].weight[1] = 0.0                # conv channel 1 computes its bias, 0 ...
+        net.layers[0].bias[1] = 0.0
+        net.layers[1].running_mean[1] = 0.0
+        net.layers[1].bias[1] = -5.0                 # ... normalized to -5: its relu never opens
+        net.layers[4].running_var[1] = 1e-9          # the depthwise channel reading it was constant
+        net.layers[4].running_var[2] = 2e-3 * eps    # a small but live variance folds by the formula
+    folded = fold_batchnorm(net)
+    dw = folded.layers[2].weight
+    assert torch.all(dw[1] == 0) and torch.all(dw[[0, 2, 3]] != 0)
+    scale = net.layers[4].weight[2] / torch.sqrt(net.layers[4].running_var[2] + eps)
+    assert torch.allclose(dw[2], net.layers[3].weight[2] * scale)
+    x = torch.rand(16, 2, 7, 7, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-9, rtol=0)
+
+
 def test_a_net_without_batch_norm_is_not_refolded():
     net = Net(_arch([1, 5, 5], [{"type": "conv", "out": 2, "k": 3}, {"type": "relu"}]))
     assert fold_batchnorm(net) is net

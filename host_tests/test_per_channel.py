@@ -23,6 +23,7 @@ from siq.codegen.export import model_report, render_sources, report_markdown, wr
 from siq.codegen.host import build_host
 from siq.codegen.lower import lower
 from conftest import tiny_arch
+from siq.training.arch import load_arch
 from siq.training.errors import SiqError
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.nets import Net
@@ -264,3 +265,16 @@ def test_per_channel_bit_exact_on_cortex_m4(preset_nets, rng, tmp_path):
                                   scores.argmax(axis=1), scores, "-O2", work_dir=tmp_path / "m4")
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert np.array_equal(result["scores"], scores)
+
+
+def test_depthwise_convs_get_a_codebook_row_per_channel_by_default():
+    """The default gives the depthwise convs (each output channel reads one input channel) per-channel codebooks
+    and no other layer: not a first conv on a one-channel input, so the paper's networks quantize as before."""
+    dscnn = Net(load_arch("ds-cnn-28").folded())
+    depthwise = {i for i, layer in enumerate(dscnn.arch.layers) if getattr(layer, "groups", 1) > 1}
+    assert len(depthwise) == 4
+    assert QuantizeConfig().per_channel_layers(dscnn) == depthwise
+    assert QuantizeConfig(per_channel="none").per_channel_layers(dscnn) == set()
+    assert QuantizeConfig(per_channel="conv").per_channel_layers(dscnn) > depthwise
+    for name in ("paper-mnist", "paper-office", "resnet8"):
+        assert QuantizeConfig().per_channel_layers(Net(load_arch(name).folded())) == set(), name

@@ -155,11 +155,24 @@ def images_to_input(images, dtype=torch.float32) -> torch.Tensor:
     return torch.as_tensor(images).to(dtype) / 256.0
 
 
+# A batch-normalized channel whose running variance is below this fraction of eps was constant over training:
+# its input was dead (a channel its relu never opened) up to float32 noise. Measured on ds-cnn-28 trained on
+# Fashion-MNIST: the three depthwise channels reading dead channels had variances of 3e-11 to 8e-9 (at most 1e-3
+# eps), the smallest of a live channel was 1e-3 (100 eps).
+CONSTANT_CHANNEL_VARIANCE = 1e-3
+
+
 def fold_batchnorm(net: Net) -> Net:
     """The same function without batch norm layers, in eval mode: each batchnorm (running statistics, affine) is
     folded into the conv/dense before it, w' = w * g / sqrt(var + eps) per output channel and
     b' = (b - mean) * g / sqrt(var + eps) + beta. Quantization starts from this net, so codebooks are fitted to
-    the folded weights. A net without batch norm is returned unchanged."""
+    the folded weights. A net without batch norm is returned unchanged.
+
+    A channel that was constant over training (var < CONSTANT_CHANNEL_VARIANCE * eps) gets w' = 0 and keeps b':
+    it computes the constant it computed in training. Folded by the formula its weights would be about
+    g / sqrt(eps), hundreds of times the layer's others, and they would multiply an input that is always zero;
+    one such channel sets the range of the layer's codebook and of its fixed-point grid and leaves every other
+    weight of the layer on a few levels (ds-cnn-28 on Fashion-MNIST: 38 % at W8A8 against 91 % float)."""
     if not any(isinstance(l, BatchNorm) for l in net.arch.layers):
         return net
     folded = Net(net.arch.folded()).to(next(net.parameters()).dtype)
@@ -168,10 +181,12 @@ def fold_batchnorm(net: Net) -> Net:
         for i, layer in enumerate(net.arch.layers):
             if isinstance(layer, BatchNorm):
                 bn = net.layers[i]
-                scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+                var = bn.running_var.double()
+                scale = bn.weight.double() / torch.sqrt(var + bn.eps)
                 dst = folded.layers[target - 1]
                 w = dst.weight.double()
-                dst.weight.copy_(w * scale.reshape((-1,) + (1,) * (w.dim() - 1)))
+                live = (var >= CONSTANT_CHANNEL_VARIANCE * bn.eps).to(w.dtype)
+                dst.weight.copy_(w * (scale * live).reshape((-1,) + (1,) * (w.dim() - 1)))
                 dst.bias.copy_((dst.bias.double() - bn.running_mean.double()) * scale + bn.bias.double())
                 continue
             folded.layers[target].load_state_dict(net.layers[i].state_dict())

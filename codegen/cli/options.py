@@ -17,8 +17,8 @@ from siq.training.data import DATASETS
 from siq.training.device import check_device
 from siq.training.errors import SiqError
 from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
-from siq.training.quantizers import (METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                                     check_plus_config, check_siq_config)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig,
+                                     SIQPlusConfig, check_plus_config, check_siq_config)
 
 
 def bits(text: str) -> int:
@@ -290,9 +290,10 @@ def add_calibration(p):
 
 
 def add_per_channel(p):
-    p.add_argument("--per-channel", choices=PER_CHANNEL_CHOICES, default="none",
+    p.add_argument("--per-channel", choices=PER_CHANNEL_CHOICES, default=DEFAULT_PER_CHANNEL,
                    help="one codebook per output channel (a row of 2^bits values each, same fixed-point exponent) "
-                        "for the conv layers or all layers, instead of one per layer (default %(default)s)")
+                        "for the depthwise convs, no layer, the conv layers or all layers, instead of one per layer "
+                        "(default %(default)s)")
 
 
 def add_siq_penalty(p):

@@ -44,8 +44,8 @@ from pathlib import Path
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
-from siq.training.quantizers import (PER_CHANNEL_CHOICES, SIQConfig, SIQPlusConfig, check_plus_config,
-                                     check_siq_config, method_variant)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig, SIQPlusConfig,
+                                     check_plus_config, check_siq_config, method_variant)
 from siq.training.train import TrainConfig
 
 from .grid import parse_bits
@@ -110,7 +110,7 @@ class Run:
                     fc_bits=o.get("fc_bits", 8), seed=[seeds] if isinstance(seeds, int) else list(seeds),
                     train_cfg=replace(TrainConfig(), **train), siq_cfg=SIQConfig(**siq),
                     plus_cfg=SIQPlusConfig(**plus), codebook_bits=o.get("codebook_bits", 8),
-                    calibration=o.get("calibration", "float"), per_channel=o.get("per_channel", "none"),
+                    calibration=o.get("calibration", "float"), per_channel=o.get("per_channel", DEFAULT_PER_CHANNEL),
                     input_bits=o.get("input_bits"), data_dir=o.get("data_dir"), data_seed=o.get("split_seed", 0),
                     validation=o.get("validation"), subset=subset)
 
@@ -189,7 +189,7 @@ def check_sweep_options(where: str, o: dict) -> None:
         _fail(where, f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
     if o.get("calibration", "float") not in CALIBRATION_RULES:
         _fail(where, f"calibration must be one of {', '.join(CALIBRATION_RULES)}, got {o['calibration']!r}")
-    if o.get("per_channel", "none") not in PER_CHANNEL_CHOICES:
+    if o.get("per_channel", DEFAULT_PER_CHANNEL) not in PER_CHANNEL_CHOICES:
         _fail(where, f"per_channel must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {o['per_channel']!r}")
     if o.get("epochs", 1) < 1:
         _fail(where, f"epochs must be at least 1, got {o['epochs']}")

@@ -63,8 +63,8 @@ from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
-from siq.training.quantizers import (METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig, check_per_channel,
-                                     check_plus_config, check_siq_config, method_variant)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
+                                     check_per_channel, check_plus_config, check_siq_config, method_variant)
 from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                                 torch_threads, train_float)
 
@@ -227,7 +227,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               codebook_bits: int = 8, calibration_images: int = 2000, threads: int | None = None,
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
-              calibration: str = "float", per_channel: str = "none", input_bits: int | None = None,
+              calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None,
               device: str = "cpu", backend: str = "joblib", address: str | None = None, max_retries: int = 2,
               log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
@@ -376,7 +376,7 @@ def _report_runs(runs: CellRuns, todo: list, total: int, log) -> None:
 
 
 def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
-                      plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = "none",
+                      plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL,
                       input_bits: int | None = None) -> dict:
     """Every QuantizeConfig field but the cell's own (siq and plus as dicts): what each cell of a sweep shares."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,

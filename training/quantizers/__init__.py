@@ -29,9 +29,9 @@ from . import kmeans, siq, siq_plus, uniform  # noqa: F401  (each module registe
 from .codebooks import (TrainableCodebook, centroid_values, gather, kmeans_codebook, layer_kmeans, layer_weights,
                         load_book_weights, nearest, nearest_assignment, nearest_index, per_row, uniform_codebook,
                         uniform_codes)
-from .config import (PER_CHANNEL_CHOICES, PLUS_INGREDIENTS, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                     check_layer_bits, check_layer_indices, check_per_channel, check_plus_config, check_point_widths,
-                     check_siq_config)
+from .config import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, PLUS_INGREDIENTS, QuantizeConfig, SIQConfig,
+                     SIQPlusConfig, check_layer_bits, check_layer_indices, check_per_channel, check_plus_config,
+                     check_point_widths, check_siq_config)
 from .interface import (METHODS, FloatCodebook, Method, Quantizer, QuantizerInput, QuantizerOutput, method_variant,
                         register, resolve_method)
 from .siq import Retraining, continuation_penalty, retrain
@@ -41,12 +41,11 @@ from .steps import LearnedSteps, fold_step_scales
 # the methods whose retraining SIQConfig schedules, in registration order
 RETRAINING_METHODS = tuple(name for name, method in METHODS.items() if method.retrains)
 
-__all__ = ["METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_METHODS", "FloatCodebook",
-           "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer", "QuantizerInput",
-           "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook", "centroid_values",
-           "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel", "check_plus_config",
-           "check_point_widths",
-           "check_siq_config", "continuation_penalty", "fold_step_scales",
+__all__ = ["DEFAULT_PER_CHANNEL", "METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_METHODS",
+           "FloatCodebook", "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer",
+           "QuantizerInput", "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook",
+           "centroid_values", "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel",
+           "check_plus_config", "check_point_widths", "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
            "resolve_method", "retrain", "run", "uniform_codebook", "uniform_codes"]
