@@ -19,6 +19,7 @@ from siq.codegen.fit.configfile import read_config, write_config
 from siq.codegen.fit.cost import cost_model, is_params, rodata_bytes, rodata_sections
 from siq.codegen.fit.run import check_point_search, plan, point_options
 from siq.codegen.fit.solve import Choice, brute_force, exact, greedy
+from siq.codegen.fit.study import _config_text
 from siq.codegen.lower import IDENTITY_CODEBOOK_ARRAY, lower
 from siq.codegen.target.build import build_elf
 from siq.codegen.target.footprint import _map_input_sections, footprint
@@ -402,3 +403,10 @@ def test_fit_with_act_widths_gives_points_their_own_width(tmp_path, capsys):
     assert main(["quantize", str(out / "float.pt"), "--config", str(out / "fit-config.json"),
                  "--out", str(again)]) == 0
     assert again.read_bytes() == (out / "quantized.pt").read_bytes()
+
+
+def test_fit_cell_keys_leave_out_fields_at_their_neutral_value():
+    """A cached fit cell keeps its key when QuantizeConfig gains a field: point widths count only when given."""
+    plain = _config_text(QuantizeConfig(method="siq+", per_channel="none"))
+    assert "point_widths" not in plain and '"per_channel": "none"' in plain
+    assert '"point_widths": {"1": 8}' in _config_text(QuantizeConfig(method="siq+", point_widths={1: 8}))

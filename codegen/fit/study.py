@@ -40,10 +40,20 @@ def _configs(o: dict, seed: int):
     options = {**o, "methods": [o["method"]], "weight_bits": "4", "act_bits": str(o.get("act_bits", 4)),
                "split": "test", "seeds": [seed]}
     args = Run(0, options, "test", o["results"]).sweep_arguments()
+    # one codebook per layer unless the fit chooses otherwise: the single-width baseline is defined so
     base = QuantizeConfig(method=o["method"], act_bits=o.get("act_bits", 4), input_bits=o.get("input_bits"),
                           codebook_bits=args["codebook_bits"], calibration=args["calibration"], seed=seed,
-                          siq=args["siq_cfg"], plus=args["plus_cfg"])
+                          siq=args["siq_cfg"], plus=args["plus_cfg"], per_channel="none")
     return replace(args["train_cfg"], seed=seed), base
+
+
+def _config_text(base: QuantizeConfig) -> str:
+    """The configuration as a cell key reads it: a field at its neutral value (what the configuration meant
+    before the field existed) is left out, so adding a field keeps every cached cell's key."""
+    fields = asdict(base)
+    if not fields["point_widths"]:
+        del fields["point_widths"]
+    return json.dumps(fields, sort_keys=True, default=str)
 
 
 def _float_net(ds, arch, data_digest: str, tcfg, validation: float, split_seed: int, cache: Path):
@@ -96,8 +106,7 @@ def run_fit_entry(entry: Fit, results_dir: str | Path, cache_dir: str | Path, lo
             float_acc = accuracy(predict_scores(net, ds.test_x), ds.test_y, ds.test_groups)
             for kind in [("fit", s) for s in o.get("solvers", ["exact"])] + \
                     ([("single", None)] if o.get("single_width", True) else []):
-                cell = digest("fit cell", model, budget.flash, kind, json.dumps(asdict(base), sort_keys=True,
-                                                                                   default=str), widths, cpu)[:24]
+                cell = digest("fit cell", model, budget.flash, kind, _config_text(base), widths, cpu)[:24]
                 path = cache / "fit-cells" / f"{cell}.json"
                 if path.is_file():
                     records.append(json.loads(path.read_text()))
