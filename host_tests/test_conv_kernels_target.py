@@ -17,6 +17,7 @@ from siq.training.integer import integer_scores
 from siq.training.quantizers import QuantizeConfig, quantize_model
 
 from operator_cases import check_four_ways, random_images, random_net
+from test_conv_shapes import IN_PLACE_STACK
 
 HEAD = [{"type": "flatten"}, {"type": "dense", "out": 3}]
 
@@ -37,17 +38,7 @@ TARGET_ARCHS = {
     # POINTWISE_BLOCK pixels and an odd partial one): 8 channels (a multiple of 4, even channel pairs), 6 (an odd
     # count of channel pairs) and 5 (an odd channel), 3x3 and 2x3 depthwise kernels
     # (test_conv_shapes.IN_PLACE_STACK on the host at every activation width).
-    "inplace": Arch.from_dict({"name": "inplace", "input": [2, 9, 7], "layers": [
-        {"type": "conv", "out": 8, "k": 3, "pad": "same"}, {"type": "relu"},
-        {"type": "conv", "out": 8, "k": 3, "pad": "same", "groups": 8}, {"type": "relu"},
-        {"type": "conv", "out": 8, "k": 1}, {"type": "relu"},
-        {"type": "conv", "out": 8, "k": [2, 3], "pad": "same", "groups": 8}, {"type": "relu"},
-        {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
-        {"type": "conv", "out": 6, "k": 1}, {"type": "relu"},
-        {"type": "conv", "out": 6, "k": 3, "pad": "same", "groups": 6}, {"type": "relu"},
-        {"type": "conv", "out": 5, "k": 1}, {"type": "relu"},
-        {"type": "conv", "out": 5, "k": 1}, {"type": "relu"},
-        {"type": "conv", "out": 5, "k": 3, "pad": "same", "groups": 5}, {"type": "relu"}] + HEAD}),
+    "inplace": Arch.from_dict({"name": "inplace", "input": [2, 9, 7], "layers": IN_PLACE_STACK + HEAD}),
 }
 
 
