@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from siq.codegen.cli import main
+from siq.codegen.fit.study_report import read_fit_records
 from siq.training.arch import load_arch
 from siq.training.errors import SiqError
 from siq.training.experiments import cache, grid, study
@@ -24,8 +25,16 @@ STUDIES = sorted((DOCS / "studies").glob("*.toml"))
 def test_every_committed_results_file_loads_and_belongs_to_a_study():
     files = sorted((DOCS / "results").glob("*.jsonl"))
     assert len(files) >= 44
-    owned = {name for s in study.find_studies(DOCS / "studies") for name in s.results_files()}
+    studies = study.find_studies(DOCS / "studies")
+    owned = {name for s in studies for name in s.results_files()}
+    fits = {entry.results: entry for s in studies for entry in s.fits}
     for path in files:
+        if path.name in fits:  # a [[fit]]'s records: one per budget, seed and kind, each within its budget
+            records = read_fit_records(path)
+            o = fits[path.name].options
+            assert len(records) == len(o["budgets"]) * len(o["seeds"]) * (len(o["solvers"]) + 1), path
+            assert all(r["flash"] <= r["budget"] for r in records), path
+            continue
         assert read_results(path), path
         assert path.name in owned, f"{path.name} is written by no study"
 

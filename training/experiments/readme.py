@@ -186,7 +186,12 @@ def networks_table(rows: list[dict], anchors: dict) -> list[str]:
 def studies_index(studies_dir: Path) -> str:
     lines = ["| study | question | results |", "|---|---|---|"]
     for s in find_studies(studies_dir):
-        files = ", ".join(f"[{name}](results/{name})" for name in s.results_files())
+        names = s.results_files() + [entry.results for entry in s.fits
+                                     if (studies_dir.parent / "results" / entry.results).is_file()]
+        reports = [entry.options["report"] for entry in s.fits if "report" in entry.options
+                   and (studies_dir.parent / entry.options["report"] / "README.md").is_file()]
+        files = ", ".join([f"[{name}](results/{name})" for name in names] +
+                          [f"[report]({folder}/README.md)" for folder in reports])
         lines.append(f"| [{s.name}](studies/{s.name}.toml) | {s.question} | {files} |")
     return "\n".join(lines)
 
