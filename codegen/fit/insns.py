@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,17 @@ class InstructionModel:
     cpu: str
     per_mac: dict       # kernel -> {bits: instructions per MAC}
     per_output: dict    # kernel -> instructions per output code
+    # (id(cost model), bits) -> (that cost model, its stand-in lowered with every layer at bits): a layer's cost
+    # at each width is read from one lowering per width, not one per layer and width
+    _lowerings: dict = field(default_factory=dict, compare=False, repr=False)
 
     def _lowered(self, cm: CostModel, bits: int) -> LoweredModel:
-        return lower(stand_in(cm.arch, {l.index: bits for l in cm.layers}, act_bits=cm.act_bits,
-                              point_widths=dict(cm.point_widths)))
+        kept = self._lowerings.get((id(cm), bits))
+        if kept is None or kept[0] is not cm:
+            kept = (cm, lower(stand_in(cm.arch, {l.index: bits for l in cm.layers}, act_bits=cm.act_bits,
+                                       point_widths=dict(cm.point_widths))))
+            self._lowerings[(id(cm), bits)] = kept
+        return kept[1]
 
     def _coefficient(self, kernel: str, bits: int) -> float:
         table = self.per_mac.get(kernel)
