@@ -1,5 +1,7 @@
 """Server-side quantization: Eq. 5 rounding, codebook sizes, SIQ's codebook property, activation ranges
 (siq+'s own ingredients: test_siq_plus.py; the quantizer interface: test_quantizer_interface.py)."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -304,3 +306,23 @@ def test_per_channel_snap_keeps_one_exponent_and_pads_rows():
     assert lc.exponent == 6 and lc.codebook.tolist() == [[-64, 32], [16, 16]]
     assert lc.indices.tolist() == [[0, 1, 1], [0, 0, 0]]
     assert lc.integer_weights().tolist() == [[-64, 32, 32], [16, 16, 16]]
+
+
+@pytest.mark.parametrize("method", ["siq", "siq+"])
+def test_retraining_keeps_an_all_zero_channel_at_zero(tiny_nets, digits, method):
+    """A pruned output channel (or one batch norm folding found constant) with its own codebook row: the forward
+    pass sees only the row's one value 0, so without the gradient mask the straight-through estimator moves its
+    latent weights unseen and the next round's k-means brings the channel back with them. (siq+ also trains each
+    row's centroids through the forward pass, which the loss does see: there only the latent weights are held.)"""
+    net = copy.deepcopy(tiny_nets[True])
+    conv = net.arch.weighted_layers()[0]
+    with torch.no_grad():
+        net.layers[conv].weight[1] = 0.0
+        net.layers[conv].bias[1] = 1.0    # a live constant: what follows reads it, so its gradient is not 0
+    cfg = QuantizeConfig(method=method, conv_bits=2, fc_bits=4, act_bits=4, per_channel="all",
+                         siq=SIQConfig(rounds=2, epochs_per_round=1, tolerance=0.0, lr=1e-2))
+    qm, retrained = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names)
+    assert torch.all(retrained.layers[conv].weight[1] == 0)
+    assert torch.any(retrained.layers[conv].weight[0] != 0)
+    if method == "siq":
+        assert np.all(qm.layers[conv].codebook[1] == 0)
