@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from siq.codegen.fit.study_report import read_fit_records, render, summary
+from siq.codegen.fit.study_report import _size_comparison, read_fit_records, render, summary
 from siq.training.errors import SiqError
 
 
@@ -47,7 +47,7 @@ def test_report_renders_the_table_and_the_plot(tmp_path):
     assert readme.startswith("# Fit budgets\n") and "Float: 90.00 %" in readme
     assert "| 6,000 | fit (exact solver) | 2/1 | 5,925 | 87.50 | 1.00 |" in readme
     assert "6,000 B: the exact fit is +2.40 pp from the best single width" in readme
-    assert "fit 11,100 B (89.40 %), single width 11,500 B (89.10 %): 3.5 % smaller" in readme
+    assert "fit 11,100 B (89.40 %), single width 11,500 B (89.10 %): the fit is 3.5 % smaller" in readme
     assert (tmp_path / "r" / "accuracy-vs-flash.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -64,3 +64,9 @@ def test_records_round_trip_through_the_file(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     assert read_fit_records(path) == RECORDS
+
+
+def test_a_fit_larger_than_the_single_width_is_called_larger():
+    assert _size_comparison(-3.44) == ": the fit is 3.4 % larger"
+    assert _size_comparison(25.0) == ": the fit is 25.0 % smaller"
+    assert _size_comparison(None) == ""

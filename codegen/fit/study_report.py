@@ -162,9 +162,16 @@ def render(records: list[dict], out_dir: str | Path, title: str) -> Path:
     lines.append(f"- smallest within {WITHIN_FLOAT_PP:g} pp of float: fit "
                  + (f"{fit.flash:,.0f} B ({100 * fit.accuracy:.2f} %)" if fit else "none")
                  + ", single width " + (f"{single.flash:,.0f} B ({100 * single.accuracy:.2f} %)" if single else "none")
-                 + (f": {s['reduction_pct']:.1f} % smaller" if s["reduction_pct"] is not None else ""))
+                 + _size_comparison(s["reduction_pct"]))
     lines.append("- every model within its budget" if not s["over_budget"] else
                  "- over budget: " + ", ".join(f"{LABELS[k]} at {b:,} B ({f:,} B)" for b, k, f in s["over_budget"]))
     path = out_dir / "README.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
+
+
+def _size_comparison(reduction_pct: float | None) -> str:
+    """How much smaller (or larger) the fitted model is, as the report's sentence ends."""
+    if reduction_pct is None:
+        return ""
+    return f": the fit is {abs(reduction_pct):.1f} % {'smaller' if reduction_pct >= 0 else 'larger'}"
