@@ -47,17 +47,19 @@ class InstructionModel:
     cpu: str
     per_mac: dict       # kernel -> {bits: instructions per MAC}
     per_output: dict    # kernel -> instructions per output code
-    # (id(cost model), bits) -> (that cost model, its stand-in lowered with every layer at bits): a layer's cost
-    # at each width is read from one lowering per width, not one per layer and width
-    _lowerings: dict = field(default_factory=dict, compare=False, repr=False)
+    # The last cost model asked about and bits -> its stand-in lowered with every layer at bits: a layer's cost at
+    # each width is read from one lowering per width, not one per layer and width. Only one cost model's lowerings
+    # are kept (the fit asks about one activation-width combination at a time).
+    _lowerings: dict = field(default_factory=lambda: {"model": None, "by_bits": {}}, compare=False, repr=False)
 
     def _lowered(self, cm: CostModel, bits: int) -> LoweredModel:
-        kept = self._lowerings.get((id(cm), bits))
-        if kept is None or kept[0] is not cm:
-            kept = (cm, lower(stand_in(cm.arch, {l.index: bits for l in cm.layers}, act_bits=cm.act_bits,
-                                       point_widths=dict(cm.point_widths))))
-            self._lowerings[(id(cm), bits)] = kept
-        return kept[1]
+        if self._lowerings["model"] is not cm:
+            self._lowerings.update(model=cm, by_bits={})
+        by_bits = self._lowerings["by_bits"]
+        if bits not in by_bits:
+            by_bits[bits] = lower(stand_in(cm.arch, {l.index: bits for l in cm.layers}, act_bits=cm.act_bits,
+                                           point_widths=dict(cm.point_widths)))
+        return by_bits[bits]
 
     def _coefficient(self, kernel: str, bits: int) -> float:
         table = self.per_mac.get(kernel)
