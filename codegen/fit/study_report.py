@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from siq.training.errors import SiqError
 from siq.training.experiments.aggregate import pareto_front
+from siq.training.experiments.figures import new_figure
 from siq.training.fileio import atomic_write_bytes
 
 WITHIN_FLOAT_PP = 1.0  # "as accurate as float": the acceptance's tolerance, in percentage points
@@ -114,7 +114,7 @@ def summary(records: list[dict]) -> dict:
 
 
 def plot(table: list[Cell], float_accuracy: float, path: Path) -> Path:
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = new_figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     for kind in KINDS:
         mine = sorted((c for c in table if c.kind == kind), key=lambda c: c.flash)

@@ -5,15 +5,26 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.figure import Figure
 
 from siq.training.fileio import atomic_write_bytes
 
 from .aggregate import (FLOAT_METHOD, Group, bits_label, cell, method_color, method_label, pareto_front,
                         pct)
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 # ---------------------------------------------------------------- figures
+
+def new_figure(**kwargs) -> Figure:
+    """A matplotlib Figure, matplotlib imported on the first one: it takes half a second to import, and of the
+    command line only the reports draw."""
+    from matplotlib.figure import Figure
+    return Figure(**kwargs)
+
 
 def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
@@ -23,7 +34,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def fig4(group: Group, act_bits: int, reference: dict | None, path: Path) -> Path:
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = new_figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     widths = [w for w in group.weight_bits if w is not None]
     for method in group.methods:
@@ -56,7 +67,7 @@ def fig4(group: Group, act_bits: int, reference: dict | None, path: Path) -> Pat
 
 
 def fig5(group: Group, means: dict, seed_ranges: dict, reference_means: dict, path: Path) -> Path:
-    fig = Figure(figsize=(5.2, 3.8))
+    fig = new_figure(figsize=(5.2, 3.8))
     ax = fig.add_subplot()
     methods = list(means)
     xs = np.arange(len(methods))
@@ -85,7 +96,7 @@ def heatmap(group: Group, method: str, vmax: float, path: Path) -> Path:
             stat = cell(group, method, w, a)
             if stat is not None:
                 matrix[r, c] = 100 * stat.mean
-    fig = Figure(figsize=(1.0 + 0.75 * len(group.weight_bits), 1.2 + 0.55 * len(group.act_bits)))
+    fig = new_figure(figsize=(1.0 + 0.75 * len(group.weight_bits), 1.2 + 0.55 * len(group.act_bits)))
     ax = fig.add_subplot()
     image = ax.imshow(matrix, cmap="viridis_r", vmin=0.0, vmax=vmax, aspect="auto")
     for r in range(matrix.shape[0]):
@@ -108,7 +119,7 @@ def pareto(group: Group, path: Path) -> tuple[Path | None, list]:
     if not points:
         return None, []
     front = pareto_front(points)
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = new_figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     markers = "os^Dvp*hX"
     for method in group.methods:

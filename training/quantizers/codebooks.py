@@ -6,8 +6,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 from ..nets import Net
 from ..quant import pad_rows, round_half_up
@@ -42,6 +40,9 @@ def uniform_codes(w: np.ndarray, step: float, levels: int) -> np.ndarray:
 def kmeans_codebook(w: np.ndarray, bits: int, seed: int, init: np.ndarray | None = None):
     """1-D k-means with 2^b centroids (scikit-learn, fixed seed; warm-started from `init` when given).
     A layer with no more distinct values than centroids keeps its values exactly; empty clusters are dropped."""
+    from sklearn.cluster import KMeans  # imported here: a second of every command's start, used by k-means only
+    from sklearn.exceptions import ConvergenceWarning
+
     w = w.reshape(-1).astype(np.float64)
     distinct = np.unique(w)
     k = 2 ** bits
