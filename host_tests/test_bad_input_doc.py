@@ -1,5 +1,5 @@
 """docs/bad-input.md lists, between <!-- cli-cases --> markers, every bad command line that the tables of TABLES
-check (host_tests/test_cli.py's subprocess cases, host_tests/test_preflight.py's in-process pre-flight cases), with
+check (host_tests/test_cli.py's command-line cases, host_tests/test_preflight.py's pre-flight cases), with
 the words siq's one-line error must contain, and the architecture files those cases use. This test fails when the
 document and the tables differ; `python host_tests/test_bad_input_doc.py` rewrites the document from the tables."""
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The command line: the main job end to end, and bad input refused with one line, a non-zero exit, no files."""
+"""The command line: the main job end to end, and bad input refused with one line, a non-zero exit, no files.
+The commands run as real processes (`python -m siq.codegen.cli`); the tables of bad input run in process
+(codegen.cli.main, what that process runs) to save a Python start per case."""
 import json
 import os
 import subprocess
@@ -6,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from siq.codegen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,34 +96,19 @@ def test_verify_export_and_eval_commands(pipeline_out, tmp_path):
     assert first == (pipeline_out / "firmware" / "siq_model.c").read_bytes()
 
 
-def test_per_channel_codebooks_quantize_export_and_verify(pipeline_out, tmp_path):
-    """--per-channel conv through the commands: one codebook row per conv output channel in the model file and in
-    the C, and the exported firmware bit-exact on the host."""
+def test_per_channel_codebooks_and_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
+    """--per-channel conv with --input-bits 8 and 2-bit feature maps through the commands: one codebook row per
+    conv output channel in the model file, both widths in the header, and the exported firmware bit-exact on the
+    host."""
     quantized = tmp_path / "q.pt"
     result = siq("quantize", pipeline_out / "float.pt", "--method", "kmeans", "--weight-bits", 2,
-                 "--per-channel", "conv", "--out", quantized)
+                 "--per-channel", "conv", "--act-bits", 2, "--input-bits", 8, "--out", quantized)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "W2A2 input 8 bits" in result.stdout + result.stderr
     from siq.training.quant import load_quantized
     qm = load_quantized(quantized)
     convs = [i for i in qm.arch.weighted_layers() if qm.arch.layers[i].type == "conv"]
     assert all(qm.layers[i].per_channel == (i in convs) for i in qm.layers)
-    export = tmp_path / "export"
-    result = siq("export", quantized, "--out", export, "--vectors", 20)
-    assert result.returncode == 0, result.stderr[-2000:]
-    result = siq("verify", export)
-    assert result.returncode == 0 and "host C" in result.stdout, result.stderr[-2000:]
-
-
-def test_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
-    """--input-bits 8 with 2-bit feature maps through the commands: the model file, the header and the exported
-    firmware bit-exact on the host."""
-    quantized = tmp_path / "q.pt"
-    result = siq("quantize", pipeline_out / "float.pt", "--method", "kmeans", "--act-bits", 2, "--input-bits", 8,
-                 "--out", quantized)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "W4A2 input 8 bits" in result.stdout + result.stderr
-    from siq.training.quant import load_quantized
-    qm = load_quantized(quantized)
     assert (qm.act_bits, qm.input_bits) == (2, 8)
     export = tmp_path / "export"
     result = siq("export", quantized, "--out", export, "--vectors", 20)
@@ -163,13 +152,17 @@ def test_input_bits_quantize_export_and_verify(pipeline_out, tmp_path):
     (["sweep", "--dataset", "digits", "--train-size", "3", "--weight-bits", "float", "--act-bits", "float"],
      "one sample per class"),
 ])
-def test_bad_input_refused(args, message, tmp_path):
+def test_bad_input_refused(args, message, tmp_path, capsys):
+    """In process (what `siq` runs, without a Python start per case): the tests above and below take the
+    refusals through a real process."""
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "result.pt"
     args = [a.replace("{empty}", str(empty)) for a in args]
-    result = siq(*args, "--out", out) if args[0] in ("train", "quantize", "sweep") else siq(*args)
-    assert_refused(result, message)
+    code = main([*args, "--out", str(out)] if args[0] in ("train", "quantize", "sweep") else args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("siq: error:") and message in lines[0], lines[0]
     assert not out.exists()
 
 
@@ -187,7 +180,7 @@ def test_corrupt_and_truncated_checkpoints_refused(pipeline_out, tmp_path):
     assert_refused(siq("quantize", pipeline_out / "quantized.pt", "--out", tmp_path / "q.pt"), "not a siq checkpoint")
 
 
-def test_malformed_architecture_files_refused(tmp_path):
+def test_malformed_architecture_files_refused(tmp_path, capsys):
     cases = {
         "broken.toml": "input = [1, 28, 28\n",
         "nolayers.json": json.dumps({"input": [1, 28, 28]}),
@@ -199,7 +192,9 @@ def test_malformed_architecture_files_refused(tmp_path):
         path = tmp_path / name
         path.write_text(text)
         out = tmp_path / "float.pt"
-        assert_refused(siq("train", "--arch", path, "--epochs", 1, "--out", out), "")
+        code = main(["train", "--arch", str(path), "--epochs", "1", "--out", str(out)])  # in process
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("siq: error:"), (name, lines)
         assert not out.exists()
 
 
