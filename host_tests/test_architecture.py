@@ -8,6 +8,8 @@ itself as well as on `pkg.name` when that is a module, as Python runs `pkg/__ini
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,8 +151,6 @@ def test_no_module_is_longer_than_400_lines_unless_it_says_why():
 def test_the_command_line_starts_without_the_libraries_only_some_commands_use():
     """scikit-learn (k-means) and matplotlib (report figures) took 1.6 of the 2.9 s that every `siq` command
     spent importing before it read its arguments: they are imported where they are used."""
-    import subprocess
-    import sys
     probe = "import sys, siq.codegen.cli; print(sorted({'sklearn', 'matplotlib', 'scipy'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
