@@ -101,6 +101,8 @@ def train_config(dataset: str = "mnist5k", **overrides) -> TrainConfig:
 def check_quantize_config(config: QuantizeConfig) -> QuantizeConfig:
     """The config, or SiqError naming its first out-of-range value (codebook bits, SIQ and siq+ settings)."""
     check_codebook_bits(config.codebook_bits)
+    if not isinstance(config.equalize, bool):
+        raise SiqError(f"equalize must be True or False, got {config.equalize!r}")
     check_siq_config(config.siq)
     check_plus_config(config.plus)
     return config

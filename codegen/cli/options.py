@@ -204,6 +204,9 @@ def add_quant(p):
     add_siq_augment(p)
     add_calibration(p)
     add_per_channel(p)
+    p.add_argument("--equalize", action="store_true",
+                   help="rescale the channels between ReLU-joined convs so that their weights span equal ranges on "
+                        "both sides (the same float function; helps post-training k-means and uniform)")
     p.add_argument("--quant-seed", type=SEED, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
@@ -370,6 +373,7 @@ def quant_config(args) -> QuantizeConfig:
                          fc_bits=args.fc_bits, layer_bits=args.layer_bits, act_bits=args.act_bits,
                          point_widths=args.point_bits,
                          codebook_bits=args.codebook_bits, seed=args.quant_seed, siq=siq_config(args),
-                         calibration=args.calibration, per_channel=args.per_channel, input_bits=args.input_bits)
+                         calibration=args.calibration, per_channel=args.per_channel, input_bits=args.input_bits,
+                         equalize=args.equalize)
     return check_quantize_config(cfg)
 

@@ -40,11 +40,11 @@ METHOD_VERSIONS = {"siq": 2, "siq+": 2}
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "augment_shift", "augment_flip",
                 "dropout", "label_smoothing", "seed")
 TRAIN_NEUTRAL = {"augment_flip": False, "dropout": None, "label_smoothing": 0.0}
-QUANTIZE_FIELDS = ("input_bits", "codebook_bits", "calibration_images", "calibration", "per_channel", "batch_size",
-                   "siq", "plus")
+QUANTIZE_FIELDS = ("input_bits", "codebook_bits", "calibration_images", "calibration", "per_channel", "equalize",
+                   "batch_size", "siq", "plus")
 # per_channel: "depthwise" became the default after "none"; they quantize every network without depthwise convs
 # alike, and the default keeps the keys it had (see docs/decisions.md for the cached cells of depthwise networks).
-QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "depthwise", "input_bits": None}
+QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "depthwise", "input_bits": None, "equalize": False}
 SIQ_FIELDS = ("rounds", "epochs_per_round", "lr", "alpha", "growth", "tolerance", "quantize_fc", "augment_shift",
               "augment_flip", "dropout")
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False, "dropout": None}

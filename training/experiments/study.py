@@ -59,7 +59,7 @@ OPTIONS = {
     "lr_schedule": (str,),
     "dropout": _NUMBER, "label_smoothing": _NUMBER, "weight_decay": _NUMBER,
     "methods": (list,), "weight_bits": (str, int), "act_bits": (str, int), "input_bits": (int,), "fc_bits": (int,),
-    "seeds": (list, int), "codebook_bits": (int,), "calibration": (str,), "per_channel": (str,),
+    "seeds": (list, int), "codebook_bits": (int,), "calibration": (str,), "per_channel": (str,), "equalize": (bool,),
     "siq_rounds": (int,), "siq_lr": _NUMBER, "siq_epochs": (int,), "siq_alpha": _NUMBER, "siq_growth": _NUMBER,
     "siq_augment_shift": (int,), "siq_flip": (bool,), "siq_dropout": _NUMBER,
     "distill": _NUMBER, "distill_temperature": _NUMBER, "real_steps": (bool,), "progressive_acts": (int,),
@@ -111,7 +111,8 @@ class Run:
                     train_cfg=replace(TrainConfig(), **train), siq_cfg=SIQConfig(**siq),
                     plus_cfg=SIQPlusConfig(**plus), codebook_bits=o.get("codebook_bits", 8),
                     calibration=o.get("calibration", "float"), per_channel=o.get("per_channel", DEFAULT_PER_CHANNEL),
-                    input_bits=o.get("input_bits"), data_dir=o.get("data_dir"), data_seed=o.get("split_seed", 0),
+                    input_bits=o.get("input_bits"), equalize=o.get("equalize", False), data_dir=o.get("data_dir"),
+                    data_seed=o.get("split_seed", 0),
                     validation=o.get("validation"), subset=subset)
 
 

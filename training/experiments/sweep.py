@@ -228,7 +228,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
               calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None,
-              device: str = "cpu", backend: str = "joblib", address: str | None = None, max_retries: int = 2,
+              equalize: bool = False, device: str = "cpu", backend: str = "joblib", address: str | None = None, max_retries: int = 2,
               log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
@@ -253,7 +253,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     cache_dir: float checkpoints and finished cells (default: `.siq_cache` beside `out`).
     codebook_bits, calibration_images, calibration (the activation-shift rule), per_channel (which layers get
         a codebook per output channel), input_bits (the input image's width where it differs from each cell's
-        activation bits; None = the same): as in QuantizeConfig.
+        activation bits; None = the same), equalize (cross-layer equalization first; cells with quantized
+        weights only): as in QuantizeConfig.
     progress: a tqdm bar over the cells.
     validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
         fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
@@ -302,7 +303,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     if input_bits is not None:
         input_bits = check_bits(input_bits, "input bits")
     qcfg = quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg, calibration,
-                              per_channel, input_bits)
+                              per_channel, input_bits, equalize)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
@@ -324,6 +325,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
                     "siq_dropout": retraining_dropout(cell, qcfg), "distill": distillation(cell, qcfg),
                     "real_steps": learned_steps_setting(cell, qcfg, "real_steps"),
                     "progressive_acts": learned_steps_setting(cell, qcfg, "progressive_acts")}
+        if equalize and cell.weight_bits is not None:  # said only where set: earlier records stay as they were
+            identity["equalize"] = True
         cached = read_cached_cell(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
@@ -377,9 +380,9 @@ def _report_runs(runs: CellRuns, todo: list, total: int, log) -> None:
 
 def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
                       plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL,
-                      input_bits: int | None = None) -> dict:
+                      input_bits: int | None = None, equalize: bool = False) -> dict:
     """Every QuantizeConfig field but the cell's own (siq and plus as dicts): what each cell of a sweep shares."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
                                      calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg,
-                                     input_bits=input_bits))
+                                     input_bits=input_bits, equalize=equalize))
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}

@@ -21,12 +21,13 @@ Calibration rule: each tensor's shift s is the one (from -8 to 24) minimising th
 error on calibration images from the training split, measured on the float network's tensors.
 
 Modules: fixedpoint (Eq. 5, bit widths, quantization points), lrn (the integer lrn table), calibrate (activation
-shifts), codebook (integer codebooks), model (QuantizedModel and its file), hooks (exact evaluation and
-quantization-aware training). Every name is re-exported here: callers import from `siq.training.quant`.
+shifts), codebook (integer codebooks), equalize (cross-layer equalization of the float network), model
+(QuantizedModel and its file), hooks (exact evaluation and quantization-aware training). Every name is re-exported here: callers import from `siq.training.quant`.
 """
 from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, best_shift, calibrate_shifts
 from .codebook import (MAX_CODEBOOK_BITS, LayerCodebook, check_codebook_bits, codebook_entry_bytes, codebook_weights,
                        pad_rows, snap_codebook)
+from .equalize import equalizable_pairs, equalize_channels
 from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, point_max_code, quantizable,
                          quantization_points, quantize_activation, quantize_signed, relu_follows, round_half_up,
                          signed_zero_point)
@@ -37,6 +38,6 @@ from .model import QuantizedModel, load_quantized, quantize_biases, save_quantiz
 __all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "INT32_MAX", "LRN_TABLE_BITS", "MAX_CODEBOOK_BITS",
            "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel", "TrainingHooks", "best_shift",
            "calibrate_shifts", "check_bits", "check_codebook_bits", "codebook_entry_bytes", "codebook_weights",
-           "evaluate_exact", "input_point_of", "load_quantized", "lrn_table", "lrn_window_sum", "pad_rows",
+           "equalizable_pairs", "equalize_channels", "evaluate_exact", "input_point_of", "load_quantized", "lrn_table", "lrn_window_sum", "pad_rows",
            "point_bits", "point_max_code", "quantizable", "quantization_points", "quantize_activation", "quantize_biases",
            "quantize_signed", "relu_follows", "signed_zero_point", "round_half_up", "save_quantized", "snap_codebook", "ste"]

@@ -22,8 +22,8 @@ import numpy as np
 from ..arch import MERGES, Arch, Conv
 from ..errors import SiqError
 from ..nets import Net, fold_batchnorm
-from ..quant import (QuantizedModel, calibrate_shifts, check_bits, check_codebook_bits, quantizable,
-                     quantize_biases, snap_codebook)
+from ..quant import (QuantizedModel, calibrate_shifts, check_bits, check_codebook_bits, equalize_channels,
+                     quantizable, quantize_biases, snap_codebook)
 from ..train import seed_everything
 from . import kmeans, siq, siq_plus, uniform  # noqa: F401  (each module registers its method on import)
 from .codebooks import (TrainableCodebook, centroid_values, gather, kmeans_codebook, layer_kmeans, layer_weights,
@@ -93,6 +93,8 @@ def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: Quant
     # quantized model's layer indices are those of the folded architecture
     float_net = fold_batchnorm(float_net)
     quantizable(float_net.arch)
+    if cfg.equalize:  # the same function, its channels' weight ranges balanced pair by pair
+        float_net = equalize_channels(float_net)
     check_method_fits(float_net.arch, cfg)
     bits = cfg.bits_per_layer(float_net)
     point_widths = check_point_widths(float_net.arch, cfg.point_widths)

@@ -117,6 +117,7 @@ class QuantizeConfig:
     per_channel: str = DEFAULT_PER_CHANNEL  # codebooks per output channel (PER_CHANNEL_CHOICES)
     channel_layers: list = field(default_factory=list)  # weighted layer indices with codebooks per output channel
     #                                                     besides those per_channel names (siq fit chooses them)
+    equalize: bool = False  # cross-layer equalization of the folded float network first (quant/equalize.py)
     batch_size: int = 64
     siq: SIQConfig = field(default_factory=SIQConfig)
     plus: SIQPlusConfig = field(default_factory=SIQPlusConfig)
