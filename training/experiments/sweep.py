@@ -228,8 +228,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
               calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None,
-              equalize: bool = False, device: str = "cpu", backend: str = "joblib", address: str | None = None, max_retries: int = 2,
-              log=None) -> list[dict]:
+              equalize: bool = False, device: str = "cpu", backend: str = "joblib", address: str | None = None,
+              max_retries: int = 2, log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
