@@ -116,7 +116,11 @@ def test_the_option_reaches_the_quantizer(digits):
 def test_the_command_line_option_reaches_the_config():
     from siq.codegen.cli import build_parser
     from siq.codegen.cli.options import quant_config
+    from siq.codegen.experiments import sweep_run_options
     parser = build_parser()
     for argv in (["quantize", "x.pt"], ["pipeline"]):
         assert quant_config(parser.parse_args(argv)).equalize is False
         assert quant_config(parser.parse_args(argv + ["--equalize"])).equalize is True
+    # siq sweep: a study option, left out (so the cache keys stay) unless asked for
+    assert "equalize" not in sweep_run_options(parser.parse_args(["sweep"]))
+    assert sweep_run_options(parser.parse_args(["sweep", "--equalize"]))["equalize"] is True

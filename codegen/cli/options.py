@@ -204,9 +204,7 @@ def add_quant(p):
     add_siq_augment(p)
     add_calibration(p)
     add_per_channel(p)
-    p.add_argument("--equalize", action="store_true",
-                   help="rescale the channels between ReLU-joined convs so that their weights span equal ranges on "
-                        "both sides (the same float function; helps post-training k-means and uniform)")
+    add_equalize(p)
     p.add_argument("--quant-seed", type=SEED, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
                    "fc,centroids,distill,progressive,steps")
@@ -297,6 +295,12 @@ def add_per_channel(p):
                    help="one codebook per output channel (a row of 2^bits values each, same fixed-point exponent) "
                         "for the depthwise convs, no layer, the conv layers or all layers, instead of one per layer "
                         "(default %(default)s)")
+
+
+def add_equalize(p):
+    p.add_argument("--equalize", action="store_true",
+                   help="rescale the channels between ReLU-joined convs so that their weights span equal ranges on "
+                        "both sides (the same float function; helps post-training k-means and uniform)")
 
 
 def add_siq_penalty(p):
