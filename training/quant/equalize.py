@@ -20,11 +20,14 @@ import copy
 
 import torch
 
-from ..arch import Conv, Dense, ReLU
+from ..arch import Conv, ReLU
 from ..graph import readers
 from ..nets import Net
 
-ITERATIONS = 20  # sweeps over the chain; the ranges agree to float32 rounding well before that on the presets
+# Sweeps over the chain. Each pair is balanced exactly when visited, then unbalanced by its neighbours' turn; after
+# 20 sweeps the two sides of every pair agree within 0.7 % on ds-cnn-28 and 2.8 % on mobilenet-v1-0.25 (random
+# weights; resnet8's pairs are isolated and agree exactly after one).
+ITERATIONS = 20
 
 
 def equalizable_pairs(arch) -> list[tuple[int, int]]:
@@ -34,7 +37,9 @@ def equalizable_pairs(arch) -> list[tuple[int, int]]:
     weighted = arch.weighted_layers()
     pairs = []
     for first, second in zip(weighted, weighted[1:]):
-        if not isinstance(arch.layers[second], Conv) or not isinstance(arch.layers[first], (Conv, Dense)):
+        # conv pairs only (a conv's weights are indexed [C_OUT, C_IN / groups, KH, KW] below); a dense layer
+        # outputs a vector, which no conv reads, so the first is a conv too
+        if not isinstance(arch.layers[second], Conv):
             continue
         between = range(first + 1, second)
         if all(isinstance(arch.layers[k], ReLU) for k in between) and \
