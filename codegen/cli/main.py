@@ -1,5 +1,4 @@
-"""siq command line: arch, train, import, quantize, eval, export, verify, pipeline, target, sweep, report, fit,
-study.
+"""siq command line: one subcommand per step of the pipeline (SUBCOMMANDS), each calling the Python API.
 
 Every user error ends as one line on stderr ("siq: error: ...") and exit status 2; nothing half-written stays.
 SIGINT, SIGTERM and SIGHUP end a run the same way: the temporary outputs and folders are removed (their
@@ -55,7 +54,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="siq", description=__doc__.splitlines()[0])
+    parser = Parser(prog="siq", description="siq: train, quantize and export integer-only C for Cortex-M; "
+                                            "the subcommands below, each with its own --help")
     parser.add_argument("--version", action="version", version=f"siq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, help_text, add_options, run in SUBCOMMANDS:
