@@ -62,7 +62,8 @@ def sweep_run_options(args) -> dict:
                 "siq_growth": args.siq_growth, "siq_dropout": args.siq_dropout, "distill": args.distill,
                 "distill_temperature": args.distill_temperature, "progressive_acts": args.progressive_acts,
                 "train_size": args.train_size, "test_size": args.test_size, "validation": args.validation,
-                "equalize": args.equalize or None}
+                "equalize": args.equalize or None,
+                "point_bits": {str(p): w for p, w in args.point_bits.items()} or None}
     options.update({k: v for k, v in optional.items() if v is not None})
     return {k: v for k, v in options.items() if v is not None}
 

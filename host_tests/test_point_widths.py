@@ -113,3 +113,19 @@ def test_cli_refuses_bad_point_bits_before_training(value, message, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_siq_sweep_takes_point_bits_as_its_study_option(tmp_path, capsys):
+    """`siq sweep --point-bits` is the study option point_bits (left out, so the cache keys stay, unless given),
+    and a point that is not one is refused before anything trains."""
+    from siq.codegen.cli import build_parser
+    from siq.codegen.experiments import sweep_run_options
+    parser = build_parser()
+    assert "point_bits" not in sweep_run_options(parser.parse_args(["sweep"]))
+    options = sweep_run_options(parser.parse_args(["sweep", "--point-bits", "1=8,5=2"]))
+    assert options["point_bits"] == {"1": 8, "5": 2}
+    code = main(["sweep", "--dataset", "digits", "--epochs", "1", "--point-bits", "4=4",
+                 "--out", str(tmp_path / "s.jsonl"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "4 of architecture 'paper-mnist' is not a quantization point" in err[0]
+    assert not (tmp_path / "s.jsonl").exists() and not (tmp_path / "cache").exists()

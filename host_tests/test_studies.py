@@ -100,6 +100,12 @@ def test_study_regenerates_its_committed_results(path):
      'split = "test"\nresults = "../x.jsonl"', "results must be a .jsonl file name"),
     ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq"]\nweight_bits = "2"\nact_bits = "2"\n'
      'split = "test"\nresults = "x.jsonl"\nsiq_rounds = 0', "rounds"),
+    ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq"]\nweight_bits = "2"\nact_bits = "2"\n'
+     'split = "test"\nresults = "x.jsonl"\npoint_bits = { 99 = 8 }', "99 of architecture 'paper-mnist' is not a"),
+    ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq"]\nweight_bits = "2"\nact_bits = "2"\n'
+     'split = "test"\nresults = "x.jsonl"\npoint_bits = { first = 8 }', "point_bits must map feature-map points"),
+    ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq"]\nweight_bits = "2"\nact_bits = "2"\n'
+     'split = "test"\nresults = "x.jsonl"\npoint_bits = { 1 = 9 }', "activation bits of point 1"),
     ("question = [", "not TOML"),
 ])
 def test_bad_study_is_refused_in_one_line(tmp_path, text, message):

@@ -158,6 +158,48 @@ def test_integer_cell_equals_an_independent_exact_evaluation(sweeps):
         assert qm.weights_bytes() == r["weights_bytes"]
 
 
+def test_point_widths_reach_every_cell_that_quantizes_feature_maps(sweeps, tmp_path, arch_file):
+    """point_widths (study option point_bits): a quantized cell equals quantize_model with the same widths, bit for
+    bit; a float-weight cell with quantized feature maps calibrates and scores them at those widths; both say so
+    in their records and get keys of their own. A cell with float feature maps has no point to widen: its key,
+    record and score stay those of the plain sweep. A point that is not a quantization point is refused before
+    anything trains."""
+    from siq.training.quant import TrainingHooks, calibrate_shifts
+    from siq.training.quant.fixedpoint import quantization_points
+    from siq.training.data import load_dataset
+    cache = seeded_cache(sweeps, tmp_path)
+    grid = dict(methods=["uniform"], weight_bits=[2, None], act_bits=[2, None])
+    plain = sweep.run_sweep("digits", arch_file, **grid, out=tmp_path / "plain.jsonl", cache_dir=cache, **SCHEDULE)
+    point = quantization_points(sweep.load_arch(arch_file))[0]
+    wide = sweep.run_sweep("digits", arch_file, **grid, out=tmp_path / "wide.jsonl", cache_dir=cache,
+                           point_widths={point: 8}, **SCHEDULE)
+    for p, w in zip(plain, wide):
+        quantized_maps = w["act_bits"] is not None
+        assert (w["cell"] != p["cell"]) == quantized_maps, w
+        assert w.get("point_bits") == ({str(point): 8} if quantized_maps else None), w
+        if not quantized_maps:
+            assert w["accuracy"] == p["accuracy"]
+    # 8 bits instead of 2 at the point shows in the scores (the checks below could not tell otherwise)
+    assert all(w["accuracy"] != p["accuracy"] for w, p in zip(wide, plain) if w["act_bits"] is not None)
+    ds = load_dataset("digits", seed=0)
+    net, _ = load_checkpoint(cache / "models" / f"{wide[0]['model']}.pt")
+    cfg = QuantizeConfig(method="uniform", conv_bits=2, fc_bits=4, act_bits=2, seed=0, calibration_images=200,
+                         point_widths={point: 8})
+    with sweep.torch_threads(1):
+        qm, _ = quantizers.quantize_model(net, ds.train_x, ds.train_y, cfg, ds.class_names)
+    assert qm.bits_at(point) == 8
+    quantized = next(w for w in wide if w["conv_bits"] == 2 and w["act_bits"] == 2)
+    assert accuracy(integer_scores(build_integer_model(qm), ds.test_x), ds.test_y) == quantized["accuracy"]
+    calibration = ds.train_x[np.random.default_rng(0).permutation(len(ds.train_x))[:200]]
+    shifts = calibrate_shifts(net, calibration, 2, "float", None, {point: 8})
+    hooks = TrainingHooks(2, shifts, point_widths={point: 8})
+    float_weights = next(w for w in wide if w["conv_bits"] is None and w["act_bits"] == 2)
+    assert accuracy(predict_scores(net, ds.test_x, hooks), ds.test_y) == float_weights["accuracy"]
+    with pytest.raises(SiqError, match="not a quantization point"):
+        sweep.run_sweep("digits", arch_file, **grid, out=tmp_path / "bad.jsonl", cache_dir=cache,
+                        point_widths={99: 8}, **SCHEDULE)
+
+
 def test_grouped_test_set_is_scored_per_source_image(tmp_path, arch_file):
     """Each digits test image as two crops of one source image (itself and a one-pixel shift): accuracy is over the
     360 source images, each predicted from the summed scores of its crops."""

@@ -20,8 +20,8 @@ from siq.training.quantizers import QuantizeConfig
 
 from .options import add_backend, add_device, add_fit, fit_quant_config, option_name
 from .options import (COUNT, RATE, SEED, add_calibration, add_codebook_bits, add_data, add_distill, add_equalize,
-                      add_input_bits, add_per_channel, add_quant, add_siq_augment, add_siq_penalty, add_siq_schedule,
-                      add_train, bits, c_prefix, quant_config, train_config, whole)
+                      add_input_bits, add_per_channel, add_point_bits, add_quant, add_siq_augment, add_siq_penalty,
+                      add_siq_schedule, add_train, bits, c_prefix, quant_config, train_config, whole)
 
 
 def arch_options(p):
@@ -216,6 +216,7 @@ def sweep_options(p):
     add_calibration(p)
     add_per_channel(p)
     add_equalize(p)
+    add_point_bits(p)
     add_codebook_bits(p)
     p.add_argument("--train-size", type=COUNT, help="budgeted run: a stratified subset of this many training images")
     p.add_argument("--test-size", type=COUNT, help="budgeted run: a stratified subset of this many test images")

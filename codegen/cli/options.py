@@ -194,9 +194,7 @@ def add_quant(p):
     add_input_bits(p)
     p.add_argument("--fc-bits", type=bits, default=8, help="fully connected layer bits (default %(default)s)")
     p.add_argument("--layer-bits", type=layer_bits, default={}, help="per-layer override, e.g. 0=4,4=3")
-    p.add_argument("--point-bits", type=point_bits, default={},
-                   help="per-point activation bits overriding --act-bits, e.g. 2=8,5=2 (the points: the layers "
-                        "whose outputs are stored, `siq arch` lists them)")
+    add_point_bits(p)
     add_codebook_bits(p)
     add_siq_schedule(p)
     p.add_argument("--siq-fc", action="store_true", help="retrain the FC layers' codebooks too (beyond the paper)")
@@ -295,6 +293,12 @@ def add_per_channel(p):
                    help="one codebook per output channel (a row of 2^bits values each, same fixed-point exponent) "
                         "for the depthwise convs, no layer, the conv layers or all layers, instead of one per layer "
                         "(default %(default)s)")
+
+
+def add_point_bits(p):
+    p.add_argument("--point-bits", type=point_bits, default={},
+                   help="per-point activation bits overriding --act-bits, e.g. 2=8,5=2 (the points: the layers "
+                        "whose outputs are stored, `siq arch` lists them)")
 
 
 def add_equalize(p):

@@ -41,10 +41,11 @@ TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "au
                 "dropout", "label_smoothing", "seed")
 TRAIN_NEUTRAL = {"augment_flip": False, "dropout": None, "label_smoothing": 0.0}
 QUANTIZE_FIELDS = ("input_bits", "codebook_bits", "calibration_images", "calibration", "per_channel", "equalize",
-                   "batch_size", "siq", "plus")
+                   "point_widths", "batch_size", "siq", "plus")
 # per_channel: "depthwise" became the default after "none"; they quantize every network without depthwise convs
 # alike, and the default keeps the keys it had (see docs/decisions.md for the cached cells of depthwise networks).
-QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "depthwise", "input_bits": None, "equalize": False}
+QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "depthwise", "input_bits": None, "equalize": False,
+                    "point_widths": {}}
 SIQ_FIELDS = ("rounds", "epochs_per_round", "lr", "alpha", "growth", "tolerance", "quantize_fc", "augment_shift",
               "augment_flip", "dropout")
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False, "dropout": None}
@@ -104,10 +105,14 @@ def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cp
             what["calibration"] = qcfg["calibration"]
         if qcfg["input_bits"] != QUANTIZE_NEUTRAL["input_bits"] and cell.act_bits is not None:
             what["input_bits"] = qcfg["input_bits"]
+        if qcfg.get("point_widths") and cell.act_bits is not None:
+            what["point_widths"] = qcfg["point_widths"]
         return digest("cell", SCHEMA, model, what)[:24]
     base, _ = method_variant(cell.method)
     fields = cell_quantize_fields(qcfg, cell.method)
     quantize = _pick(fields, QUANTIZE_FIELDS, QUANTIZE_NEUTRAL)
+    if cell.act_bits is None:  # float feature maps: the widths of points play no part
+        quantize.pop("point_widths", None)
     # SIQ settings count only for the methods that use them (siq, siq+), siq+'s own only for siq+ (and its
     # variants, with their ingredients turned off)
     if base in RETRAINING_METHODS:

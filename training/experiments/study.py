@@ -41,11 +41,12 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from siq.training.arch import load_arch
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
 from siq.training.quantizers import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig, SIQPlusConfig,
-                                     check_plus_config, check_siq_config, method_variant)
+                                     check_plus_config, check_point_widths, check_siq_config, method_variant)
 from siq.training.train import TrainConfig
 
 from .grid import parse_bits
@@ -60,6 +61,7 @@ OPTIONS = {
     "dropout": _NUMBER, "label_smoothing": _NUMBER, "weight_decay": _NUMBER,
     "methods": (list,), "weight_bits": (str, int), "act_bits": (str, int), "input_bits": (int,), "fc_bits": (int,),
     "seeds": (list, int), "codebook_bits": (int,), "calibration": (str,), "per_channel": (str,), "equalize": (bool,),
+    "point_bits": (dict,),
     "siq_rounds": (int,), "siq_lr": _NUMBER, "siq_epochs": (int,), "siq_alpha": _NUMBER, "siq_growth": _NUMBER,
     "siq_augment_shift": (int,), "siq_flip": (bool,), "siq_dropout": _NUMBER,
     "distill": _NUMBER, "distill_temperature": _NUMBER, "real_steps": (bool,), "progressive_acts": (int,),
@@ -111,7 +113,8 @@ class Run:
                     train_cfg=replace(TrainConfig(), **train), siq_cfg=SIQConfig(**siq),
                     plus_cfg=SIQPlusConfig(**plus), codebook_bits=o.get("codebook_bits", 8),
                     calibration=o.get("calibration", "float"), per_channel=o.get("per_channel", DEFAULT_PER_CHANNEL),
-                    input_bits=o.get("input_bits"), equalize=o.get("equalize", False), data_dir=o.get("data_dir"),
+                    input_bits=o.get("input_bits"), equalize=o.get("equalize", False),
+                    point_widths={int(p): w for p, w in o.get("point_bits", {}).items()}, data_dir=o.get("data_dir"),
                     data_seed=o.get("split_seed", 0),
                     validation=o.get("validation"), subset=subset)
 
@@ -194,6 +197,10 @@ def check_sweep_options(where: str, o: dict) -> None:
         _fail(where, f"per_channel must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {o['per_channel']!r}")
     if o.get("epochs", 1) < 1:
         _fail(where, f"epochs must be at least 1, got {o['epochs']}")
+    point_bits = o.get("point_bits", {})
+    if not all(re.fullmatch(r"\d+", p) and isinstance(w, int) and not isinstance(w, bool)
+               for p, w in point_bits.items()):
+        _fail(where, f"point_bits must map feature-map points to widths ({{ 1 = 8 }}), got {point_bits!r}")
     for key, low, high in (("dropout", 0.0, 1.0), ("label_smoothing", 0.0, 1.0), ("weight_decay", 0.0, None)):
         value = o.get(key)
         if value is not None and not (low <= value and (high is None or value < high)):
@@ -205,6 +212,8 @@ def check_sweep_options(where: str, o: dict) -> None:
             parse_bits(str(o[key]))
         check_codebook_bits(o.get("codebook_bits", 8))
         arguments = Run(0, o, o["split"], o.get("results", "")).sweep_arguments()
+        if arguments["point_widths"]:  # numbered on the folded network (`siq arch` prints them)
+            check_point_widths(load_arch(arguments["arch_spec"]).folded(), arguments["point_widths"])
         check_siq_config(arguments["siq_cfg"])
         check_plus_config(arguments["plus_cfg"])
     except SiqError as exc:

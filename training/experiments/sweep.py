@@ -62,9 +62,11 @@ from siq.training.device import on_device, resolve_device
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
+from siq.training.nets import fold_batchnorm
 from siq.training.quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
 from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                                     check_per_channel, check_plus_config, check_siq_config, method_variant)
+                                     check_per_channel, check_plus_config, check_point_widths, check_siq_config,
+                                     method_variant)
 from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                                 torch_threads, train_float)
 
@@ -169,14 +171,18 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
             hooks = TrainingHooks(None, None)
         else:
             calib = _calibration_images(data["train_x"], cell.seed, qcfg["calibration_images"])
-            input_bits = qcfg.get("input_bits")
-            shifts = calibrate_shifts(net, calib, cell.act_bits, qcfg["calibration"], input_bits)
-            hooks = TrainingHooks(cell.act_bits, shifts, input_bits=input_bits)
+            input_bits, point_widths = qcfg.get("input_bits"), qcfg["point_widths"]
+            if point_widths:  # the points are numbered on the folded network, as quantization numbers them
+                net = fold_batchnorm(net)
+            shifts = calibrate_shifts(net, calib, cell.act_bits, qcfg["calibration"], input_bits, point_widths)
+            hooks = TrainingHooks(cell.act_bits, shifts, input_bits=input_bits, point_widths=point_widths)
         scores = predict_scores(net, test_x, hooks)
         evaluator = "torch"
     else:
         quantize_act_bits = cell.act_bits if cell.act_bits is not None else FLOAT_ACT_QUANTIZE_BITS
         fields = cell_quantize_fields(qcfg, cell.method)
+        if cell.act_bits is None:  # float feature maps: no point has a width of its own
+            fields = {**fields, "point_widths": {}}
         cfg = QuantizeConfig(**{**fields, "siq": SIQConfig(**fields["siq"]), "plus": SIQPlusConfig(**fields["plus"])},
                              method=method_variant(cell.method)[0],
                              conv_bits=cell.weight_bits, fc_bits=fc_bits, act_bits=quantize_act_bits, seed=cell.seed)
@@ -228,7 +234,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
               calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None,
-              equalize: bool = False, device: str = "cpu", backend: str = "joblib", address: str | None = None,
+              equalize: bool = False, point_widths: dict | None = None, device: str = "cpu", backend: str = "joblib", address: str | None = None,
               max_retries: int = 2, log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
@@ -254,7 +260,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     codebook_bits, calibration_images, calibration (the activation-shift rule), per_channel (which layers get
         a codebook per output channel), input_bits (the input image's width where it differs from each cell's
         activation bits; None = the same), equalize (cross-layer equalization first; cells with quantized
-        weights only): as in QuantizeConfig.
+        weights only), point_widths (feature-map point -> its own width, numbered on the network with batch
+        norm folded as `siq arch` prints them; cells with quantized feature maps only): as in QuantizeConfig.
     progress: a tqdm bar over the cells.
     validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
         fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
@@ -302,8 +309,10 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     check_per_channel(per_channel)
     if input_bits is not None:
         input_bits = check_bits(input_bits, "input bits")
+    # numbered on the folded network; refused here, before the float models train
+    point_widths = check_point_widths(arch.folded(), point_widths or {})
     qcfg = quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg, calibration,
-                              per_channel, input_bits, equalize)
+                              per_channel, input_bits, equalize, point_widths)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
@@ -327,6 +336,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
                     "progressive_acts": learned_steps_setting(cell, qcfg, "progressive_acts")}
         if equalize and cell.weight_bits is not None:  # said only where set: earlier records stay as they were
             identity["equalize"] = True
+        if point_widths and cell.act_bits is not None:
+            identity["point_bits"] = {str(p): w for p, w in point_widths.items()}
         cached = read_cached_cell(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
@@ -380,9 +391,11 @@ def _report_runs(runs: CellRuns, todo: list, total: int, log) -> None:
 
 def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
                       plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL,
-                      input_bits: int | None = None, equalize: bool = False) -> dict:
+                      input_bits: int | None = None, equalize: bool = False,
+                      point_widths: dict | None = None) -> dict:
     """Every QuantizeConfig field but the cell's own (siq and plus as dicts): what each cell of a sweep shares."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
                                      calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg,
-                                     input_bits=input_bits, equalize=equalize))
+                                     input_bits=input_bits, equalize=equalize,
+                                     point_widths=dict(point_widths or {})))
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}
