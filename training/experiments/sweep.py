@@ -234,8 +234,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
               validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
               calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None,
-              equalize: bool = False, point_widths: dict | None = None, device: str = "cpu", backend: str = "joblib", address: str | None = None,
-              max_retries: int = 2, log=None) -> list[dict]:
+              equalize: bool = False, point_widths: dict | None = None, device: str = "cpu",
+              backend: str = "joblib", address: str | None = None, max_retries: int = 2, log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
@@ -391,11 +391,9 @@ def _report_runs(runs: CellRuns, todo: list, total: int, log) -> None:
 
 def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
                       plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL,
-                      input_bits: int | None = None, equalize: bool = False,
-                      point_widths: dict | None = None) -> dict:
+                      input_bits: int | None = None, equalize: bool = False, point_widths: dict | None = None) -> dict:
     """Every QuantizeConfig field but the cell's own (siq and plus as dicts): what each cell of a sweep shares."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
                                      calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg,
-                                     input_bits=input_bits, equalize=equalize,
-                                     point_widths=dict(point_widths or {})))
+                                     input_bits=input_bits, equalize=equalize, point_widths=dict(point_widths or {})))
     return {k: v for k, v in template.items() if k not in _CELL_FIELDS}
