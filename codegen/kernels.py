@@ -108,8 +108,10 @@ class AvgPool2dParams:
     stride_height: int = c_field("int32_t")
     stride_width: int = c_field("int32_t")
     pad: int = c_field("int32_t", "zero rows/columns on every side, counted in the mean")
-    count: int = c_field("int32_t", "kernel_height * kernel_width: the divisor")
-    count_shift: int = c_field("int32_t", "log2(count) when count is a power of two, else -1")
+    up: int = c_field("int32_t", "the sum's left shift onto the output's step (0..up, proven sum << up < 2^31)")
+    divisor: int = c_field("int32_t", "kernel_height * kernel_width * 2^down: the output step over the input's")
+    divisor_shift: int = c_field("int32_t", "log2(divisor) when divisor is a power of two, else -1")
+    max_code: int = c_field("int32_t", "the output's largest code")
     in_bits: int = c_field("uint32_t", "bits per stored code of the input buffer: 8 or 4")
     out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
 

@@ -167,8 +167,7 @@ class LoweredModel:
                             "codebook_bytes": 0 if w.index_is_value else entry * len(w.codebook),
                             "codebook_rows": w.codebook_rows,
                             "codebook_entries": w.codebook_entries, "codebook": w.codebook_table(),
-                            "index_is_value": w.index_is_value,
-                            "bias_bytes": 4 * len(w.bias)})
+                            "index_is_value": w.index_is_value, "bias_bytes": 4 * len(w.bias)})
         return out
 
 
@@ -229,8 +228,9 @@ def _comment(op) -> str:
     if isinstance(op, MaxPool2d):
         return f"maxpool {op.k} on {list(op.in_shape)} -> {list(op.out_shape)}"
     if isinstance(op, AvgPool2d):
-        return (f"avgpool {op.kernel[0]}x{op.kernel[1]}/{op.stride[0]}x{op.stride[1]} pad {op.pad} on "
-                f"{list(op.in_shape)} -> {list(op.out_shape)}: (sum + {op.count // 2}) / {op.count}")
+        (kh, kw), (sh, sw) = op.kernel, op.stride
+        return (f"avgpool {kh}x{kw}/{sh}x{sw} pad {op.pad} on {list(op.in_shape)} -> {list(op.out_shape)}: "
+                f"((sum << {op.up}) + {op.divisor // 2}) / {op.divisor}, at most {op.max_code}")
     if isinstance(op, AddRequant):
         return (f"add {list(op.out_shape)}: ((a - {op.zero_a}) * {op.scale_a} + (b - {op.zero_b}) * {op.scale_b} "
                 f"+ {op.rounding}) >> {op.shift}, clamped to 0..{op.max_code}; |sum| <= {op.bound} < 2^31")
@@ -266,9 +266,9 @@ def _params(op: LoweredOp, scratch: str, index: int):
         return MaxPool2dParams(c, h, wd, ir.k)
     if isinstance(ir, AvgPool2d):
         (c, h, wd), (_, oh, ow) = ir.in_shape, ir.out_shape
-        power = ir.count & (ir.count - 1) == 0
-        return AvgPool2dParams(c, h, wd, oh, ow, *ir.kernel, *ir.stride, ir.pad, ir.count,
-                               ir.count.bit_length() - 1 if power else -1, op.in_bits, op.out_bits)
+        divisor_shift = ir.divisor.bit_length() - 1 if ir.divisor & (ir.divisor - 1) == 0 else -1
+        return AvgPool2dParams(c, h, wd, oh, ow, *ir.kernel, *ir.stride, ir.pad, ir.up, ir.divisor, divisor_shift,
+                               ir.max_code, op.in_bits, op.out_bits)
     if isinstance(ir, AddRequant):
         return AddParams(ir.out_count, ir.zero_a, ir.scale_a, ir.zero_b, ir.scale_b, ir.rounding, ir.shift,
                          ir.max_code, op.in_bits, op.other_bits, op.out_bits)

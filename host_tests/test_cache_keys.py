@@ -86,3 +86,27 @@ def test_cell_key_refuses_a_config_that_lost_a_schema_field():
     del template["siq"]["alpha"]
     with pytest.raises(KeyError):
         cache.cell_key("m", sweep.Cell("siq", 2, 2, 0), 8, template)
+
+
+def test_cells_of_networks_with_average_pools_get_new_keys_where_feature_maps_are_quantized():
+    """Average pools round their means onto steps of their own: those cells name it; a network without an
+    average pool, or a cell with float feature maps, keeps its key."""
+    quantized, float_maps = sweep.Cell("siq", 4, 4, 0), sweep.Cell("siq", 4, None, 0)
+    for cell in (quantized, sweep.Cell("float", None, 4, 0)):
+        plain = cache.cell_key("m", cell, 8, _template())
+        pooled = cache.cell_key("m", cell, 8, _template(), average_pools=True)
+        assert pooled != plain
+        assert pooled == cache.digest("cell", 1, "m", *_what(cell), {"pool_steps": "own"})[:24]
+    assert cache.cell_key("m", float_maps, 8, _template(), average_pools=True) == \
+        cache.cell_key("m", float_maps, 8, _template())
+
+
+def _what(cell):
+    """A cell's `what` part, written out by hand from the schema (the template's neutral fields left out)."""
+    t = _template()
+    if cell.weight_bits is None:
+        return ({"method": "float", "act_bits": cell.act_bits, "calibration_images": t["calibration_images"]},)
+    quantize = {**{k: t[k] for k in ("codebook_bits", "calibration_images", "batch_size")},
+                "siq": {k: v for k, v in t["siq"].items() if k not in ("augment_shift", "augment_flip", "dropout")}}
+    return ({"method": "siq", "weight_bits": cell.weight_bits, "act_bits": cell.act_bits, "fc_bits": 8,
+             "version": 2, "quantize": quantize},)

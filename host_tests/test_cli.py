@@ -82,7 +82,7 @@ def test_arch_prints_every_layer_with_its_macs_and_parameters():
     # the indices --layer-bits and --point-bits take are those of the network with its batch norms folded
     folded = "(indices of the network with batch norm folded)"
     assert lines[-2] == f"weighted layers (--layer-bits) {folded}: 0, 2, 4, 6, 8, 10, 12, 14, 16, 20"
-    assert lines[-1] == f"stored feature maps (--point-bits) {folded}: 1, 3, 5, 7, 9, 11, 13, 15, 17"
+    assert lines[-1] == f"stored feature maps (--point-bits) {folded}: 1, 3, 5, 7, 9, 11, 13, 15, 17, 18"
     listing = siq("arch")
     assert listing.returncode == 0 and "paper-mnist" in listing.stdout and "221,800 MACs" in listing.stdout
     assert_refused(siq("arch", "nope"), "unknown architecture 'nope'")

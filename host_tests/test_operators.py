@@ -10,7 +10,7 @@ from siq.training.arch import Arch, AvgPool, BatchNorm, Clip
 from siq.training.errors import SiqError
 from siq.training.integer import AvgPool2d, avgpool2d, check_lowerable
 from siq.training.nets import Net, fold_batchnorm
-from siq.training.quant import point_max_code, quantize_activation
+from siq.training.quant import point_max_code, pool_rounding, quantize_activation
 from siq.training.quant.hooks import rounded_mean
 
 from operator_cases import check_four_ways, random_net
@@ -110,21 +110,30 @@ def test_relu6_and_clip_bit_exact(act_bits, tmp_path):
 
 @pytest.mark.parametrize("kernel, stride, pad", [((2, 2), None, 0), ((3, 3), (2, 2), 1), ((3, 2), (1, 2), 1),
                                                  ((1, 3), (1, 1), 0)])
-def test_torch_rounded_mean_equals_the_numpy_twin(kernel, stride, pad):
+@pytest.mark.parametrize("shift_in, shift_out, out_bits", [(3, 3, 8), (3, 5, 8), (3, 6, 4), (3, 1, 4)])
+def test_torch_rounded_mean_equals_the_numpy_twin(kernel, stride, pad, shift_in, shift_out, out_bits):
+    """The pool's mean rounded half up onto its own step: finer than its input's, the same, or coarser, and
+    clamped where the finer step overflows the output's codes."""
     rng = np.random.default_rng(sum(kernel) + pad)
     codes = rng.integers(0, 256, (3, 4, 7, 9))
     layer = AvgPool(list(kernel), None if stride is None else list(stride), pad)
     arch = _arch([4, 7, 9], [{"type": "avgpool", "k": list(kernel), "stride": stride, "pad": pad}])
     out_shape = arch.shapes()[0]
-    op = AvgPool2d((4, 7, 9), out_shape, layer.kernel, layer.strides, pad, 255, 0)
+    count = layer.kernel[0] * layer.kernel[1]
+    up, divisor, half = pool_rounding(count, shift_in, shift_out)
+    max_code = 2**out_bits - 1
+    op = AvgPool2d((4, 7, 9), out_shape, layer.kernel, layer.strides, pad, up, divisor, max_code,
+                   (count * 255 << up) + half, 0)
     expected = avgpool2d(codes, op)
-    shift = 3
     module = Net(arch).layers[0]
-    got = rounded_mean(module, torch.from_numpy(codes).double() * 2.0**-shift, shift) * 2.0**shift
-    assert np.array_equal(got.numpy(), expected)
+    got = rounded_mean(module, torch.from_numpy(codes).double() * 2.0**-shift_in, shift_in, shift_out)
+    assert np.array_equal(np.minimum(got.numpy() * 2.0**shift_out, max_code), expected)
     sums = torch.nn.functional.avg_pool2d(torch.from_numpy(codes).double(), kernel, layer.strides, pad,
                                           count_include_pad=True, divisor_override=1).numpy()
-    assert np.array_equal(expected, np.floor((sums + op.count // 2) / op.count))  # round half up of the mean
+    # the float quotient is correctly rounded: never across a half, which lies 1 / (2 count) or more from it
+    mean_on_output_step = sums / count * 2.0**(shift_out - shift_in)
+    assert np.array_equal(expected, np.minimum(np.floor(mean_on_output_step + 0.5), max_code))  # round half up
+    assert (up > 0) == (shift_out > shift_in) and (divisor > count) == (shift_out < shift_in)
 
 
 @pytest.mark.parametrize("pool, act_bits", [
@@ -136,8 +145,10 @@ def test_torch_rounded_mean_equals_the_numpy_twin(kernel, stride, pad):
 def test_average_pooling_bit_exact(pool, act_bits, tmp_path):
     arch = _arch([2, 7, 7], [{"type": "conv", "out": 4, "k": 3, "pad": "same"}, {"type": "relu"}, pool,
                              {"type": "conv", "out": 3, "k": 1}, {"type": "relu"}])
-    _, lm = check_four_ways(arch, 11, tmp_path, act_bits=act_bits)
-    assert any(op.kernel == "avgpool2d" for op in lm.ops)
+    qm, lm = check_four_ways(arch, 11, tmp_path, act_bits=act_bits)
+    pools = [op.ir for op in lm.ops if op.kernel == "avgpool2d"]
+    assert len(pools) == 1 and 2 in qm.shifts  # the pool (layer 2) stores its mean on a step of its own
+    assert pools[0].max_code == 2**act_bits - 1
 
 
 def test_global_average_pool_shape():

@@ -97,6 +97,51 @@ def test_folding_real_steps_leaves_every_code_unchanged(tiny_nets, digits):
     assert np.allclose(books[conv][0], np.array([-0.5, 0.25, 1.0]) / scales[conv + 1])  # the input's c is 1
 
 
+def test_average_pools_keep_their_inputs_real_factor_so_the_fold_leaves_their_codes(digits):
+    """An average pool is a point with no weights to fold a factor into: with real steps it keeps its input's
+    factor and learns whole octaves beside it, and the folded network's pool codes equal the trained ones."""
+    import copy
+
+    from operator_cases import random_net
+
+    from siq.training.arch import Arch
+    from siq.training.graph import POOL_POINTS
+    from siq.training.nets import images_to_input
+    from siq.training.quant import TrainingHooks, input_point_of, quantization_points
+    from siq.training.quantizers import PlusHooks, fold_step_scales
+    arch = Arch.from_dict({"name": "pools", "input": [1, 8, 8], "layers": [
+        {"type": "conv", "out": 4, "k": 3, "pad": "same"}, {"type": "relu"}, {"type": "avgpool", "k": 2},
+        {"type": "conv", "out": 6, "k": 3, "pad": "same"}, {"type": "relu"}, {"type": "globalavgpool"},
+        {"type": "flatten"}, {"type": "dense", "out": 10}]})
+    net = random_net(arch, 3).double().eval()
+    points = quantization_points(arch)
+    tied = {p: input_point_of(arch, p) for p in points if isinstance(arch.layers[p], POOL_POINTS)}
+    assert tied == {2: 1, 5: 4}
+    shifts = {-1: 4, **{p: 2 for p in points}}
+    steps = LearnedSteps(shifts, bits=3, real=True, tied=tied).double()
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        for p in points:  # in order: a pool's own t is set 0.6 to 2.4 octaves above its input's
+            own = 2 + rng.uniform(-0.95, 0.95)
+            t = float(steps.log2_scale[str(tied[p])]) + rng.uniform(0.6, 2.4) if p in tied else own
+            steps.log2_scale[str(p)].fill_(t)
+    scales = steps.scales()
+    assert all(scales[p] == pytest.approx(scales[q], rel=1e-12) for p, q in tied.items())
+    assert all(steps.shifts()[p] > steps.shifts()[q] for p, q in tied.items())  # whole octaves finer
+    x = images_to_input(digits.test_x[:300], torch.float64)
+    before, after = [], []
+    with torch.no_grad():
+        logits = net(x, PlusHooks(3, shifts, {}, steps), collect=before)
+    folded = copy.deepcopy(net)
+    fold_step_scales(folded, {}, scales)
+    with torch.no_grad():
+        folded_logits = folded(x, TrainingHooks(3, steps.shifts()), collect=after)
+    for p in points:
+        codes = before[p] / scales[p] * 2.0 ** steps.shifts()[p]
+        assert torch.equal(torch.floor(codes + 0.5), after[p] * 2.0 ** steps.shifts()[p]), f"point {p}"
+    assert torch.allclose(logits, folded_logits, rtol=0, atol=1e-9)
+
+
 def test_siq_plus_real_steps_give_a_shift_only_bit_exact_model(tiny_nets, digits, tmp_path):
     """--real-steps trains steps off the power-of-two grid, then folds them: the quantized model has integer
     shifts and folded lrn constants, and the fake-quant model, the numpy reference and the C agree exactly."""

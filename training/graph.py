@@ -6,8 +6,10 @@ Points, by layer index (-1 is the network input):
   * a conv or dense layer not followed by a relu/clip (it feeds only add layers: a batch-normed residual branch):
     a *signed* point, codes in [-2^(a-1), 2^(a-1) - 1], stored with the zero point 2^(a-1) added;
   * an add not followed by a relu/clip (the relu after an add is fused into the add's requantization, so that
-    relu is the point), and every concat.
-Pooling, flatten, dropout and (before folding) batch norm keep their input's step: they are not points.
+    relu is the point), and every concat;
+  * every average pool (global or not): a mean of n codes is finer than its input's step (n times as many
+    levels), so the pool rounds it onto a step of its own rather than back onto its input's.
+Max pooling, flatten, dropout and (before folding) batch norm keep their input's step: they are not points.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from .layers import (ACTIVATIONS, LRN, MERGES, WEIGHTED, Add, AvgPool, BatchNorm
                      GlobalAvgPool, MaxPool)
 
 NETWORK_INPUT = "input"  # the reserved name of the network input
-PASS_THROUGH = (MaxPool, AvgPool, GlobalAvgPool, Flatten, Dropout, BatchNorm)  # codes keep their step
+PASS_THROUGH = (MaxPool, Flatten, Dropout, BatchNorm)  # codes keep their step
+POOL_POINTS = (AvgPool, GlobalAvgPool)  # a step of their own (module docstring)
 
 
 def resolve_sources(layers, arch_name: str) -> tuple[tuple[int, ...], ...]:
@@ -89,7 +92,7 @@ def points(arch) -> list[int]:
     signed = set(signed_points(arch))
     out = []
     for i, layer in enumerate(arch.layers):
-        if isinstance(layer, (*ACTIVATIONS, LRN, Concat)) or i in signed or \
+        if isinstance(layer, (*ACTIVATIONS, LRN, Concat, *POOL_POINTS)) or i in signed or \
                 (isinstance(layer, Add) and not activation_reads(arch, i)):
             out.append(i)
     return out

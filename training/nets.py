@@ -30,7 +30,7 @@ class Hooks:
         return b
 
     def activation(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Output of a relu, lrn, concat or unfused add layer (the feature maps the client stores)."""
+        """Output of a relu, lrn, average pool, concat or unfused add layer (the feature maps the client stores)."""
         return x
 
     def lrn(self, index: int, module: nn.LocalResponseNorm, x: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,8 @@ class Hooks:
         return x
 
     def avgpool(self, index: int, module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor:
-        """An avgpool or globalavgpool layer (the integer model rounds its mean: quant/hooks.py)."""
+        """An avgpool or globalavgpool layer, before activation() stores it on its own step (the integer model
+        rounds its mean onto that step: quant/hooks.py)."""
         return module(x)
 
 
@@ -131,7 +132,7 @@ class Net(nn.Module):
             elif isinstance(layer, (ReLU, Clip)):
                 x = hooks.activation(i, module(x))
             elif isinstance(layer, (AvgPool, GlobalAvgPool)):
-                x = hooks.avgpool(i, module, x)
+                x = hooks.activation(i, hooks.avgpool(i, module, x))
             else:
                 x = module(x)
             if i in self.signed_points:

@@ -11,6 +11,9 @@ Schema 1 (the keys of every committed result in docs/results, and of every .siq_
                 for a quantized cell, method, widths, fc bits and the QUANTIZE_FIELDS the method uses (SIQ_FIELDS
                 for the retraining methods, PLUS_FIELDS for siq+), plus the method's algorithm version where it is
                 not 1.
+A network with an average pool, scored with quantized feature maps, hashes in {"pool_steps": "own"}: its pools
+now round their means onto steps of their own, not back onto their inputs' (graph.py), so the same settings give
+another integer model; every other cell keeps its key.
 A training device other than the CPU (GPU float roundings give other weights) is hashed in as a last part
 {"device": type}; CPU keys leave it out, so they are the keys of every committed result.
 Fields that were added to the configs after results had been cached are left out of a key while they hold their
@@ -94,10 +97,13 @@ def cell_quantize_fields(qcfg: dict, method: str) -> dict:
     return {**qcfg, "plus": asdict(SIQPlusConfig(**qcfg["plus"]).without(off))}
 
 
-def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cpu") -> str:
+def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cpu",
+             average_pools: bool = False) -> str:
     """Key of one cell of a sweep on the float model `model`. qcfg: the sweep's quantize template (every
     QuantizeConfig field but the cell's own, siq and plus as dicts; see sweep.quantize_template). device: the
-    device type retraining runs on (a float-weight cell does not retrain: only its model key names the device)."""
+    device type retraining runs on (a float-weight cell does not retrain: only its model key names the device).
+    average_pools: the architecture has an average pool (see the module docstring)."""
+    pools = ({"pool_steps": "own"},) if average_pools and cell.act_bits is not None else ()
     if cell.weight_bits is None:
         what = {"method": FLOAT_METHOD, "act_bits": cell.act_bits,
                 "calibration_images": qcfg["calibration_images"]}
@@ -107,7 +113,7 @@ def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cp
             what["input_bits"] = qcfg["input_bits"]
         if qcfg.get("point_widths") and cell.act_bits is not None:
             what["point_widths"] = qcfg["point_widths"]
-        return digest("cell", SCHEMA, model, what)[:24]
+        return digest("cell", SCHEMA, model, what, *pools)[:24]
     base, _ = method_variant(cell.method)
     fields = cell_quantize_fields(qcfg, cell.method)
     quantize = _pick(fields, QUANTIZE_FIELDS, QUANTIZE_NEUTRAL)
@@ -127,7 +133,7 @@ def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cp
             "quantize": quantize}
     if METHOD_VERSIONS.get(base, 1) != 1:
         what["version"] = METHOD_VERSIONS[base]
-    return digest("cell", SCHEMA, model, what, *_device_part(device))[:24]
+    return digest("cell", SCHEMA, model, what, *_device_part(device), *pools)[:24]
 
 
 def read_cached_cell(path: Path) -> dict | None:

@@ -118,14 +118,19 @@ class Conv2dGeneralRequant(MapOutput, RequantizedWeighted):
 
 @dataclass
 class AvgPool2d(MapOutput):
-    """out[c, y, x] = (sum of the KH x KW window at (y*stride_h - pad, x*stride_w - pad), zero outside
-    + count / 2) / count, count = KH * KW: the mean rounded half up, on the input's step (codes stay codes)."""
+    """out[c, y, x] = min(max_code, (sum of the KH x KW window at (y*stride_h - pad, x*stride_w - pad), zero
+    outside, times 2^up + divisor / 2) / divisor): the mean rounded half up onto the pool's own step
+    (quant.pool_rounding: divisor = KH * KW * 2^down, the output step 2^(down - up) times the input's).
+    acc_bound: the largest numerator, below 2^31 (proved at lowering)."""
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
     kernel: tuple[int, int]
     stride: tuple[int, int]
     pad: int
-    max_code: int          # the input's (and so the output's) largest code
+    up: int
+    divisor: int
+    max_code: int          # the output's largest code
+    acc_bound: int
     layer_index: int
     name: str = "avgpool2d"
 

@@ -13,7 +13,7 @@ from siq.training.arch import (ACTIVATIONS, LRN, MERGES, Add, Arch, AvgPool, Bat
 from siq.training.errors import SiqError
 from siq.training.graph import activation_reads, merge_inputs, signed_points
 from siq.training.quant import (INT32_MAX, QuantizedModel, codebook_weights, input_point_of, lrn_table, point_max_code,
-                                quantizable, signed_zero_point)
+                                pool_rounding, quantizable, signed_zero_point)
 
 from .ir import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool,
                  DenseRequant, DenseScores, IntegerModel, KernelStep, LRNRequant, MaxPool2d, QuantizeInput)
@@ -92,12 +92,7 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
         elif isinstance(layer, MaxPool):
             op = MaxPool2d(in_shape, out_shape, layer.k, i)
         elif isinstance(layer, (AvgPool, GlobalAvgPool)):
-            point = input_point_of(arch, i)
-            codes = point_max_code(arch, point, qm.shifts[point], qm.bits_at(point))
-            if isinstance(layer, AvgPool):
-                op = AvgPool2d(in_shape, out_shape, layer.kernel, layer.strides, layer.pad, codes, i)
-            else:
-                op = AvgPool2d(in_shape, out_shape, in_shape[1:], (1, 1), 0, codes, i)
+            op = _avgpool_op(qm, i, layer, in_shape, out_shape, where)
         elif isinstance(layer, LRN):
             source = input_point_of(arch, i)  # the table spans the input's codes; the clamp is the output's
             tab = lrn_table(layer, qm.shifts[source], qm.shifts[i], qm.bits_at(source))
@@ -113,6 +108,19 @@ def build_integer_model(qm: QuantizedModel) -> IntegerModel:
             op_of[i] = len(ops) - 1
     return IntegerModel(arch.input, arch.num_classes, qm.act_bits, ops, list(qm.class_names),
                         qm.accumulator_exponent(last), qm.input_bits, inputs, dict(qm.point_widths))
+
+
+def _avgpool_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, where: str) -> AvgPool2d:
+    """The pool's mean rounded onto its own step (the pool is a quantization point: graph.py)."""
+    point = input_point_of(qm.arch, i)
+    in_max = point_max_code(qm.arch, point, qm.shifts[point], qm.bits_at(point))
+    kernel, stride, pad = (in_shape[1:], (1, 1), 0) if isinstance(layer, GlobalAvgPool) else \
+        (layer.kernel, layer.strides, layer.pad)
+    count = kernel[0] * kernel[1]
+    up, divisor, half = pool_rounding(count, qm.shifts[point], qm.shifts[i])
+    bound = _prove((count * in_max << up) + half, where)
+    return AvgPool2d(in_shape, out_shape, tuple(kernel), tuple(stride), pad, up, divisor,
+                     point_max_code(qm.arch, i, qm.shifts[i], qm.bits_at(i)), bound, i)
 
 
 def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: bool, signed: bool, where: str):

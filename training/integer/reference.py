@@ -69,7 +69,9 @@ def avgpool2d(codes: np.ndarray, op: AvgPool2d) -> np.ndarray:
     padded = np.pad(codes.astype(np.int64), ((0, 0), (0, 0), (op.pad, op.pad), (op.pad, op.pad)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     sums = windows[:, :, ::sh, ::sw][:, :, :oh, :ow].sum(axis=(4, 5))
-    return (sums + op.count // 2) // op.count  # floor division of non-negative integers: round half up
+    numerators = (sums << op.up) + op.divisor // 2
+    _check_bound(numerators, op.acc_bound, op.name)
+    return np.minimum(numerators // op.divisor, op.max_code)  # floor division of non-negative integers
 
 
 def maxpool2d(codes: np.ndarray, op: MaxPool2d) -> np.ndarray:

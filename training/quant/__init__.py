@@ -28,9 +28,9 @@ from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, best_shift, calib
 from .codebook import (MAX_CODEBOOK_BITS, LayerCodebook, check_codebook_bits, codebook_entry_bytes, codebook_weights,
                        pad_rows, snap_codebook)
 from .equalize import equalizable_pairs, equalize_channels
-from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, point_max_code, quantizable,
-                         quantization_points, quantize_activation, quantize_signed, relu_follows, round_half_up,
-                         signed_zero_point)
+from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, point_max_code, pool_rounding,
+                         quantizable, quantization_points, quantize_activation, quantize_signed, relu_follows,
+                         round_half_up, signed_zero_point)
 from .hooks import ExactHooks, TrainingHooks, evaluate_exact, ste
 from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
 from .model import QuantizedModel, load_quantized, quantize_biases, save_quantized
@@ -38,6 +38,7 @@ from .model import QuantizedModel, load_quantized, quantize_biases, save_quantiz
 __all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "INT32_MAX", "LRN_TABLE_BITS", "MAX_CODEBOOK_BITS",
            "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel", "TrainingHooks", "best_shift",
            "calibrate_shifts", "check_bits", "check_codebook_bits", "codebook_entry_bytes", "codebook_weights",
-           "equalizable_pairs", "equalize_channels", "evaluate_exact", "input_point_of", "load_quantized", "lrn_table", "lrn_window_sum", "pad_rows",
-           "point_bits", "point_max_code", "quantizable", "quantization_points", "quantize_activation", "quantize_biases",
-           "quantize_signed", "relu_follows", "signed_zero_point", "round_half_up", "save_quantized", "snap_codebook", "ste"]
+           "equalizable_pairs", "equalize_channels", "evaluate_exact", "input_point_of", "load_quantized",
+           "lrn_table", "lrn_window_sum", "pad_rows", "point_bits", "point_max_code", "pool_rounding", "quantizable",
+           "quantization_points", "quantize_activation", "quantize_biases", "quantize_signed", "relu_follows",
+           "signed_zero_point", "round_half_up", "save_quantized", "snap_codebook", "ste"]

@@ -55,6 +55,17 @@ def point_bits(point: int, act_bits: int, input_bits: int | None = None, widths:
     return input_bits if point == -1 and input_bits is not None else act_bits
 
 
+def pool_rounding(count: int, shift_in: int, shift_out: int) -> tuple[int, int, int]:
+    """The average pool's integer rule from codes on step 2^-shift_in to codes on step 2^-shift_out:
+    out = floor((sum * 2^up + divisor // 2) / divisor), divisor = count * 2^down, the mean sum / count rounded
+    half up onto the output's step (up, down = the step ratio's power of two, one of them 0). Returns
+    (up, divisor, divisor // 2). For an odd divisor the quotient is never exactly half way, so adding
+    (divisor - 1) / 2 before the floor still rounds half up."""
+    up, down = max(shift_out - shift_in, 0), max(shift_in - shift_out, 0)
+    divisor = count << down
+    return up, divisor, divisor // 2
+
+
 def quantization_points(arch: Arch) -> list[int]:
     """Layer indices whose outputs are stored quantized (the input is point -1): every relu, clip and lrn, and
     on branching networks signed conv/dense outputs, adds without a relu after them and concats (graph.py)."""

@@ -7,7 +7,8 @@ import torch
 
 from ..arch import LRN
 from ..nets import Hooks, Net, images_to_input
-from .fixedpoint import input_point_of, point_bits, quantize_activation, quantize_signed, signed_zero_point
+from .fixedpoint import (input_point_of, point_bits, pool_rounding, quantize_activation, quantize_signed,
+                         signed_zero_point)
 from .lrn import lrn_table, lrn_window_sum
 from .model import QuantizedModel
 
@@ -52,19 +53,20 @@ class ExactHooks(Hooks):
         return out_codes * 2.0 ** -self.qm.shifts[index]
 
     def avgpool(self, index, module, x):
-        return rounded_mean(module, x, self.qm.shifts[input_point_of(self.qm.arch, index)])
+        return rounded_mean(module, x, self.qm.shifts[input_point_of(self.qm.arch, index)], self.qm.shifts[index])
 
 
-def rounded_mean(module: torch.nn.AvgPool2d, x: torch.Tensor, shift_in: int) -> torch.Tensor:
-    """The integer average pool on codes q = x * 2^shift_in: floor((sum + count // 2) / count), count = kh * kw
-    (padding counted), as a real value on the same step. float64 holds every sum exactly, and the floor of the
-    correctly rounded quotient of two integers below 2^26 is the exact integer floor."""
+def rounded_mean(module: torch.nn.AvgPool2d, x: torch.Tensor, shift_in: int, shift_out: int) -> torch.Tensor:
+    """The integer average pool on codes q = x * 2^shift_in (pool_rounding's rule; count = kh * kw, padding
+    counted), as a real value on step 2^-shift_out, before the clamp to the output's largest code (activation()
+    applies it, as the integer op does). The sums are whole numbers in float64; the division is done on int64."""
     kh, kw = (module.kernel_size,) * 2 if isinstance(module.kernel_size, int) else module.kernel_size
-    count = kh * kw
+    up, divisor, half = pool_rounding(kh * kw, shift_in, shift_out)
     codes = x * 2.0**shift_in
     sums = torch.nn.functional.avg_pool2d(codes, module.kernel_size, module.stride, module.padding,
                                           count_include_pad=True, divisor_override=1)
-    return torch.floor((sums + count // 2) / count) * 2.0**-shift_in
+    out = torch.div(sums.to(torch.int64) * 2**up + half, divisor, rounding_mode="floor")
+    return out.to(x.dtype) * 2.0**-shift_out
 
 
 def ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ import copy
 
 import torch
 
-from ..quant import TrainingHooks
+from ..graph import POOL_POINTS
+from ..quant import TrainingHooks, input_point_of
 from .codebooks import TrainableCodebook
 from .interface import FloatCodebook, QuantizerInput, QuantizerOutput, register
 from .siq import Retraining, retrain
@@ -42,8 +43,10 @@ class PlusRetraining(Retraining):
         self.teacher = copy.deepcopy(job.net).eval()
         super().__init__(job)
         cfg = job.config
-        self.steps = (LearnedSteps(job.shifts, cfg.act_bits, cfg.input_bits, self.plus.real_steps, cfg.point_widths)
-                      if self.plus.learn_act_steps else None)
+        pools = {p: input_point_of(job.net.arch, p) for p in job.shifts
+                 if p >= 0 and isinstance(job.net.arch.layers[p], POOL_POINTS)}
+        self.steps = (LearnedSteps(job.shifts, cfg.act_bits, cfg.input_bits, self.plus.real_steps, cfg.point_widths,
+                                   pools) if self.plus.learn_act_steps else None)
         self.loss_fn = self._loss
 
     @property

@@ -22,11 +22,15 @@ class LearnedSteps(torch.nn.Module):
     2^a - 1 above it) times d(2^-s)/dt.
 
     real=True: the feature maps' steps are 2^-t itself (t clamped to SHIFT_RANGE, not rounded); the input's stays
-    a power of two (the firmware quantizes raw pixels with a shift). scales() gives what fold_step_scales needs."""
+    a power of two (the firmware quantizes raw pixels with a shift). scales() gives what fold_step_scales needs.
+    An average pool's point (`tied`: pool point -> the point it reads) then keeps its input's real factor and
+    learns only a whole number of octaves beside it: a pool has no weights to fold a factor of its own into, and
+    its mean of the input's codes must land on the same codes once the input's factor is folded away."""
 
     def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None, real: bool = False,
-                 point_widths: dict | None = None):
+                 point_widths: dict | None = None, tied: dict[int, int] | None = None):
         super().__init__()
+        self.tied = dict(tied or {}) if real else {}
         self.bits = bits
         self.input_bits = input_bits
         self.point_widths = dict(point_widths or {})
@@ -36,6 +40,12 @@ class LearnedSteps(torch.nn.Module):
 
     def _log2_scale(self, point: int) -> torch.Tensor:
         t = self.log2_scale[str(point)]
+        if point in self.tied:  # the input's real scale plus whole octaves, kept inside SHIFT_RANGE
+            base = self._log2_scale(self.tied[point])
+            octaves = float(np.floor(float(t.detach() - base.detach()) + 0.5))
+            lowest, highest = SHIFT_RANGE.start - float(base.detach()), SHIFT_RANGE.stop - 1 - float(base.detach())
+            octaves = float(np.clip(octaves, np.ceil(lowest), np.floor(highest)))
+            return base + octaves + (t - t.detach())
         if self.real and point != -1:
             return torch.clamp(t, float(SHIFT_RANGE.start), float(SHIFT_RANGE.stop - 1))
         rounded = torch.clamp(torch.floor(t.detach() + 0.5), SHIFT_RANGE.start, SHIFT_RANGE.stop - 1)
