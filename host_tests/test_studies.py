@@ -12,6 +12,7 @@ from siq.codegen.cli import main
 from siq.codegen.fit.study_report import read_fit_records
 from siq.training.arch import load_arch
 from siq.training.errors import SiqError
+from siq.training.graph import has_average_pool
 from siq.training.experiments import cache, grid, study
 from siq.training.experiments.records import read_results
 from siq.training.experiments.sweep import quantize_template, run_sweep
@@ -65,7 +66,8 @@ def test_study_regenerates_its_committed_results(path):
             where = f"{s.name} run {run.number}, {run.results} line {n + 1}"
             assert (record["method"], record["conv_bits"], record["act_bits"], record["seed"]) == \
                 (cell.method, cell.weight_bits, cell.act_bits, cell.seed), where
-            assert record["cell"] == cache.cell_key(record["model"], cell, args["fc_bits"], qcfg), where
+            assert record["cell"] == cache.cell_key(record["model"], cell, args["fc_bits"], qcfg,
+                                                    average_pools=has_average_pool(load_arch(args["arch_spec"]))), where
             recipe = (record["dataset"], record["arch"], json.dumps(vars(args["train_cfg"]), sort_keys=True),
                       cell.seed)
             assert models.setdefault(recipe, record["model"]) == record["model"], where

@@ -98,6 +98,11 @@ def points(arch) -> list[int]:
     return out
 
 
+def has_average_pool(arch) -> bool:
+    """An avgpool or globalavgpool anywhere in the network (its cells' cache keys say so: experiments/cache.py)."""
+    return any(isinstance(layer, POOL_POINTS) for layer in arch.layers)
+
+
 def point_of(arch, index: int, point_set: set | None = None) -> int:
     """The point whose codes (and step) layer `index`'s output carries: itself, the point its pass-through
     layers read, or for a conv/dense/add fused with the relu after it, that relu."""

@@ -60,7 +60,7 @@ from siq.training.arch import Arch, load_arch
 from siq.training.data import load_dataset
 from siq.training.device import on_device, resolve_device
 from siq.training.errors import SiqError
-from siq.training.graph import POOL_POINTS
+from siq.training.graph import has_average_pool
 from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.nets import fold_batchnorm
@@ -327,7 +327,7 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
     todo = []
     for n, cell in enumerate(cells_for(methods, weight_bits, act_bits, seeds)):
         checkpoint, model, float_acc = models[cell.seed]
-        key = cell_key(model, cell, fc_bits, qcfg, device_type, any(isinstance(x, POOL_POINTS) for x in arch.layers))
+        key = cell_key(model, cell, fc_bits, qcfg, device_type, has_average_pool(arch))
         cell_path = cache / "cells" / f"{key}.json"
         identity = {"dataset": dataset_label, "arch": arch.name, "float_accuracy": float_acc, "cell": key,
                     "model": model, "codebook_bits": codebook_bits, "calibration": calibration,
