@@ -134,10 +134,6 @@ class AvgPool2d(MapOutput):
     layer_index: int
     name: str = "avgpool2d"
 
-    @property
-    def count(self) -> int:
-        return self.kernel[0] * self.kernel[1]
-
     macs = 0
 
 
