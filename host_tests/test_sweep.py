@@ -158,6 +158,26 @@ def test_integer_cell_equals_an_independent_exact_evaluation(sweeps):
         assert qm.weights_bytes() == r["weights_bytes"]
 
 
+def test_a_float_weight_cell_quantizes_a_batch_norm_network_at_its_folded_points(tmp_path):
+    """Float weights with quantized feature maps on a network with batch norm: the cell scores the folded network
+    at quantization's points (relu outputs), the very number TrainingHooks give it. Unfolded, the conv before its
+    batch norm would count as a signed point and be quantized ahead of the normalization."""
+    from siq.training.data import load_dataset
+    from siq.training.nets import fold_batchnorm
+    from siq.training.quant import TrainingHooks, calibrate_shifts
+    arch = {**TINY_ARCH, "name": "tiny-bn", "layers": [TINY_ARCH["layers"][0], {"type": "batchnorm"},
+                                                       *TINY_ARCH["layers"][1:]]}
+    path = tmp_path / "tiny-bn.json"
+    path.write_text(json.dumps(arch))
+    [cell] = sweep.run_sweep("digits", str(path), ["uniform"], [None], [2], out=tmp_path / "bn.jsonl",
+                             cache_dir=tmp_path / "cache", **SCHEDULE)
+    ds = load_dataset("digits", seed=0)
+    net = fold_batchnorm(load_checkpoint(tmp_path / "cache" / "models" / f"{cell['model']}.pt")[0])
+    calibration = ds.train_x[np.random.default_rng(0).permutation(len(ds.train_x))[:200]]
+    hooks = TrainingHooks(2, calibrate_shifts(net, calibration, 2))
+    assert accuracy(predict_scores(net, ds.test_x, hooks), ds.test_y) == cell["accuracy"]
+
+
 def test_point_widths_reach_every_cell_that_quantizes_feature_maps(sweeps, tmp_path, arch_file):
     """point_widths (study option point_bits): a quantized cell equals quantize_model with the same widths, bit for
     bit; a float-weight cell with quantized feature maps calibrates and scores them at those widths; both say so

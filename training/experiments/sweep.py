@@ -173,8 +173,7 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
         else:
             calib = _calibration_images(data["train_x"], cell.seed, qcfg["calibration_images"])
             input_bits, point_widths = qcfg.get("input_bits"), qcfg["point_widths"]
-            if point_widths:  # the points are numbered on the folded network, as quantization numbers them
-                net = fold_batchnorm(net)
+            net = fold_batchnorm(net)  # quantization's points (unfolded, a conv before its batch norm is "signed")
             shifts = calibrate_shifts(net, calib, cell.act_bits, qcfg["calibration"], input_bits, point_widths)
             hooks = TrainingHooks(cell.act_bits, shifts, input_bits=input_bits, point_widths=point_widths)
         scores = predict_scores(net, test_x, hooks)
