@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from siq.training.experiments import cache, grid, sweep
+from siq.training.quant import CALIBRATION_RULES
 from siq.training.quantizers import SIQConfig, SIQPlusConfig
 from siq.training.train import TrainConfig
 
@@ -68,8 +69,8 @@ def test_cell_key_ignores_fields_left_at_their_neutral_values():
         "cell", 1, "m", {"method": "float", "act_bits": 2, "calibration_images": 2000})[:24]
     # the activation-shift rule, for quantized and float-weight cells
     for c in (cell, float_cell):
-        keys = {rule: cache.cell_key("m", c, 8, _template(calibration=rule)) for rule in ("float", "sequential")}
-        assert len(set(keys.values())) == 2
+        keys = {rule: cache.cell_key("m", c, 8, _template(calibration=rule)) for rule in CALIBRATION_RULES}
+        assert len(set(keys.values())) == len(CALIBRATION_RULES) == 3
     # per-channel codebooks: new keys for quantized cells; float-weight cells have no codebooks to differ
     for c, differs in ((cell, True), (float_cell, False)):
         keys = {choice: cache.cell_key("m", c, 8, _template(per_channel=choice)) for choice in ("none", "conv", "all")}

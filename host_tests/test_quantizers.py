@@ -89,6 +89,60 @@ def test_sequential_calibration_scores_each_point_on_the_quantized_points_before
         calibrate_shifts(net, images, 2, "median")
 
 
+def _wide_and_narrow_net():
+    """2-channel 1x1 input -> conv 1x1 -> relu -> dense 2. The relu's channel 0 is 4a (up to 3.75, ignored by the
+    dense layer), channel 1 is b / 4 (up to 15/64); the class is b / 4 > 7/128, scored 40 (b / 4 - 7/128) either
+    way. Inputs are whole sixteenths, exact on the input's 4-bit step."""
+    from siq.training.arch import Arch, Conv, Dense, Flatten, ReLU
+    from siq.training.nets import Net
+    net = Net(Arch("wide-and-narrow", (2, 1, 1), (Conv(2, 1), ReLU(), Flatten(), Dense(2))))
+    with torch.no_grad():
+        net.layers[0].weight.copy_(torch.tensor([[4.0, 0.0], [0.0, 0.25]]).reshape(2, 2, 1, 1))
+        net.layers[0].bias.zero_()
+        net.layers[3].weight.copy_(torch.tensor([[0.0, 40.0], [0.0, -40.0]]))
+        net.layers[3].bias.copy_(torch.tensor([-40 * 7 / 128, 40 * 7 / 128]))
+    images = 16 * np.random.default_rng(0).integers(0, 16, (1024, 2, 1, 1), dtype=np.uint8)
+    return net, images
+
+
+def test_output_calibration_gives_a_narrow_channel_the_step_its_consumer_needs():
+    """MSE on the relu's tensor fits the wide channel (step 1/4) and rounds the narrow one's b / 4 = 4/64 .. 7/64
+    to 0, a quarter of the inputs on the wrong side; the output rule refines the step until the narrow channel is
+    exact (1/64), and the quantized network agrees with the float one."""
+    from siq.training.nets import images_to_input
+    from siq.training.quant import TrainingHooks, calibrate_shifts
+    net, images = _wide_and_narrow_net()
+    mse = calibrate_shifts(net, images, 4, "float")
+    output = calibrate_shifts(net, images, 4, "output")
+    assert mse == {-1: 4, 1: 2} and output == {-1: 4, 1: 6}
+    x = images_to_input(images)
+    with torch.no_grad():
+        truth = net(x).argmax(1)
+        agree = {rule: float((net(x, TrainingHooks(4, s)).argmax(1) == truth).float().mean())
+                 for rule, s in (("float", mse), ("output", output))}
+    assert agree["float"] < 0.8 and agree["output"] == 1.0
+    assert calibrate_shifts(net, images, 4, "output") == output   # deterministic
+
+
+def test_output_calibration_never_ends_worse_than_the_mse_steps(tiny_nets, digits):
+    from siq.training.nets import images_to_input
+    from siq.training.quant import TrainingHooks, calibrate_shifts
+    from siq.training.quant.calibrate import OUTPUT_RULE_IMAGES, OUTPUT_RULE_OCTAVES, OUTPUT_RULE_SWEEPS
+    net, images = tiny_nets[True], digits.train_x[:600]
+    mse = calibrate_shifts(net, images, 2, "float")
+    output = calibrate_shifts(net, images, 2, "output")
+    assert mse.keys() == output.keys()
+    assert all(abs(output[p] - mse[p]) <= OUTPUT_RULE_OCTAVES * OUTPUT_RULE_SWEEPS for p in mse)
+    x = images_to_input(images[:OUTPUT_RULE_IMAGES])
+    with torch.no_grad():
+        reference = torch.log_softmax(net(x), 1)
+
+        def divergence(shifts):
+            out = torch.log_softmax(net(x, TrainingHooks(2, shifts)), 1)
+            return float(torch.sum(reference.exp() * (reference - out)))
+        assert divergence(output) <= divergence(mse)
+
+
 def test_wider_codebook_values_keep_small_centroids_apart_beside_an_outlier():
     # one large first-layer weight sets the power-of-two scale: on the int8 grid (step 2^-4 here) the small
     # centroids merge; 12-bit values (int16 in the C) keep them

@@ -18,7 +18,8 @@ Numbers (all steps are powers of two, so every scaling is a shift and float64 ho
   * lrn:          out = clamp(floor(q * m[S >> t] * 2^-F + 1/2), 0, 2^a - 1) with S the windowed sum of q^2 and
                   m a table of fixed-point reciprocals (lrn_table); the float model uses the very same table.
 Calibration rule: each tensor's shift s is the one (from -8 to 24) minimising the mean squared quantization
-error on calibration images from the training split, measured on the float network's tensors.
+error on calibration images from the training split, measured on the float network's tensors; or (rule
+"output") those shifts refined by what the quantized network outputs (calibrate.output_shifts).
 
 Modules: fixedpoint (Eq. 5, bit widths, quantization points), lrn (the integer lrn table), calibrate (activation
 shifts), codebook (integer codebooks), equalize (cross-layer equalization of the float network), model

@@ -113,7 +113,7 @@ class QuantizeConfig:
     codebook_bits: int = 8
     seed: int = 0
     calibration_images: int = 2000
-    calibration: str = "float"  # activation-shift rule (quant.CALIBRATION_RULES): "float" or "sequential"
+    calibration: str = "float"  # activation-shift rule (quant.CALIBRATION_RULES): "float", "sequential", "output"
     per_channel: str = DEFAULT_PER_CHANNEL  # codebooks per output channel (PER_CHANNEL_CHOICES)
     channel_layers: list = field(default_factory=list)  # weighted layer indices with codebooks per output channel
     #                                                     besides those per_channel names (siq fit chooses them)
