@@ -73,10 +73,10 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
 
 def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], input_bits: int | None = None,
                   point_widths: dict | None = None) -> dict[int, int]:
-    """Coordinate descent from `shifts` on the network's output: point by point in network order, every other
-    point quantized at its current step, the step (within OUTPUT_RULE_OCTAVES octaves of the
-    current one) that minimises the mean KL divergence of the network's softmax on the first OUTPUT_RULE_IMAGES
-    images from the float network's; repeated until a pass changes no step (at most OUTPUT_RULE_SWEEPS passes).
+    """Coordinate descent from `shifts` on the network's output. Point by point in network order, with every other
+    point quantized at its current step, each point takes the step within OUTPUT_RULE_OCTAVES octaves of its
+    current one that minimises the mean KL divergence of the quantized network's softmax from the float network's
+    on the first OUTPUT_RULE_IMAGES images; passes repeat until one changes no step (OUTPUT_RULE_SWEEPS at most).
     A step is replaced only by one better by OUTPUT_RULE_MARGIN, far above float32's rounding of the mean, so the
     summation order of a machine's convolutions cannot flip the choice. The input keeps its step: its codes are
     the sensor's values as the user maps them (README, 'How the numbers work'), not a trade-off against the layers
@@ -84,13 +84,13 @@ def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], 
     net = copy.deepcopy(net).eval()
     x = x[:OUTPUT_RULE_IMAGES]
     with torch.no_grad():
-        reference = torch.log_softmax(net(x), dim=1)
-        weight = reference.exp()
+        float_log_p = torch.log_softmax(net(x), dim=1)
+        float_p = float_log_p.exp()
 
         def divergence(candidate: dict[int, int]) -> float:
             hooks = TrainingHooks(bits, candidate, input_bits=input_bits, point_widths=point_widths)
-            out = torch.log_softmax(net(x, hooks), dim=1)
-            return float(torch.sum(weight * (reference - out), dtype=torch.float64)) / len(x)
+            quantized_log_p = torch.log_softmax(net(x, hooks), dim=1)
+            return float(torch.sum(float_p * (float_log_p - quantized_log_p), dtype=torch.float64)) / len(x)
 
         shifts = dict(shifts)
         best = divergence(shifts)
