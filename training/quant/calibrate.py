@@ -1,8 +1,6 @@
 """Activation calibration: each quantization point's power-of-two step from calibration images."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 
@@ -81,7 +79,7 @@ def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], 
     summation order of a machine's convolutions cannot flip the choice. The input keeps its step: its codes are
     the sensor's values as the user maps them (README, 'How the numbers work'), not a trade-off against the layers
     after it."""
-    net = copy.deepcopy(net).eval()
+    net.eval()
     x = x[:OUTPUT_RULE_IMAGES]
     with torch.no_grad():
         float_log_p = torch.log_softmax(net(x), dim=1)
