@@ -44,8 +44,9 @@ def random_model(arch_name: str, weight_bits: int, act_bits: int, seed: int = 0,
     net = Net(arch).eval()
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (calibration, *arch.input), dtype=np.uint8)
+    # random weights: no trained function for the output rule to keep, each tensor's squared error sets its step
     cfg = QuantizeConfig(method="kmeans", conv_bits=weight_bits, fc_bits=weight_bits, act_bits=act_bits,
-                         calibration_images=calibration, seed=seed)
+                         calibration_images=calibration, calibration="float", seed=seed)
     classes = [str(k) for k in range(arch.num_classes)]
     qm = quantize_model(net, images, np.arange(calibration) % arch.num_classes, cfg, classes,
                         {"arch": arch_name, "weights": f"random, seed {seed}"})[0]

@@ -32,7 +32,7 @@ def write_model_files(root, digits, method: str = "kmeans", calibration_images: 
     net = Net(tiny_arch())
     meta = {"spec": "digits", "data_dir": None, "seed": 0, "class_names": list(digits.class_names)}
     save_checkpoint(root / "float.pt", net, meta, TrainConfig(epochs=1), {"float_accuracy": 0.1})
-    cfg = QuantizeConfig(method=method, calibration_images=calibration_images)
+    cfg = QuantizeConfig(method=method, calibration_images=calibration_images, calibration="float")  # untrained
     qm = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names, {"dataset": meta})[0]
     save_quantized(root / "quantized.pt", qm)
     return root

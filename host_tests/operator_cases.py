@@ -46,8 +46,10 @@ def check_four_ways(arch: Arch, seed: int, tmp_path, act_bits: int = 4, weight_b
     rng = np.random.default_rng(seed)
     images = random_images(arch, rng, n)
     net = random_net(arch, seed)
+    # random weights: no trained function for the output rule to keep; each tensor's squared error sets its step
     cfg = QuantizeConfig(method="kmeans", conv_bits=weight_bits, fc_bits=weight_bits, act_bits=act_bits,
-                         calibration_images=len(images), seed=seed % 5, point_widths=point_widths or {})
+                         calibration_images=len(images), calibration="float", seed=seed % 5,
+                         point_widths=point_widths or {})
     classes = net.arch.num_classes
     qm = quantize_model(net, images, np.arange(len(images)) % classes, cfg, [f"c{k}" for k in range(classes)])[0]
     lm = lower(qm)

@@ -35,8 +35,11 @@ OLD_CELL_KEYS = [
 ]
 
 
-def _template(codebook_bits=8, siq=None, plus=None, **kw):
-    return sweep.quantize_template(codebook_bits, 2000, siq or SIQConfig(), plus or SIQPlusConfig(), **kw)
+def _template(codebook_bits=8, siq=None, plus=None, calibration="float", **kw):
+    """The sweep's quantize template; calibration by each tensor's squared error, the rule the keys were
+    written with (the neutral value a key leaves out)."""
+    return sweep.quantize_template(codebook_bits, 2000, siq or SIQConfig(), plus or SIQPlusConfig(),
+                                   calibration=calibration, **kw)
 
 
 def test_cache_keys_equal_the_keys_the_committed_results_were_written_with():

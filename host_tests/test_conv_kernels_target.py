@@ -51,8 +51,9 @@ def exported(request, tmp_path_factory):
     rng = np.random.default_rng(7)
     images = random_images(arch, rng, n=40)
     net = random_net(arch, 7)
+    # random weights: no trained function for the output rule to keep; each tensor's squared error sets its step
     cfg = QuantizeConfig(method="kmeans", conv_bits=4, fc_bits=4, act_bits=act_bits, calibration_images=len(images),
-                         seed=1)
+                         calibration="float", seed=1)
     qm = quantize_model(net, images, np.arange(len(images)) % 3, cfg, ["a", "b", "c"])[0]
     lm = lower(qm)
     directory = tmp_path_factory.mktemp(f"fw-{name}-a{act_bits}")
@@ -109,7 +110,9 @@ def test_presets_on_cortex_m4_run_the_dsp_kernels_bit_exact(preset, n, tmp_path)
     rng = np.random.default_rng(3)
     images = random_images(arch, rng, n=n)
     net = random_net(arch, 3)
-    cfg = QuantizeConfig(method="kmeans", conv_bits=4, fc_bits=4, act_bits=4, calibration_images=len(images), seed=0)
+    # random weights: no trained function for the output rule to keep; each tensor's squared error sets its step
+    cfg = QuantizeConfig(method="kmeans", conv_bits=4, fc_bits=4, act_bits=4, calibration_images=len(images),
+                         calibration="float", seed=0)
     classes = net.arch.num_classes
     qm = quantize_model(net, images, np.arange(len(images)) % classes, cfg, [f"c{k}" for k in range(classes)])[0]
     lm = lower(qm)

@@ -32,7 +32,8 @@ def test_folder_dataset_pipeline(tmp_path):
     _make_folder(tmp_path / "images", np.random.default_rng(0))
     out = tmp_path / "out"
     result = siq("pipeline", "--dataset", f"folder:{tmp_path / 'images'}", "--arch", "paper-office",
-                 "--epochs", 4, "--siq-rounds", 1, "--siq-epochs", 1, "--no-target", "--out", out)
+                 "--epochs", 4, "--siq-rounds", 1, "--siq-epochs", 1, "--calibration", "float", "--no-target",
+                 "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["mismatches"]["torch_quant"] == 0 and report["mismatches"]["host_c"] == 0

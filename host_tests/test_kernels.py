@@ -24,8 +24,9 @@ FAST_KERNELS = {8: [None, "conv2d_requant_maxpool_k3", "lrn_requant_window", "co
 
 
 def _quantize(net, images, wbits, abits, fc_bits=None, codebook_bits=8):
+    # kernels against their twins: how the steps were chosen plays no part, so the seconds-fast tensor rule
     cfg = QuantizeConfig(method="kmeans", conv_bits=wbits, fc_bits=fc_bits or wbits, act_bits=abits,
-                         calibration_images=100, codebook_bits=codebook_bits)
+                         calibration_images=100, calibration="float", codebook_bits=codebook_bits)
     labels = np.arange(len(images)) % net.arch.num_classes
     return quantize_model(net, images, labels, cfg, [f"c{i}" for i in range(net.arch.num_classes)])[0]
 

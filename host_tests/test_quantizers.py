@@ -124,6 +124,23 @@ def test_output_calibration_gives_a_narrow_channel_the_step_its_consumer_needs()
     assert calibrate_shifts(net, images, 4, "output") == output   # deterministic
 
 
+def test_the_output_rule_is_the_default_of_the_api_the_cli_and_the_studies():
+    """A quantization left at its defaults takes the output rule's steps, not the tensors' MSE steps."""
+    from siq.codegen.cli.main import build_parser
+    from siq.training.experiments.study import Run
+    net, images = _wide_and_narrow_net()
+    labels = np.zeros(len(images), np.int64)
+    default = QuantizeConfig(method="kmeans", conv_bits=8, fc_bits=8)
+    assert quantize_model(copy.deepcopy(net), images, labels, default, ["a", "b"])[0].shifts == {-1: 4, 1: 6}
+    mse = QuantizeConfig(method="kmeans", conv_bits=8, fc_bits=8, calibration="float")
+    assert quantize_model(copy.deepcopy(net), images, labels, mse, ["a", "b"])[0].shifts == {-1: 4, 1: 2}
+    required = {"quantize": ["x.pt", "--out", "q.pt"], "pipeline": [], "sweep": [], "fit": ["--flash", "6KB"]}
+    for command, rest in required.items():
+        assert build_parser().parse_args([command, *rest]).calibration == "output", command
+    options = {"dataset": "digits", "methods": ["siq"], "weight_bits": "4", "act_bits": "4"}
+    assert Run(1, options, "test", "r.jsonl").sweep_arguments()["calibration"] == "output"
+
+
 def test_output_calibration_never_ends_worse_than_the_mse_steps(tiny_nets, digits):
     from siq.training.nets import images_to_input
     from siq.training.quant import TrainingHooks, calibrate_shifts

@@ -288,7 +288,8 @@ def _degenerate_net(kind: str) -> Net:
 ])
 def test_degenerate_layers_and_one_bit_codebooks_bit_exact(kind, method, bits, digits, tmp_path):
     net = _degenerate_net(kind)
-    cfg = QuantizeConfig(method=method, conv_bits=bits, fc_bits=bits, act_bits=4, calibration_images=200)
+    cfg = QuantizeConfig(method=method, conv_bits=bits, fc_bits=bits, act_bits=4, calibration_images=200,
+                         calibration="float")  # degenerate weights: the layers, not the steps, are under test
     qm = quantize_model(net, digits.train_x, digits.train_y, cfg, digits.class_names)[0]
     for i, lc in qm.layers.items():
         assert 1 <= len(lc.codebook) <= 2**bits and int(lc.indices.max()) < len(lc.codebook)

@@ -100,7 +100,7 @@ def test_sanitized_build_matches_the_reference(conv_bits, fc_bits, act_bits, def
     inputs = np.concatenate([inputs[:count - 2], inputs[-2:]])  # always the all-0 and all-255 images
     # uniform codebooks: instant; at 8 bits they hold the extreme values -127 and 127, at 1 bit +-mean|w|
     cfg = QuantizeConfig(method="uniform", conv_bits=conv_bits, fc_bits=fc_bits, act_bits=act_bits,
-                         calibration_images=500)
+                         calibration_images=500, calibration="float")  # the tensor rule: seconds, not a minute
     qm = quantize_model(trained, mnist5k.train_x, mnist5k.train_y, cfg, mnist5k.class_names)[0]
     lm = lower(qm)
     write_sources(lm, tmp_path)

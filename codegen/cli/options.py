@@ -16,7 +16,7 @@ from siq.codegen.preflight import SEED_MAX
 from siq.training.data import DATASETS
 from siq.training.device import check_device
 from siq.training.errors import SiqError
-from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
+from siq.training.quant import CALIBRATION_RULES, DEFAULT_CALIBRATION, check_codebook_bits
 from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig,
                                      SIQPlusConfig, check_plus_config, check_siq_config)
 
@@ -283,11 +283,12 @@ def add_input_bits(p):
 
 
 def add_calibration(p):
-    p.add_argument("--calibration", choices=CALIBRATION_RULES, default="float",
-                   help="activation-shift rule: on the float network's tensors (each tensor's squared error); "
-                        "sequential: point by point on the tensors the quantized points before it produce; "
-                        "output: the float rule's steps refined by the network's output (KL divergence from "
-                        "the float network's, a few minutes on a ResNet-8) (default %(default)s)")
+    p.add_argument("--calibration", choices=CALIBRATION_RULES, default=DEFAULT_CALIBRATION,
+                   help="activation-shift rule. output: each feature map's step moved from the float rule's "
+                        "while the quantized network's output gets closer to the float network's (KL divergence; "
+                        "a few minutes on a ResNet-8); float: each tensor's own squared error on the float "
+                        "network; sequential: point by point on the tensors the quantized points before it "
+                        "produce (default %(default)s)")
 
 
 def add_per_channel(p):

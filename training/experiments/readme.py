@@ -47,8 +47,12 @@ ROWS = [
      {"W4A4": [("fashion-mlperf-presets", 2, "siq")]}),
     ("Fashion-MNIST 32×32×3 (12,000 training images), resnet8 · siq+, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 9, "siq+")], "W2A4": [("fashion-mlperf-presets", 3, "siq+")]}),
+    ("Fashion-MNIST 32×32×3 (12,000 training images), resnet8 · SIQ, 12-bit codebook entries, output calibration",
+     {"W4A4": [("fashion-mlperf-presets-output-calibration", 3, "siq")]}),
     ("Fashion-MNIST (12,000 training images), ds-cnn-28 · SIQ, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 5, "siq")]}),
+    ("Fashion-MNIST (12,000 training images), ds-cnn-28 · SIQ, 12-bit codebook entries, output calibration",
+     {"W4A4": [("fashion-mlperf-presets-output-calibration", 6, "siq")]}),
     ("Fashion-MNIST (12,000 training images), ds-cnn-28 · siq+, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 10, "siq+")], "W2A4": [("fashion-mlperf-presets", 6, "siq+")]}),
 ]

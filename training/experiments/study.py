@@ -44,7 +44,7 @@ from pathlib import Path
 from siq.training.arch import load_arch
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
-from siq.training.quant import CALIBRATION_RULES, check_codebook_bits
+from siq.training.quant import CALIBRATION_RULES, DEFAULT_CALIBRATION, check_codebook_bits
 from siq.training.quantizers import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig, SIQPlusConfig,
                                      check_plus_config, check_point_widths, check_siq_config, method_variant)
 from siq.training.train import TrainConfig
@@ -112,8 +112,9 @@ class Run:
                     fc_bits=o.get("fc_bits", 8), seed=[seeds] if isinstance(seeds, int) else list(seeds),
                     train_cfg=replace(TrainConfig(), **train), siq_cfg=SIQConfig(**siq),
                     plus_cfg=SIQPlusConfig(**plus), codebook_bits=o.get("codebook_bits", 8),
-                    calibration=o.get("calibration", "float"), per_channel=o.get("per_channel", DEFAULT_PER_CHANNEL),
-                    input_bits=o.get("input_bits"), equalize=o.get("equalize", False),
+                    calibration=o.get("calibration", DEFAULT_CALIBRATION),
+                    per_channel=o.get("per_channel", DEFAULT_PER_CHANNEL), input_bits=o.get("input_bits"),
+                    equalize=o.get("equalize", False),
                     point_widths={int(p): w for p, w in o.get("point_bits", {}).items()}, data_dir=o.get("data_dir"),
                     data_seed=o.get("split_seed", 0),
                     validation=o.get("validation"), subset=subset)
@@ -191,7 +192,7 @@ def check_sweep_options(where: str, o: dict) -> None:
     if isinstance(seeds, list) and (not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                          for s in seeds)):
         _fail(where, f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
-    if o.get("calibration", "float") not in CALIBRATION_RULES:
+    if o.get("calibration", DEFAULT_CALIBRATION) not in CALIBRATION_RULES:
         _fail(where, f"calibration must be one of {', '.join(CALIBRATION_RULES)}, got {o['calibration']!r}")
     if o.get("per_channel", DEFAULT_PER_CHANNEL) not in PER_CHANNEL_CHOICES:
         _fail(where, f"per_channel must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {o['per_channel']!r}")

@@ -18,8 +18,7 @@ quantized weights and float activations still needs activation bits to quantize 
 retrains with fake-quantized activations): it uses 8 (`quantize_act_bits` in the record).
 
 Caches (default `<folder of out>/.siq_cache/`, or `cache_dir`):
-    models/<model key>.pt    float checkpoints; key = hash of the data (content digest), architecture, training
-                             config and seed
+    models/<model key>.pt    float checkpoints; key = hash of the data (digest), architecture, training config, seed
     cells/<cell key>.json    one finished cell (its result record); key = hash of the model key and everything that
                              configures the cell (method, widths, codebook bits, calibration, SIQ config for "siq")
 Both keys follow the versioned schema in cache.py. Delete a file to recompute it; unreadable cache files are
@@ -64,7 +63,8 @@ from siq.training.graph import has_average_pool
 from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.nets import fold_batchnorm
-from siq.training.quant import CALIBRATION_RULES, TrainingHooks, calibrate_shifts, check_bits, check_codebook_bits
+from siq.training.quant import (CALIBRATION_RULES, DEFAULT_CALIBRATION, TrainingHooks, calibrate_shifts, check_bits,
+                               check_codebook_bits)
 from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
                                      check_per_channel, check_plus_config, check_point_widths, check_siq_config,
                                      method_variant)
@@ -231,11 +231,11 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               train_cfg: TrainConfig | None = None, siq_cfg: SIQConfig | None = None, jobs: int = 1,
               data_dir: str | None = None, cache_dir: str | Path | None = None, data_seed: int = 0,
               codebook_bits: int = 8, calibration_images: int = 2000, threads: int | None = None,
-              progress: bool = True, plus_cfg: SIQPlusConfig | None = None,
-              validation: float | None = None, subset: tuple[int | None, int | None] | None = None,
-              calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None,
-              equalize: bool = False, point_widths: dict | None = None, device: str = "cpu",
-              backend: str = "joblib", address: str | None = None, max_retries: int = 2, log=None) -> list[dict]:
+              progress: bool = True, plus_cfg: SIQPlusConfig | None = None, validation: float | None = None,
+              subset: tuple[int | None, int | None] | None = None, calibration: str = DEFAULT_CALIBRATION,
+              per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None, equalize: bool = False,
+              point_widths: dict | None = None, device: str = "cpu", backend: str = "joblib",
+              address: str | None = None, max_retries: int = 2, log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
     dataset_spec: a training.data.load_dataset spec ("mnist5k", "digits", "folder:PATH", ...) or a Dataset.
@@ -390,8 +390,9 @@ def _report_runs(runs: CellRuns, todo: list, total: int, log) -> None:
 
 
 def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
-                      plus_cfg: SIQPlusConfig, calibration: str = "float", per_channel: str = DEFAULT_PER_CHANNEL,
-                      input_bits: int | None = None, equalize: bool = False, point_widths: dict | None = None) -> dict:
+                      plus_cfg: SIQPlusConfig, calibration: str = DEFAULT_CALIBRATION,
+                      per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None, equalize: bool = False,
+                      point_widths: dict | None = None) -> dict:
     """Every QuantizeConfig field but the cell's own (siq and plus as dicts): what each cell of a sweep shares."""
     template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
                                      calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg,

@@ -17,15 +17,16 @@ Numbers (all steps are powers of two, so every scaling is a shift and float64 ho
   * requantize:   out = clamp(floor(acc * 2^-(s_in + e - s_out) + 1/2), 0, 2^a - 1)  (Eq. 5, round half up).
   * lrn:          out = clamp(floor(q * m[S >> t] * 2^-F + 1/2), 0, 2^a - 1) with S the windowed sum of q^2 and
                   m a table of fixed-point reciprocals (lrn_table); the float model uses the very same table.
-Calibration rule: each tensor's shift s is the one (from -8 to 24) minimising the mean squared quantization
-error on calibration images from the training split, measured on the float network's tensors; or (rule
-"output") those shifts refined by what the quantized network outputs (calibrate.output_shifts).
+Calibration (calibrate.py): each tensor's shift s starts as the one (from -8 to 24) minimising the mean squared
+quantization error on calibration images from the training split, measured on the float network's tensors (rule
+"float"); the default rule "output" then refines the feature maps' shifts by what the quantized network outputs
+(calibrate.output_shifts).
 
 Modules: fixedpoint (Eq. 5, bit widths, quantization points), lrn (the integer lrn table), calibrate (activation
 shifts), codebook (integer codebooks), equalize (cross-layer equalization of the float network), model
 (QuantizedModel and its file), hooks (exact evaluation and quantization-aware training). Every name is re-exported here: callers import from `siq.training.quant`.
 """
-from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, best_shift, calibrate_shifts
+from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, DEFAULT_CALIBRATION, best_shift, calibrate_shifts
 from .codebook import (MAX_CODEBOOK_BITS, LayerCodebook, check_codebook_bits, codebook_entry_bytes, codebook_weights,
                        pad_rows, snap_codebook)
 from .equalize import equalizable_pairs, equalize_channels
@@ -36,10 +37,11 @@ from .hooks import ExactHooks, TrainingHooks, evaluate_exact, ste
 from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
 from .model import QuantizedModel, load_quantized, quantize_biases, save_quantized
 
-__all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "INT32_MAX", "LRN_TABLE_BITS", "MAX_CODEBOOK_BITS",
-           "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel", "TrainingHooks", "best_shift",
-           "calibrate_shifts", "check_bits", "check_codebook_bits", "codebook_entry_bytes", "codebook_weights",
-           "equalizable_pairs", "equalize_channels", "evaluate_exact", "input_point_of", "load_quantized",
+__all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "DEFAULT_CALIBRATION", "INT32_MAX", "LRN_TABLE_BITS",
+           "MAX_CODEBOOK_BITS", "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel",
+           "TrainingHooks", "best_shift", "calibrate_shifts", "check_bits", "check_codebook_bits",
+           "codebook_entry_bytes", "codebook_weights", "equalizable_pairs", "equalize_channels", "evaluate_exact",
+           "input_point_of", "load_quantized",
            "lrn_table", "lrn_window_sum", "pad_rows", "point_bits", "point_max_code", "pool_rounding", "quantizable",
            "quantization_points", "quantize_activation", "quantize_biases", "quantize_signed", "relu_follows",
            "signed_zero_point", "round_half_up", "save_quantized", "snap_codebook", "ste"]

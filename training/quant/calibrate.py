@@ -28,13 +28,14 @@ def best_shift(values: torch.Tensor, bits: int, signed: bool = False) -> int:
 
 
 CALIBRATION_RULES = ("float", "sequential", "output")
+DEFAULT_CALIBRATION = "output"  # docs/decisions.md, 'The output rule is the default calibration'
 OUTPUT_RULE_IMAGES = 512   # calibration images the "output" rule scores each candidate step on
 OUTPUT_RULE_OCTAVES = 2    # its candidates: the point's current step and this many octaves either side
 OUTPUT_RULE_SWEEPS = 2     # passes over the points at most (it stops at the first pass that changes none)
 OUTPUT_RULE_MARGIN = 1e-4  # a step is replaced only by one whose divergence is lower by this fraction
 
 
-def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float",
+def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = DEFAULT_CALIBRATION,
                      input_bits: int | None = None, point_widths: dict | None = None) -> dict[int, int]:
     """Shift per quantization point (-1 = input) on calibration images, by best_shift on each point's tensor
     (`bits` wide; the input `input_bits` wide, default `bits`; a point in point_widths that wide).
@@ -44,11 +45,11 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = "float
         points before it (what the client will feed it). It matters where a point rescales its input: lrn here
         multiplies by about k^-beta = 0.59, and on the float tensors MSE picks lrn's step equal to its input's,
         which at 2 bits maps codes 1 and 2 to the same code; on the quantized codes it picks half that step.
-    rule "output": the "float" rule's steps, then each feature map's step chosen by what the network outputs
-        (output_shifts). A tensor's MSE weighs every value alike, so the step that fits its wide channels can
-        wreck narrow ones the layers after it depend on: resnet8 on Fashion-MNIST, seed 1, float weights, only
-        the first feature map at 4 bits: 43 % of 3,000 test images at its MSE step, 91 % one octave finer
-        (float 91 %)."""
+    rule "output" (the default): the "float" rule's steps, then each feature map's step chosen by what the
+        network outputs (output_shifts). A tensor's MSE weighs every value alike, so the step that fits its wide
+        channels can wreck narrow ones the layers after it depend on: resnet8 on Fashion-MNIST, seed 1, float
+        weights, only the first feature map at 4 bits: 43 % of 3,000 test images at its MSE step, 91 % one octave
+        finer (float 91 %)."""
     if rule not in CALIBRATION_RULES:
         raise SiqError(f"unknown calibration rule {rule!r} (known: {', '.join(CALIBRATION_RULES)})")
     net.eval()

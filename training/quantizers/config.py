@@ -12,7 +12,7 @@ import numpy as np
 from ..arch import Conv
 from ..errors import SiqError
 from ..nets import Net
-from ..quant import check_bits, quantization_points
+from ..quant import DEFAULT_CALIBRATION, check_bits, quantization_points
 from ..train import TrainConfig
 
 # Which weighted layers get one codebook per output channel instead of one per layer: "depthwise" (the default)
@@ -113,7 +113,7 @@ class QuantizeConfig:
     codebook_bits: int = 8
     seed: int = 0
     calibration_images: int = 2000
-    calibration: str = "float"  # activation-shift rule (quant.CALIBRATION_RULES): "float", "sequential", "output"
+    calibration: str = DEFAULT_CALIBRATION  # activation-shift rule (quant.CALIBRATION_RULES)
     per_channel: str = DEFAULT_PER_CHANNEL  # codebooks per output channel (PER_CHANNEL_CHOICES)
     channel_layers: list = field(default_factory=list)  # weighted layer indices with codebooks per output channel
     #                                                     besides those per_channel names (siq fit chooses them)
