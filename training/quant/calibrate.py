@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..errors import SiqError
 from ..nets import Hooks, Net, images_to_input
@@ -93,9 +94,10 @@ def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], 
 
         shifts = dict(shifts)
         best = divergence(shifts)
-        for _ in range(OUTPUT_RULE_SWEEPS):
+        points = sorted(p for p in shifts if p != -1)
+        for sweep in range(OUTPUT_RULE_SWEEPS):
             changed = False
-            for point in sorted(p for p in shifts if p != -1):
+            for point in tqdm(points, desc=f"calibration pass {sweep + 1}", unit="point", leave=False, disable=None):
                 centre = shifts[point]
                 for shift in range(centre - OUTPUT_RULE_OCTAVES, centre + OUTPUT_RULE_OCTAVES + 1):
                     if shift == shifts[point] or shift not in SHIFT_RANGE:
