@@ -173,6 +173,25 @@ def test_pytorch_op_outputs_match_every_integer_op():
         assert np.array_equal(expected.reshape(len(images), -1), got.reshape(len(images), -1)), k
 
 
+def test_a_pass_resumed_at_any_layer_equals_the_whole_pass():
+    """prefix() then resume() computes what forward() does, bit for bit, split at every layer of a branching net
+    (tensors kept across the split for later adds and concats), with the hooks from the split on changed (the
+    output calibration's use: one prefix, then a candidate step for the point at the split or after it)."""
+    import torch
+    from siq.training.nets import fold_batchnorm, images_to_input
+    from siq.training.quant import TrainingHooks, calibrate_shifts
+    net = fold_batchnorm(random_net(Arch.from_dict(TINY), 3))
+    images = random_images(net.arch, np.random.default_rng(3))
+    x = images_to_input(images)
+    shifts = calibrate_shifts(net, images, 4, "float")
+    with torch.no_grad():
+        for stop in range(len(net.arch.layers) + 1):
+            before = net.prefix(x, TrainingHooks(4, shifts), stop)
+            for point in [p for p in shifts if p >= stop] or [None]:
+                hooks = TrainingHooks(4, shifts if point is None else {**shifts, point: shifts[point] + 1})
+                assert torch.equal(net.resume(before, hooks), net(x, hooks)), (stop, point)
+
+
 def test_dense_residuals_are_bit_exact(tmp_path):
     """Adds of dense outputs: a batch-normed signed dense added to a relu'd one, two signed denses under relu6."""
     arch = Arch.from_dict({"name": "dense-res", "input": [1, 4, 4], "layers": [

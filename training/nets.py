@@ -8,6 +8,8 @@ The same module runs three ways:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -109,9 +111,22 @@ class Net(nn.Module):
         self.merge_points = {i for i in points(arch) if isinstance(arch.layers[i], (Add, Concat))}
 
     def forward(self, x: torch.Tensor, hooks: Hooks = FLOAT, collect: list | None = None) -> torch.Tensor:
+        return self._layers(self.prefix(x, hooks, 0), len(self.layers), hooks, collect).x
+
+    def prefix(self, x: torch.Tensor, hooks: Hooks, stop: int) -> PartialPass:
+        """The forward pass of layers 0 .. stop - 1: resume() finishes it under hooks that differ from these only
+        at layers stop and after, computing what forward() computes under them, operation for operation."""
         x = hooks.input(x)
-        kept = {-1: x} if -1 in self.last_reader else {}
-        for i, (layer, module) in enumerate(zip(self.arch.layers, self.layers)):
+        return self._layers(PartialPass(0, x, {-1: x} if -1 in self.last_reader else {}), stop, hooks, None)
+
+    def resume(self, state: PartialPass, hooks: Hooks = FLOAT) -> torch.Tensor:
+        """The network's output from a prefix() (which stays valid for further resumes)."""
+        return self._layers(state, len(self.layers), hooks, None).x
+
+    def _layers(self, state: PartialPass, stop: int, hooks: Hooks, collect: list | None) -> PartialPass:
+        x, kept = state.x, dict(state.kept)
+        for i in range(state.index, stop):
+            layer, module = self.arch.layers[i], self.layers[i]
             ins = [x if s == i - 1 else kept[s] for s in self.sources[i]]
             x = ins[0]
             if isinstance(layer, Add):
@@ -146,7 +161,16 @@ class Net(nn.Module):
             for s in self.sources[i]:
                 if self.last_reader.get(s) == i:
                     kept.pop(s, None)  # an add may read one tensor twice
-        return x
+        return PartialPass(stop, x, kept)
+
+
+@dataclass(frozen=True)
+class PartialPass:
+    """A forward pass stopped before layer `index`: x is layer index - 1's output (the hooked input at index 0),
+    kept the earlier outputs that layers from `index` on still read."""
+    index: int
+    x: torch.Tensor
+    kept: dict
 
 
 def images_to_input(images, dtype=torch.float32) -> torch.Tensor:

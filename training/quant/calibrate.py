@@ -6,7 +6,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import SiqError
-from ..nets import Hooks, Net, images_to_input
+from ..nets import Hooks, Net, PartialPass, images_to_input
 from ..graph import signed_points
 from .fixedpoint import SHIFT_RANGE, point_bits, quantization_points, quantize_activation, quantize_signed
 from .hooks import TrainingHooks
@@ -87,23 +87,27 @@ def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], 
         float_log_p = torch.log_softmax(net(x), dim=1)
         float_p = float_log_p.exp()
 
-        def divergence(candidate: dict[int, int]) -> float:
-            hooks = TrainingHooks(bits, candidate, input_bits=input_bits, point_widths=point_widths)
-            quantized_log_p = torch.log_softmax(net(x, hooks), dim=1)
+        def hooks(candidate: dict[int, int]) -> TrainingHooks:
+            return TrainingHooks(bits, candidate, input_bits=input_bits, point_widths=point_widths)
+
+        def divergence(candidate: dict[int, int], before: PartialPass) -> float:
+            quantized_log_p = torch.log_softmax(net.resume(before, hooks(candidate)), dim=1)
             return float(torch.sum(float_p * (float_log_p - quantized_log_p), dtype=torch.float64)) / len(x)
 
         shifts = dict(shifts)
-        best = divergence(shifts)
+        best = divergence(shifts, net.prefix(x, hooks(shifts), 0))
         points = sorted(p for p in shifts if p != -1)
         for sweep in range(OUTPUT_RULE_SWEEPS):
             changed = False
             for point in tqdm(points, desc=f"calibration pass {sweep + 1}", unit="point", leave=False, disable=None):
+                # the layers before the point do not read its step: computed once for all its candidates
+                before = net.prefix(x, hooks(shifts), point)
                 centre = shifts[point]
                 for shift in range(centre - OUTPUT_RULE_OCTAVES, centre + OUTPUT_RULE_OCTAVES + 1):
                     if shift == shifts[point] or shift not in SHIFT_RANGE:
                         continue
                     trial = {**shifts, point: shift}
-                    score = divergence(trial)
+                    score = divergence(trial, before)
                     if score < best * (1.0 - OUTPUT_RULE_MARGIN):
                         best, shifts, changed = score, trial, True
             if not changed:
