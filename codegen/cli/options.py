@@ -286,7 +286,7 @@ def add_calibration(p):
     p.add_argument("--calibration", choices=CALIBRATION_RULES, default=DEFAULT_CALIBRATION,
                    help="activation-shift rule. output: each feature map's step moved from the float rule's "
                         "while the quantized network's output gets closer to the float network's (KL divergence; "
-                        "a few minutes on a ResNet-8); float: each tensor's own squared error on the float "
+                        "under a minute on a ResNet-8); float: each tensor's own squared error on the float "
                         "network; sequential: point by point on the tensors the quantized points before it "
                         "produce (default %(default)s)")
 
