@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if not (ROOT / "docs" / "studies").is_dir():
     ROOT = Path.cwd()
 COLUMNS = (("float", None, None), ("W4A4", 4, 4), ("W2A4", 2, 4), ("W2A2", 2, 2))
+RESNET8 = "Fashion-MNIST 32×32×3 (12,000 training images), resnet8"
+DS_CNN = "Fashion-MNIST (12,000 training images), ds-cnn-28"
 # (row label, {column: [(study, run number, method), ...]}): the runs whose cells give each column, seeds pooled.
 # The float column is the float network itself (the float_accuracy of the row's W2A2 records).
 ROWS = [
@@ -43,18 +45,20 @@ ROWS = [
       "W2A2": [("fashion-w2a2-continuation-penalty", 9, "siq+"), ("fashion-w2a2-penalty-more-seeds", 5, "siq+")]}),
     ("Fashion-MNIST 32×32, paper-office · SIQ",
      {c: [("fashion32-office-bit-widths", 1, "siq")] for c in ("W4A4", "W2A4", "W2A2")}),
-    ("Fashion-MNIST 32×32×3 (12,000 training images), resnet8 · SIQ, 12-bit codebook entries",
-     {"W4A4": [("fashion-mlperf-presets", 2, "siq")]}),
-    ("Fashion-MNIST 32×32×3 (12,000 training images), resnet8 · siq+, 12-bit codebook entries",
-     {"W4A4": [("fashion-mlperf-presets", 9, "siq+")], "W2A4": [("fashion-mlperf-presets", 3, "siq+")]}),
-    ("Fashion-MNIST 32×32×3 (12,000 training images), resnet8 · SIQ, 12-bit codebook entries, output calibration",
+    (f"{RESNET8} · SIQ, 12-bit codebook entries", {"W4A4": [("fashion-mlperf-presets", 2, "siq")]}),
+    (f"{RESNET8} · SIQ, 12-bit codebook entries, output calibration",
      {"W4A4": [("fashion-mlperf-presets-output-calibration", 3, "siq")]}),
-    ("Fashion-MNIST (12,000 training images), ds-cnn-28 · SIQ, 12-bit codebook entries",
-     {"W4A4": [("fashion-mlperf-presets", 5, "siq")]}),
-    ("Fashion-MNIST (12,000 training images), ds-cnn-28 · SIQ, 12-bit codebook entries, output calibration",
+    (f"{RESNET8} · siq+, 12-bit codebook entries",
+     {"W4A4": [("fashion-mlperf-presets", 9, "siq+")], "W2A4": [("fashion-mlperf-presets", 3, "siq+")]}),
+    (f"{RESNET8} · siq+, 12-bit codebook entries, output calibration",
+     {c: [("fashion-mlperf-presets-siq-plus-output-calibration", 1, "siq+")] for c in ("W4A4", "W2A4")}),
+    (f"{DS_CNN} · SIQ, 12-bit codebook entries", {"W4A4": [("fashion-mlperf-presets", 5, "siq")]}),
+    (f"{DS_CNN} · SIQ, 12-bit codebook entries, output calibration",
      {"W4A4": [("fashion-mlperf-presets-output-calibration", 6, "siq")]}),
-    ("Fashion-MNIST (12,000 training images), ds-cnn-28 · siq+, 12-bit codebook entries",
+    (f"{DS_CNN} · siq+, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 10, "siq+")], "W2A4": [("fashion-mlperf-presets", 6, "siq+")]}),
+    (f"{DS_CNN} · siq+, 12-bit codebook entries, output calibration",
+     {c: [("fashion-mlperf-presets-siq-plus-output-calibration", 2, "siq+")] for c in ("W4A4", "W2A4")}),
 ]
 
 
