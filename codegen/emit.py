@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from siq.training.integer import Conv2dRequantMaxpool, DenseRequant, DenseScores, LRNRequant
 
 from . import kernels
-from .lower import IDENTITY_CODEBOOK_ARRAY, LoweredModel
+from .lower import LoweredModel
+from .weights import IDENTITY_CODEBOOK_ARRAY
 
 BOTH, REFERENCE, DEFAULT = "both", "reference", "default"
 LINE_WIDTH = 96  # initializer text per line; the templates indent it by 4, so lines stay within 100 characters
@@ -58,6 +59,9 @@ class WeightArrays:
     bias_count: int
     bias_lines: list[str]
     shared_codebook: bool = False  # its codebook is the model's identity codebook (IdentityCodebook), not its own
+    rows_array: str | None = None  # the row-offset table where output channels share rows (codegen/weights.py)
+    out_channels: int = 0          # entries of rows_array
+    rows_lines: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +149,7 @@ class KernelContext:
         return any(b == DEFAULT for b in self.functions.values())
 
     dsp_kernels: bool = False          # a fast kernel of kernels.DSP_KERNELS is called
+    row_tables: bool = False           # some conv's output channels share codebook rows (codegen/weights.py)
     pointwise_block: int = kernels.POINTWISE_BLOCK
 
     @property
@@ -184,6 +189,7 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
             mains[op.fast_kernel] = FastConv(op.fast_kernel, conv.k, op.in_bits == 4, op.out_bits == 4, name)
     ctx.conv_rows = [rows[key] for key in sorted(rows)]
     ctx.dsp_kernels = any(op.fast_kernel in kernels.DSP_KERNELS for op in lm.ops)
+    ctx.row_tables = any(op.weights.row_offsets is not None for op in lm.ops if op.weights)
     ctx.fast_convs = [mains[name] for name in sorted(mains)]
     ctx.filter_size = max((r.channels * r.k * r.k for r in ctx.conv_rows), default=0)
     dense = [op for op in lm.ops if op.fast_kernel and isinstance(op.ir, (DenseRequant, DenseScores))]
@@ -202,7 +208,13 @@ def weight_arrays(lm: LoweredModel) -> list[WeightArrays]:
         if not op.weights:
             continue
         w = op.weights
-        if w.codebook_stride:
+        if w.row_offsets is not None:
+            # each distinct row once, on its own lines, marked with the offset the table gives its channels
+            codebook = []
+            for r, row in enumerate(w.stored_rows()):
+                lines = wrap([str(v) for v in row], LINE_WIDTH - 16)
+                codebook += [f"{lines[0]} /* offset {r * w.codebook_stride} */"] + lines[1:]
+        elif w.codebook_stride:
             # one row per output channel, each starting on its own line and marked with its channel
             codebook = []
             for o, row in enumerate(w.codebook_table()):
@@ -210,10 +222,12 @@ def weight_arrays(lm: LoweredModel) -> list[WeightArrays]:
                 codebook += [f"{lines[0]} /* o = {o} */"] + lines[1:]
         else:
             codebook = wrap([str(v) for v in w.codebook])
+        offsets = w.row_offsets or []
         out.append(WeightArrays(w.name, w.arrays["codebook"], w.arrays["weights"], w.arrays["bias"], w.bits,
                                 w.count, w.codebook_rows, w.codebook_entries, w.codebook_stride, codebook,
                                 len(w.packed), wrap([f"0x{v:02x}" for v in w.packed]), len(w.bias),
-                                wrap([kernels.literal(v, "int32_t") for v in w.bias]), w.index_is_value))
+                                wrap([kernels.literal(v, "int32_t") for v in w.bias]), w.index_is_value,
+                                w.rows_array, len(offsets), wrap([f"{v}u" for v in offsets])))
     return out
 
 

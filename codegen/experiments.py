@@ -63,6 +63,7 @@ def sweep_run_options(args) -> dict:
                 "distill_temperature": args.distill_temperature, "progressive_acts": args.progressive_acts,
                 "train_size": args.train_size, "test_size": args.test_size, "validation": args.validation,
                 "equalize": args.equalize or None,
+                "channel_steps": None if args.channel_steps == "none" else args.channel_steps,
                 "point_bits": {str(p): w for p, w in args.point_bits.items()} or None}
     options.update({k: v for k, v in optional.items() if v is not None})
     return {k: v for k, v in options.items() if v is not None}

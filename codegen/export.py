@@ -130,8 +130,8 @@ def _params(op) -> int:
 
 def _op_bytes(lm: LoweredModel, op) -> dict[str, int]:
     w = op.weights
-    own_codebook = 0 if w is None or w.index_is_value else lm.codebook_entry_bytes * len(w.codebook)
-    return {"weights_bytes": len(w.packed) + own_codebook if w else 0, "bias_bytes": 4 * len(w.bias) if w else 0,
+    return {"weights_bytes": len(w.packed) + w.codebook_bytes(lm.codebook_entry_bytes) if w else 0,
+            "bias_bytes": 4 * len(w.bias) if w else 0,
             "output_bytes": lm.buffers[op.output][1] if op.output in lm.buffers else 0,
             "scratch_bytes": lm.buffers[op.scratch][1] if op.scratch else 0}
 
@@ -167,8 +167,8 @@ def report_markdown(report: dict) -> str:
         lines.append("")
     fp = report["model"]["footprint"]
     lines += [f"- MACs per inference: {report['model']['macs']:,}",
-              f"- weights flash: {fp['weights_bytes']:,} bytes (packed indices + codebooks, every row of a "
-              "per-channel codebook), "
+              f"- weights flash: {fp['weights_bytes']:,} bytes (packed indices + codebooks, every stored row of "
+              "a per-channel codebook and its row-offset table), "
               f"biases {fp['bias_bytes']:,} bytes",
               f"- activation arena: {fp['arena_bytes']:,} bytes", ""]
     lines += ["| layer | bits | weights | packed bytes | codebook rows x entries | codebook bytes |",

@@ -57,7 +57,8 @@ class Conv2dParams:
     in_bits: int = c_field("uint32_t", "bits per stored code of the input buffer: 8 or 4")
     out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
     codebook_stride: int = c_field("int32_t", "entries per output channel's codebook row; 0: one for the layer")
-    codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook + o * codebook_stride")
+    codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook_row(): see codebook_rows")
+    codebook_rows: str = c_field("const uint16_t *", "out channel o's row offset; NULL: o * codebook_stride")
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN][K][K]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
     scratch: str = c_field("int32_t *", "arena words of one decoded filter (fast kernels, DSP cores), else NULL")
@@ -85,7 +86,8 @@ class Conv2dGeneralParams:
     in_bits: int = c_field("uint32_t", "bits per stored code of the input buffer: 8 or 4")
     out_bits: int = c_field("uint32_t", "bits per stored code of the output buffer: 8 or 4")
     codebook_stride: int = c_field("int32_t", "entries per output channel's codebook row; 0: one for the layer")
-    codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook + o * codebook_stride")
+    codebook: str = c_field(CODEBOOK_POINTER, "row of out channel o: codebook_row(): see codebook_rows")
+    codebook_rows: str = c_field("const uint16_t *", "out channel o's row offset; NULL: o * codebook_stride")
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN / groups][KH][KW]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
     scratch: str = c_field("int32_t *", "arena words of one output channel's decoded taps (fast kernel)")
@@ -454,27 +456,28 @@ class KernelSpec:
     in_place: bool = False
 
 
-_CONV_HELPERS = ("conv2d_accumulate", "read_index", "load_code", "store_code", "requantize")
+_CONV_HELPERS = ("conv2d_accumulate", "codebook_row", "read_index", "load_code", "store_code", "requantize")
 KERNELS = {
     QuantizeInput: KernelSpec("quantize_input", QuantizeInputParams, "quantize_input.c.j2", ("store_code",),
                               fast=_quantize_input_fast, packable=True, writes_nibbles=_small_codes),
     # the reference conv and the pointwise kernel read nibbles always and write them where codes fit 4 bits (any
     # output width: a code that shares its byte with another op's keeps that nibble)
     Conv2dRequant: KernelSpec("conv2d_requant", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS,
-                              ("read_index", "load_code", "store_code", "requantize"), fast=_pointwise_fast,
-                              packable=True, writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
+                              ("codebook_row", "read_index", "load_code", "store_code", "requantize"),
+                              fast=_pointwise_fast, packable=True, writes_nibbles=_small_codes,
+                              reads_nibbles=lambda op: True),
     # the fast conv reads nibbles for K = 5 on even input widths and writes them for even pooled widths
     Conv2dRequantMaxpool: KernelSpec(
-        "conv2d_requant_maxpool", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS, ("requantize", "index_stream"),
-        fast=_conv_fast, packable=True,
+        "conv2d_requant_maxpool", Conv2dParams, "conv2d.c.j2", _CONV_HELPERS,
+        ("codebook_row", "requantize", "index_stream"), fast=_conv_fast, packable=True,
         writes_nibbles=lambda op: _small_codes(op) and (op.conv.out_shape[2] // op.pool.k) % 2 == 0,
         reads_nibbles=lambda op: not conv_fast_applies(op) or (op.conv.k == 5 and op.conv.in_shape[2] % 2 == 0)),
     # reads nibbles always, writes them where codes fit 4 bits (store_code keeps the other nibble of a byte, so
     # any output width works); its fast variant runs every general conv
     Conv2dGeneralRequant: KernelSpec("conv2d_general_requant", Conv2dGeneralParams, "conv2d_general.c.j2",
-                                     ("read_index", "load_code", "store_code", "requantize"),
-                                     ("read_index", "load_code", "store_code", "requantize"), fast=_general_conv_fast,
-                                     packable=True,
+                                     ("codebook_row", "read_index", "load_code", "store_code", "requantize"),
+                                     ("codebook_row", "read_index", "load_code", "store_code", "requantize"),
+                                     fast=_general_conv_fast, packable=True,
                                      writes_nibbles=_small_codes, reads_nibbles=lambda op: True),
     MaxPool2d: KernelSpec("maxpool2d", MaxPool2dParams, "maxpool2d.c.j2"),
     AvgPool2d: KernelSpec("avgpool2d", AvgPool2dParams, "avgpool2d.c.j2", ("load_code", "store_code"),

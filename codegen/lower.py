@@ -3,7 +3,8 @@ weights, activation layouts, fast-kernel choices, an arena plan and every parame
 
 Everything the C needs is decided here (prepare), so the generated code only runs integer loops (eval):
   * the IR's kernel steps (conv -> relu -> max-pool fused into one conv2d_requant_maxpool) become LoweredOps;
-  * weight indices are packed into one bitstream per layer (codegen/pack.py);
+  * weight indices are packed into one bitstream per layer (codegen/pack.py), and a conv's per-channel codebook
+    rows shared by several output channels are stored once, with a row-offset table (codegen/weights.py);
   * activation buffers holding codes of at most 4 bits are stored two a byte where every kernel touching them
     can (codegen/kernels.py says which can);
   * every buffer gets an offset in one static arena, planned by liveness (codegen/plan.py);
@@ -31,49 +32,10 @@ from .kernels import (NIBBLE_SLACK, AddParams, AvgPool2dParams, ConcatParams, Co
                       input_slack)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner, share_in_place_buffers
+from .weights import IDENTITY_CODEBOOK_ARRAY, WeightTable, share_rows  # noqa: F401 (the array name: callers' too)
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
-IDENTITY_CODEBOOK_ARRAY = "int8_identity_codebook"  # kernels.INT8_IDENTITY_CODEBOOK, once per model
-
-
-@dataclass
-class WeightTable:
-    """One weighted layer's flash: a codebook of fixed-point values (int8, or int16 for the whole model when any
-    value needs it: LoweredModel.codebook_entry_bytes) and the packed index bitstream.
-
-    Codebook layout: codebook_rows rows of codebook_entries values, row-major. codebook_stride = 0: one row for
-    the whole layer (every output channel reads codebook[0 .. entries)); codebook_stride = entries: one row per
-    output channel, channel o reads codebook[o * stride .. o * stride + entries). The C kernels read index k of
-    output channel o at codebook[o * codebook_stride + k] in both cases."""
-    name: str
-    codebook: list[int]    # every entry, row-major: codebook_rows * codebook_entries values
-    packed: bytes
-    bits: int
-    count: int
-    bias: list[int]
-    codebook_rows: int = 1
-    codebook_stride: int = 0
-    index_is_value: bool = False  # kernels.index_is_value: packed holds the int8 weights, codebook the identity
-
-    @property
-    def codebook_entries(self) -> int:
-        """Values per row: at most 2^bits."""
-        return len(self.codebook) // self.codebook_rows
-
-    @property
-    def arrays(self) -> dict[str, str]:
-        """The C arrays holding the table, by the parameter-struct field pointing at each (layers storing int8
-        weights as their indices share one identity codebook)."""
-        codebook = IDENTITY_CODEBOOK_ARRAY if self.index_is_value else f"{self.name}_codebook"
-        return {"codebook": codebook, "weights": f"{self.name}_weights", "bias": f"{self.name}_bias"}
-
-    def codebook_table(self) -> list[int] | list[list[int]]:
-        """The codebook as QuantizedModel holds it: [K], or [C_OUT][K] per output channel."""
-        if not self.codebook_stride:
-            return list(self.codebook)
-        k = self.codebook_stride
-        return [self.codebook[o * k:(o + 1) * k] for o in range(self.codebook_rows)]
 
 
 @dataclass
@@ -150,12 +112,13 @@ class LoweredModel:
         return any(op.weights.index_is_value for op in self.ops if op.weights)
 
     def weights_bytes(self) -> int:
-        """Packed indices plus every codebook entry (all rows of a per-channel codebook), as
-        QuantizedModel.weights_bytes counts them; a layer whose indices are its int8 weights has no codebook of its
-        own, and the model holds the shared identity codebook once instead."""
+        """Packed indices plus every stored codebook entry and row-offset table (WeightTable.codebook_bytes: each
+        distinct row once where a conv's output channels share rows, codegen/weights.py); a layer whose indices
+        are its int8 weights has no codebook of its own, and the model holds the shared identity codebook once
+        instead. QuantizedModel.weights_bytes shares rows by the same rule but counts each layer's own codebook,
+        so the two differ where the identity codebook stands in."""
         entry = self.codebook_entry_bytes
-        own = sum(len(op.weights.packed) + (0 if op.weights.index_is_value else entry * len(op.weights.codebook))
-                  for op in self.ops if op.weights)
+        own = sum(len(op.weights.packed) + op.weights.codebook_bytes(entry) for op in self.ops if op.weights)
         return own + (entry * len(kernels.INT8_IDENTITY_CODEBOOK) if self.identity_codebook else 0)
 
     def weights_report(self) -> list[dict]:
@@ -164,8 +127,7 @@ class LoweredModel:
             if op.weights:
                 w = op.weights
                 out.append({"layer": w.name, "bits": w.bits, "count": w.count, "packed_bytes": len(w.packed),
-                            "codebook_bytes": 0 if w.index_is_value else entry * len(w.codebook),
-                            "codebook_rows": w.codebook_rows,
+                            "codebook_bytes": w.codebook_bytes(entry), "codebook_rows": w.codebook_rows,
                             "codebook_entries": w.codebook_entries, "codebook": w.codebook_table(),
                             "index_is_value": w.index_is_value, "bias_bytes": 4 * len(w.bias)})
         return out
@@ -255,12 +217,14 @@ def _params(op: LoweredOp, scratch: str, index: int):
         conv, pool = op.conv, ir.pool.k if isinstance(ir, Conv2dRequantMaxpool) else 1
         (c, h, wd), (o, oh, ow) = conv.in_shape, conv.out_shape
         return Conv2dParams(c, h, wd, o, oh, ow, conv.k, conv.stride, conv.pad, pool, conv.bits, conv.shift,
-                            conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch, **arrays)
+                            conv.max_code, op.in_bits, op.out_bits, w.codebook_stride, scratch=scratch,
+                            codebook_rows=w.rows_array or "NULL", **arrays)
     if isinstance(ir, Conv2dGeneralRequant):
         (c, h, wd), (o, oh, ow) = ir.in_shape, ir.out_shape
         return Conv2dGeneralParams(c, h, wd, o, oh, ow, *ir.kernel, *ir.stride, ir.pad[0], ir.pad[2], ir.groups,
                                    ir.bits, ir.shift, ir.max_code, op.in_bits, op.out_bits, w.codebook_stride,
-                                   scratch=scratch, **kernels.band_fields(op.band), **arrays)
+                                   scratch=scratch, codebook_rows=w.rows_array or "NULL",
+                                   **kernels.band_fields(op.band), **arrays)
     if isinstance(ir, MaxPool2d):
         c, h, wd = ir.in_shape
         return MaxPool2dParams(c, h, wd, ir.k)
@@ -312,6 +276,11 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
                                  weights=_weights(weighted) if hasattr(weighted, "indices") else None,
                                  table=[int(v) for v in op.table] if isinstance(op, LRNRequant) else None,
                                  out_count=0 if final else op.out_count, other=other, part=part))
+
+    entry = codebook_entry_bytes([op.weights.codebook for op in ops if op.weights])
+    for op in ops:  # a conv's output channels sharing codebook rows: each row once (codegen/weights.py)
+        if op.weights and isinstance(op.ir, (Conv2dRequant, Conv2dRequantMaxpool, Conv2dGeneralRequant)):
+            op.weights = share_rows(op.weights, entry)
 
     packed = _packed_buffers(ops)
     for op in ops:
@@ -395,6 +364,7 @@ def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
         h.update(json.dumps([op.kernel, op.fast_kernel, numbers, op.table], sort_keys=True).encode())
         if op.weights:
             h.update(bytes(op.weights.packed))
-            h.update(json.dumps([op.weights.codebook, op.weights.codebook_rows, op.weights.codebook_stride,
-                                 op.weights.bias]).encode())
+            w = op.weights
+            shared = [w.row_offsets] if w.row_offsets is not None else []
+            h.update(json.dumps([w.codebook, w.codebook_rows, w.codebook_stride, w.bias, *shared]).encode())
     return h.hexdigest()[:16]

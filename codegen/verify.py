@@ -14,7 +14,7 @@ import torch
 from siq.training.graph import point_of
 from siq.training.integer import DenseScores, first_mismatch, run_integer, unpack_codes
 from siq.training.nets import Net, images_to_input
-from siq.training.quant import ExactHooks, QuantizedModel, evaluate_exact
+from siq.training.quant import ExactHooks, QuantizedModel, evaluate_exact, step_scale
 from siq.training.train import accuracy
 
 from .host import HostModel, build_host
@@ -38,7 +38,9 @@ def torch_op_outputs(qm: QuantizedModel, lm: LoweredModel, images: np.ndarray) -
         elif isinstance(op, DenseScores):
             values = collect[index] * 2.0 ** lm.integer.score_exponent
         else:  # pools keep their input's step; a signed point's stored codes carry its zero point
-            values = collect[index] * 2.0 ** qm.shifts[point_of(qm.arch, index)] + getattr(op, "zero_point", 0)
+            point = point_of(qm.arch, index)
+            values = collect[index] * step_scale(collect[index], qm.shifts[point], qm.channel_octaves.get(point)) + \
+                getattr(op, "zero_point", 0)
         out.append(values.numpy().astype(np.int64))
     return out
 

@@ -83,6 +83,12 @@ def test_cell_key_ignores_fields_left_at_their_neutral_values():
     for c, differs in ((cell, True), (float_cell, True), (sweep.Cell("float", None, None, 0), False)):
         keys = {b: cache.cell_key("m", c, 8, _template(input_bits=b)) for b in (None, 8, 4)}
         assert len(set(keys.values())) == (3 if differs else 1)
+    # steps per channel: new keys wherever feature maps are quantized (a float-weight cell's also hashes the
+    # codebook width, which bounds the octaves), none for float feature maps
+    for c, differs in ((cell, True), (float_cell, True), (sweep.Cell("siq", 2, None, 0), False)):
+        keys = {choice: cache.cell_key("m", c, 8, _template(channel_steps=choice)) for choice in ("none", "depthwise")}
+        assert len(set(keys.values())) == (2 if differs else 1)
+        assert keys["none"] == cache.cell_key("m", c, 8, _template())
 
 
 def test_cell_key_refuses_a_config_that_lost_a_schema_field():

@@ -164,8 +164,9 @@ def test_compact_rows_compute_the_per_layer_model(conv_bits, fc_bits, fast_setup
 # ---------------------------------------------------------------- (d) a C that ignores the rows is caught
 
 def test_stride_zero_computes_row_zero_and_is_caught(fast_setup, tmp_path):
-    """Setting every codebook_stride of the generated C to 0 (one codebook per layer: row 0 for every channel)
-    gives exactly the row-0 model's scores, which differ from the per-channel model's on most images."""
+    """Setting every codebook_stride of the generated C to 0 and every row-offset table to NULL (one codebook per
+    layer: row 0 for every channel) gives exactly the row-0 model's scores, which differ from the per-channel
+    model's on most images."""
     net, images = fast_setup
     qm = converted(quantized(net, images, 8, 8, 4), lambda lc: shifted_rows(lc, 8))
     expected = integer_scores(build_integer_model(qm), images)
@@ -180,6 +181,7 @@ def test_stride_zero_computes_row_zero_and_is_caught(fast_setup, tmp_path):
     for name, text in source.items():
         if name.endswith(".c"):
             text = re.sub(r"^( +)\.codebook_stride = \d+,$", r"\g<1>.codebook_stride = 0,", text, flags=re.M)
+            text = re.sub(r"^( +)\.codebook_rows = \w+,$", r"\g<1>.codebook_rows = NULL,", text, flags=re.M)
         (directory / name).write_text(text)
     for build in ("fast", "reference"):
         assert_scores_equal(host_scores(lm, directory, build, images), ignored, f"{build} build with stride 0")
@@ -187,8 +189,21 @@ def test_stride_zero_computes_row_zero_and_is_caught(fast_setup, tmp_path):
 
 # ---------------------------------------------------------------- (c) flash accounting
 
+def stored_rows(lc: LayerCodebook, entry: int, conv: bool) -> tuple[int, int]:
+    """(codebook rows the C stores, bytes of its row-offset table): a conv's output channels sharing rows get each
+    distinct row once and 2 bytes a channel where that is smaller (codegen/weights.py); else every row."""
+    if not lc.per_channel:
+        return 1, 0
+    channels, distinct = lc.codebook.shape[0], len(np.unique(lc.codebook, axis=0))
+    if conv and entry * distinct * lc.entries + 2 * channels < entry * channels * lc.entries:
+        return distinct, 2 * channels
+    return channels, 0
+
+
 @pytest.mark.parametrize("codebook_bits", [8, 12])
-def test_flash_counts_every_codebook_row(codebook_bits, fast_setup, tmp_path):
+def test_flash_counts_every_stored_codebook_row(codebook_bits, fast_setup, tmp_path):
+    """Rows o and o + 3 of shifted_rows are equal: the first conv's 4 channels share 3 rows. At 1 byte an entry
+    (and K <= 8) sharing them would not be smaller, at 2 bytes it is."""
     net, images = fast_setup
     qm = converted(quantized(net, images, 3, 8, 4, codebook_bits), lambda lc: shifted_rows(lc, codebook_bits),
                    [0, 10])  # first conv and class scores per channel, the others per layer
@@ -200,10 +215,15 @@ def test_flash_counts_every_codebook_row(codebook_bits, fast_setup, tmp_path):
     tables = dict(zip(qm.arch.weighted_layers(), (op.weights for op in lm.ops if op.weights)))
     shared = [i for i, w in tables.items() if w.index_is_value]
     assert shared == ([qm.arch.weighted_layers()[2]] if codebook_bits == 8 else [])
-    own = sum(0 if i in shared else entry * lc.codebook.size for i, lc in qm.layers.items())
+    convs = {i for i, lc in qm.layers.items() if lc.indices.ndim > 2}
+    rows = {i: stored_rows(lc, entry, i in convs) for i, lc in qm.layers.items()}
+    assert (rows[0][0] < 4) == (codebook_bits == 12)
+    own = sum(0 if i in shared else entry * rows[i][0] * lc.entries + rows[i][1] for i, lc in qm.layers.items())
     expected = sum((lc.indices.size * lc.bits + 7) // 8 for lc in qm.layers.values()) + own + entry * 256 * bool(shared)
     report = model_report(lm)
     assert lm.weights_bytes() == report["footprint"]["weights_bytes"] == expected
+    # QuantizedModel.weights_bytes shares rows by the same rule; it counts the 8-bit dense layer's own codebook
+    # where the C holds the identity codebook
     assert qm.weights_bytes() == expected - entry * 256 * bool(shared) + sum(entry * qm.layers[i].codebook.size
                                                                               for i in shared)
     for i, layer in zip(qm.arch.weighted_layers(), report["footprint"]["layers"]):
@@ -211,12 +231,11 @@ def test_flash_counts_every_codebook_row(codebook_bits, fast_setup, tmp_path):
         if i in shared:
             assert layer["index_is_value"] and layer["codebook_bytes"] == 0
             continue
-        rows = lc.codebook.shape[0] if lc.per_channel else 1
-        assert (layer["codebook_rows"], layer["codebook_entries"]) == (rows, lc.entries)
-        assert layer["codebook_bytes"] == entry * rows * lc.entries
+        assert (layer["codebook_rows"], layer["codebook_entries"]) == (rows[i][0], lc.entries)
+        assert layer["codebook_bytes"] == entry * rows[i][0] * lc.entries + rows[i][1]
         assert layer["codebook"] == lc.codebook.tolist()
-    assert f"| layer0 | 3 | 36 | 14 | 4 x {qm.layers[0].entries} |" in report_markdown({"model": report})
-    # the C arrays hold exactly those entries: C_OUT rows of K for per-channel layers, K for the others
+    assert f"| layer0 | 3 | 36 | 14 | {rows[0][0]} x {qm.layers[0].entries} |" in report_markdown({"model": report})
+    # the C arrays hold exactly those entries: the stored rows of K for per-channel layers, K for the others
     write_sources(lm, tmp_path)
     text = (tmp_path / f"{lm.prefix}.c").read_text()
     assert (f"int8_identity_codebook[256] = {{" in text) == bool(shared)

@@ -57,7 +57,8 @@ def test_study_regenerates_its_committed_results(path):
     for run in s.runs:
         args = run.sweep_arguments()
         qcfg = quantize_template(args["codebook_bits"], 2000, args["siq_cfg"], args["plus_cfg"], args["calibration"],
-                                 args["per_channel"], args["input_bits"], args["equalize"], args["point_widths"])
+                                 args["per_channel"], args["input_bits"], args["equalize"], args["point_widths"],
+                                 args["channel_steps"])
         records = committed[run.results]
         for cell in grid.cells_for(args["methods"], args["weight_bits"], args["act_bits"], args["seed"]):
             n = position[run.results]

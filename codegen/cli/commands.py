@@ -19,9 +19,10 @@ from siq.training.fileio import check_output_file
 from siq.training.quantizers import QuantizeConfig
 
 from .options import add_backend, add_device, add_fit, fit_quant_config, option_name
-from .options import (COUNT, RATE, SEED, add_calibration, add_codebook_bits, add_data, add_distill, add_equalize,
-                      add_input_bits, add_per_channel, add_point_bits, add_quant, add_siq_augment, add_siq_penalty,
-                      add_siq_schedule, add_train, bits, c_prefix, quant_config, train_config, whole)
+from .options import (COUNT, RATE, SEED, add_calibration, add_channel_steps, add_codebook_bits, add_data,
+                      add_distill, add_equalize, add_input_bits, add_per_channel, add_point_bits, add_quant,
+                      add_siq_augment, add_siq_penalty, add_siq_schedule, add_train, bits, c_prefix, quant_config,
+                      train_config, whole)
 
 
 def arch_options(p):
@@ -215,6 +216,7 @@ def sweep_options(p):
     add_distill(p)
     add_calibration(p)
     add_per_channel(p)
+    add_channel_steps(p)
     add_equalize(p)
     add_point_bits(p)
     add_codebook_bits(p)

@@ -17,8 +17,8 @@ from siq.training.data import DATASETS
 from siq.training.device import check_device
 from siq.training.errors import SiqError
 from siq.training.quant import CALIBRATION_RULES, DEFAULT_CALIBRATION, check_codebook_bits
-from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig,
-                                     SIQPlusConfig, check_plus_config, check_siq_config)
+from siq.training.quantizers import (CHANNEL_STEP_CHOICES, DEFAULT_PER_CHANNEL, METHODS, PER_CHANNEL_CHOICES,
+                                     QuantizeConfig, SIQConfig, SIQPlusConfig, check_plus_config, check_siq_config)
 
 
 def bits(text: str) -> int:
@@ -202,6 +202,7 @@ def add_quant(p):
     add_siq_augment(p)
     add_calibration(p)
     add_per_channel(p)
+    add_channel_steps(p)
     add_equalize(p)
     p.add_argument("--quant-seed", type=SEED, default=0)
     p.add_argument("--plus-off", default="", help="siq+ ingredients to turn off (ablation), from: "
@@ -298,6 +299,13 @@ def add_per_channel(p):
                         "(default %(default)s)")
 
 
+def add_channel_steps(p):
+    p.add_argument("--channel-steps", choices=CHANNEL_STEP_CHOICES, default="none",
+                   help="depthwise: a power-of-two step per channel (instead of one per feature map) at every "
+                        "feature map only depthwise convs read, where batch norm leaves channels octaves apart; "
+                        "the C keeps its kernels and one shift per op (default %(default)s)")
+
+
 def add_point_bits(p):
     p.add_argument("--point-bits", type=point_bits, default={},
                    help="per-point activation bits overriding --act-bits, e.g. 2=8,5=2 (the points: the layers "
@@ -385,6 +393,6 @@ def quant_config(args) -> QuantizeConfig:
                          point_widths=args.point_bits,
                          codebook_bits=args.codebook_bits, seed=args.quant_seed, siq=siq_config(args),
                          calibration=args.calibration, per_channel=args.per_channel, input_bits=args.input_bits,
-                         equalize=args.equalize)
+                         equalize=args.equalize, channel_steps=args.channel_steps)
     return check_quantize_config(cfg)
 

@@ -12,11 +12,13 @@ layers:
 with N_l the layer's weights, b_l its index width, K_l <= 2^b_l its codebook entries per row, R_l its rows
 (1, or C_OUT per output channel), E the bytes of a codebook entry (1: int8 while codebook values fit 8 bits, 2:
 int16 for --codebook-bits above 8) and `fixed` the biases (4 B each), the parameter structs (4 B a field) and
-the LRN tables, none of which depends on the widths. A trained codebook can hold fewer than 2^b
-entries (uniform's odd level count, values merged on the fixed-point grid), so a predicted cost is an upper
-bound of the trained model's and equals it when every codebook is full; and GCC may fold a parameter struct
-into the code of a kernel it inlines, which takes the struct's bytes out of .rodata (rodata_bytes). The fit
-therefore plans with this upper bound and checks the linked size of what it built.
+the LRN tables, none of which depends on the widths. A trained codebook can hold fewer than 2^b entries
+(uniform's odd level count, values merged on the fixed-point grid), and a per-channel conv codebook whose output
+channels share rows is stored as its distinct rows plus a 2 B offset a channel where that is smaller
+(codegen/weights.py), so a predicted cost is an upper bound of the trained model's and equals it when every
+codebook is full and its rows distinct; and GCC may fold a parameter struct into the code of a kernel it inlines,
+which takes the struct's bytes out of .rodata (rodata_bytes). The fit therefore plans with this upper bound and
+checks the linked size of what it built.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ from siq.training.arch import Arch
 from siq.training.quant import LayerCodebook, QuantizedModel, quantization_points
 
 from ..kernels import INT8_IDENTITY_CODEBOOK
-from ..lower import IDENTITY_CODEBOOK_ARRAY, LoweredModel, lower
+from ..lower import LoweredModel, lower
 from ..pack import packed_size
+from ..weights import IDENTITY_CODEBOOK_ARRAY, ROW_OFFSET_BYTES
 
 FIELD_BYTES = 4        # Cortex-M: every int32_t, uint32_t and pointer field is 4 bytes
 
@@ -53,6 +56,8 @@ def rodata_sections(lm: LoweredModel) -> dict[str, int]:
             w = op.weights
             if not w.index_is_value:  # else its indices are the int8 weights, read through the shared identity
                 out[w.arrays["codebook"]] = entry * len(w.codebook)
+            if w.rows_array:  # output channels sharing codebook rows: the table of their offsets (uint16_t)
+                out[w.rows_array] = ROW_OFFSET_BYTES * len(w.row_offsets)
             out[w.arrays["weights"]] = len(w.packed)
             out[w.arrays["bias"]] = 4 * len(w.bias)
         if op.table is not None:
@@ -73,8 +78,8 @@ def rodata_bytes(lm: LoweredModel) -> dict[str, int]:
     Everything but the parameter structs links exactly as counted. GCC may fold a struct into the code of a
     kernel it inlines (a kernel called once), and the struct's bytes then leave .rodata: so "total" is exact
     for the arrays and an upper bound by at most "params" for the whole."""
-    kinds = {"codebooks": "_codebook", "indices": "_weights", "biases": "_bias", "tables": "_table",
-             "params": "_params"}
+    kinds = {"codebooks": "_codebook", "codebook_rows": "_codebook_rows", "indices": "_weights", "biases": "_bias",
+             "tables": "_table", "params": "_params"}
     sections = rodata_sections(lm)
     out = {kind: sum(v for k, v in sections.items() if k.endswith(tail)) for kind, tail in kinds.items()}
     out["total"] = sum(sections.values())

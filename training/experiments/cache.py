@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from siq.training.arch import Arch
-from siq.training.quantizers import RETRAINING_METHODS, SIQPlusConfig, method_variant
+from siq.training.quant import DEFAULT_CALIBRATION
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, RETRAINING_METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
+                                     method_variant)
 
 from .grid import FLOAT_METHOD, Cell
 
@@ -44,11 +46,11 @@ TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "au
                 "dropout", "label_smoothing", "seed")
 TRAIN_NEUTRAL = {"augment_flip": False, "dropout": None, "label_smoothing": 0.0}
 QUANTIZE_FIELDS = ("input_bits", "codebook_bits", "calibration_images", "calibration", "per_channel", "equalize",
-                   "point_widths", "batch_size", "siq", "plus")
+                   "point_widths", "channel_steps", "batch_size", "siq", "plus")
 # per_channel: "depthwise" became the default after "none"; they quantize every network without depthwise convs
 # alike, and the default keeps the keys it had (see docs/decisions.md for the cached cells of depthwise networks).
 QUANTIZE_NEUTRAL = {"calibration": "float", "per_channel": "depthwise", "input_bits": None, "equalize": False,
-                    "point_widths": {}}
+                    "point_widths": {}, "channel_steps": "none"}
 SIQ_FIELDS = ("rounds", "epochs_per_round", "lr", "alpha", "growth", "tolerance", "quantize_fc", "augment_shift",
               "augment_flip", "dropout")
 SIQ_NEUTRAL = {"augment_shift": 0, "augment_flip": False, "dropout": None}
@@ -100,7 +102,7 @@ def cell_quantize_fields(qcfg: dict, method: str) -> dict:
 def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cpu",
              average_pools: bool = False) -> str:
     """Key of one cell of a sweep on the float model `model`. qcfg: the sweep's quantize template (every
-    QuantizeConfig field but the cell's own, siq and plus as dicts; see sweep.quantize_template). device: the
+    QuantizeConfig field but the cell's own, siq and plus as dicts; see quantize_template). device: the
     device type retraining runs on (a float-weight cell does not retrain: only its model key names the device).
     average_pools: the architecture has an average pool (see the module docstring)."""
     pools = ({"pool_steps": "own"},) if average_pools and cell.act_bits is not None else ()
@@ -113,12 +115,16 @@ def cell_key(model: str, cell: Cell, fc_bits: int, qcfg: dict, device: str = "cp
             what["input_bits"] = qcfg["input_bits"]
         if qcfg.get("point_widths") and cell.act_bits is not None:
             what["point_widths"] = qcfg["point_widths"]
+        if qcfg.get("channel_steps", "none") != "none" and cell.act_bits is not None:
+            # the codebook's width bounds the octaves between channel steps (quant.channel_octave_limit)
+            what.update(channel_steps=qcfg["channel_steps"], codebook_bits=qcfg["codebook_bits"])
         return digest("cell", SCHEMA, model, what, *pools)[:24]
     base, _ = method_variant(cell.method)
     fields = cell_quantize_fields(qcfg, cell.method)
     quantize = _pick(fields, QUANTIZE_FIELDS, QUANTIZE_NEUTRAL)
-    if cell.act_bits is None:  # float feature maps: the widths of points play no part
+    if cell.act_bits is None:  # float feature maps: the widths and steps of points play no part
         quantize.pop("point_widths", None)
+        quantize.pop("channel_steps", None)
     # SIQ settings count only for the methods that use them (siq, siq+), siq+'s own only for siq+ (and its
     # variants, with their ingredients turned off)
     if base in RETRAINING_METHODS:
@@ -143,3 +149,19 @@ def read_cached_cell(path: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return record if isinstance(record, dict) and "accuracy" in record else None
+
+
+# QuantizeConfig fields that a cell sets itself; every other field comes from the sweep's template.
+_CELL_FIELDS = ("method", "conv_bits", "fc_bits", "layer_bits", "act_bits", "seed")
+
+
+def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
+                      plus_cfg: SIQPlusConfig, calibration: str = DEFAULT_CALIBRATION,
+                      per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None, equalize: bool = False,
+                      point_widths: dict | None = None, channel_steps: str = "none") -> dict:
+    """Every QuantizeConfig field but the cell's own (siq and plus as dicts): what each cell of a sweep shares."""
+    template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
+                                     calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg,
+                                     input_bits=input_bits, equalize=equalize, point_widths=dict(point_widths or {}),
+                                     channel_steps=channel_steps))
+    return {k: v for k, v in template.items() if k not in _CELL_FIELDS}

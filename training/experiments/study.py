@@ -45,8 +45,9 @@ from siq.training.arch import load_arch
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.quant import CALIBRATION_RULES, DEFAULT_CALIBRATION, check_codebook_bits
-from siq.training.quantizers import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig, SIQPlusConfig,
-                                     check_plus_config, check_point_widths, check_siq_config, method_variant)
+from siq.training.quantizers import (CHANNEL_STEP_CHOICES, DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig,
+                                     SIQPlusConfig, check_plus_config, check_point_widths, check_siq_config,
+                                     method_variant)
 from siq.training.train import TrainConfig
 
 from .grid import parse_bits
@@ -61,6 +62,7 @@ OPTIONS = {
     "dropout": _NUMBER, "label_smoothing": _NUMBER, "weight_decay": _NUMBER,
     "methods": (list,), "weight_bits": (str, int), "act_bits": (str, int), "input_bits": (int,), "fc_bits": (int,),
     "seeds": (list, int), "codebook_bits": (int,), "calibration": (str,), "per_channel": (str,), "equalize": (bool,),
+    "channel_steps": (str,),
     "point_bits": (dict,),
     "siq_rounds": (int,), "siq_lr": _NUMBER, "siq_epochs": (int,), "siq_alpha": _NUMBER, "siq_growth": _NUMBER,
     "siq_augment_shift": (int,), "siq_flip": (bool,), "siq_dropout": _NUMBER,
@@ -114,7 +116,7 @@ class Run:
                     plus_cfg=SIQPlusConfig(**plus), codebook_bits=o.get("codebook_bits", 8),
                     calibration=o.get("calibration", DEFAULT_CALIBRATION),
                     per_channel=o.get("per_channel", DEFAULT_PER_CHANNEL), input_bits=o.get("input_bits"),
-                    equalize=o.get("equalize", False),
+                    equalize=o.get("equalize", False), channel_steps=o.get("channel_steps", "none"),
                     point_widths={int(p): w for p, w in o.get("point_bits", {}).items()}, data_dir=o.get("data_dir"),
                     data_seed=o.get("split_seed", 0),
                     validation=o.get("validation"), subset=subset)
@@ -196,6 +198,8 @@ def check_sweep_options(where: str, o: dict) -> None:
         _fail(where, f"calibration must be one of {', '.join(CALIBRATION_RULES)}, got {o['calibration']!r}")
     if o.get("per_channel", DEFAULT_PER_CHANNEL) not in PER_CHANNEL_CHOICES:
         _fail(where, f"per_channel must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {o['per_channel']!r}")
+    if o.get("channel_steps", "none") not in CHANNEL_STEP_CHOICES:
+        _fail(where, f"channel_steps must be one of {', '.join(CHANNEL_STEP_CHOICES)}, got {o['channel_steps']!r}")
     if o.get("epochs", 1) < 1:
         _fail(where, f"epochs must be at least 1, got {o['epochs']}")
     point_bits = o.get("point_bits", {})

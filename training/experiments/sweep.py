@@ -46,7 +46,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -63,16 +63,16 @@ from siq.training.graph import has_average_pool
 from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.nets import fold_batchnorm
-from siq.training.quant import (CALIBRATION_RULES, DEFAULT_CALIBRATION, TrainingHooks, calibrate_shifts, check_bits,
-                               check_codebook_bits)
-from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
-                                     check_per_channel, check_plus_config, check_point_widths, check_siq_config,
-                                     method_variant)
+from siq.training.quant import (CALIBRATION_RULES, DEFAULT_CALIBRATION, TrainingHooks, calibrate_steps,
+                               channel_octave_limit, channel_step_points, check_bits, check_codebook_bits)
+from siq.training.quantizers import (CHANNEL_STEP_CHOICES, DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig,
+                                     SIQPlusConfig, check_per_channel, check_plus_config, check_point_widths,
+                                     check_siq_config, method_variant)
 from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                                 torch_threads, train_float)
 
 from .backends import CellRuns, check_backend, run_cells
-from .cache import cell_key, cell_quantize_fields, digest, model_key, read_cached_cell
+from .cache import cell_key, cell_quantize_fields, digest, model_key, quantize_template, read_cached_cell
 from .grid import FLOAT_METHOD, Cell, cells_for, check_bit_list, parse_bits
 from .records import (RECORD_FIELDS, distillation, learned_steps_setting, ordered_record, read_results,
                       retraining_dropout)
@@ -82,8 +82,6 @@ __all__ = ["Cell", "FLOAT_METHOD", "cells_for", "parse_bits", "prepare_data", "e
 
 FLOAT_ACT_QUANTIZE_BITS = 8       # activation bits used to quantize weights for a float-activation cell
 FLOAT_WEIGHT_BYTES = 4            # float32 weights
-# QuantizeConfig fields that a cell sets itself; every other field comes from the sweep's template.
-_CELL_FIELDS = ("method", "conv_bits", "fc_bits", "layer_bits", "act_bits", "seed")
 
 
 # ---------------------------------------------------------------- data, architecture, template
@@ -174,8 +172,11 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
             calib = _calibration_images(data["train_x"], cell.seed, qcfg["calibration_images"])
             input_bits, point_widths = qcfg.get("input_bits"), qcfg["point_widths"]
             net = fold_batchnorm(net)  # quantization's points (unfolded, a conv before its batch norm is "signed")
-            shifts = calibrate_shifts(net, calib, cell.act_bits, qcfg["calibration"], input_bits, point_widths)
-            hooks = TrainingHooks(cell.act_bits, shifts, input_bits=input_bits, point_widths=point_widths)
+            channel_points = channel_step_points(net.arch) if qcfg["channel_steps"] == "depthwise" else []
+            shifts, octaves = calibrate_steps(net, calib, cell.act_bits, qcfg["calibration"], input_bits,
+                                              point_widths, channel_points, channel_octave_limit(qcfg["codebook_bits"]))
+            hooks = TrainingHooks(cell.act_bits, shifts, input_bits=input_bits, point_widths=point_widths,
+                                  channel_octaves=octaves)
         scores = predict_scores(net, test_x, hooks)
         evaluator = "torch"
     else:
@@ -234,7 +235,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
               progress: bool = True, plus_cfg: SIQPlusConfig | None = None, validation: float | None = None,
               subset: tuple[int | None, int | None] | None = None, calibration: str = DEFAULT_CALIBRATION,
               per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None, equalize: bool = False,
-              point_widths: dict | None = None, device: str = "cpu", backend: str = "joblib",
+              point_widths: dict | None = None, channel_steps: str = "none", device: str = "cpu",
+              backend: str = "joblib",
               address: str | None = None, max_retries: int = 2, log=None) -> list[dict]:
     """Run (or resume) a sweep and write its records as JSON lines to `out`; returns the records in grid order.
 
@@ -261,7 +263,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         a codebook per output channel), input_bits (the input image's width where it differs from each cell's
         activation bits; None = the same), equalize (cross-layer equalization first; cells with quantized
         weights only), point_widths (feature-map point -> its own width, numbered on the network with batch
-        norm folded as `siq arch` prints them; cells with quantized feature maps only): as in QuantizeConfig.
+        norm folded as `siq arch` prints them; cells with quantized feature maps only), channel_steps (feature
+        maps with a step per channel; cells with quantized feature maps only): as in QuantizeConfig.
     progress: a tqdm bar over the cells.
     validation: tune instead of test: train on the rest of the training data and score every cell on this held-out
         fraction of it (seeded by data_seed); records say dataset "<spec>/val<fraction>".
@@ -311,8 +314,10 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         input_bits = check_bits(input_bits, "input bits")
     # numbered on the folded network; refused here, before the float models train
     point_widths = check_point_widths(arch.folded(), point_widths or {})
+    if channel_steps not in CHANNEL_STEP_CHOICES:
+        raise SiqError(f"channel steps must be one of {', '.join(CHANNEL_STEP_CHOICES)}, got {channel_steps!r}")
     qcfg = quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg, calibration,
-                              per_channel, input_bits, equalize, point_widths)
+                              per_channel, input_bits, equalize, point_widths, channel_steps)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,
             "test_groups": ds.test_groups, "class_names": list(ds.class_names)}
 
@@ -338,6 +343,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
             identity["equalize"] = True
         if point_widths and cell.act_bits is not None:
             identity["point_bits"] = {str(p): w for p, w in point_widths.items()}
+        if channel_steps != "none" and cell.act_bits is not None:
+            identity["channel_steps"] = channel_steps
         cached = read_cached_cell(cell_path)
         if cached is not None:
             records[n] = {**cached, **identity, "cached": True}
@@ -388,13 +395,3 @@ def _report_runs(runs: CellRuns, todo: list, total: int, log) -> None:
         raise SiqError(f"{len(runs.failed)} of {total} cells failed after every retry (first: {name(first)}: "
                        f"{runs.failed[first]}); the finished cells are cached, run again to retry the others")
 
-
-def quantize_template(codebook_bits: int, calibration_images: int, siq_cfg: SIQConfig,
-                      plus_cfg: SIQPlusConfig, calibration: str = DEFAULT_CALIBRATION,
-                      per_channel: str = DEFAULT_PER_CHANNEL, input_bits: int | None = None, equalize: bool = False,
-                      point_widths: dict | None = None) -> dict:
-    """Every QuantizeConfig field but the cell's own (siq and plus as dicts): what each cell of a sweep shares."""
-    template = asdict(QuantizeConfig(codebook_bits=codebook_bits, calibration_images=calibration_images,
-                                     calibration=calibration, per_channel=per_channel, siq=siq_cfg, plus=plus_cfg,
-                                     input_bits=input_bits, equalize=equalize, point_widths=dict(point_widths or {})))
-    return {k: v for k, v in template.items() if k not in _CELL_FIELDS}

@@ -12,8 +12,8 @@ from siq.training.arch import (ACTIVATIONS, LRN, MERGES, Add, Arch, AvgPool, Bat
                                GlobalAvgPool, MaxPool)
 from siq.training.errors import SiqError
 from siq.training.graph import activation_reads, merge_inputs, signed_points
-from siq.training.quant import (INT32_MAX, QuantizedModel, codebook_weights, input_point_of, lrn_table, point_max_code,
-                                pool_rounding, quantizable, signed_zero_point)
+from siq.training.quant import (INT32_MAX, QuantizedModel, codebook_weights, input_point_of,
+                                lrn_table, point_max_code, pool_rounding, quantizable, signed_zero_point)
 
 from .ir import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool,
                  DenseRequant, DenseScores, IntegerModel, KernelStep, LRNRequant, MaxPool2d, QuantizeInput)
@@ -130,12 +130,12 @@ def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: 
     if lc.per_channel and lc.codebook.shape[0] != out_shape[0]:
         raise SiqError(f"{where}: {lc.codebook.shape[0]} codebook rows for {out_shape[0]} output channels")
     acc_exp = qm.accumulator_exponent(i)
-    bias = qm.biases[i].astype(np.int64)
-    in_max_code = 2 ** qm.bits_at(input_point_of(arch, i)) - 1
-    bound = accumulator_bound(lc.codebook, lc.indices, bias, in_max_code)
-    if final:
-        return DenseScores(in_shape[0], out_shape[0], lc.codebook, lc.indices, lc.bits, bias, _prove(bound, where), i)
     point = i if signed else i + 1
+    codebook, bias = qm.folded_codebook(i)
+    in_max_code = 2 ** qm.bits_at(input_point_of(arch, i)) - 1
+    bound = accumulator_bound(codebook, lc.indices, bias, in_max_code)
+    if final:
+        return DenseScores(in_shape[0], out_shape[0], codebook, lc.indices, lc.bits, bias, _prove(bound, where), i)
     zero = signed_zero_point(qm.bits_at(point)) if signed else 0
     # A left shift of 8 or more saturates every positive accumulator (max_code <= 255 < 2^8), so shifts below -8
     # are clamped there: the same result, and the C never shifts by 32 or more. With a zero point Z = 2^(a-1),
@@ -145,7 +145,7 @@ def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: 
     half = 2 ** (shift - 1) if shift > 0 else 0
     offset = zero << shift if shift >= 0 else zero >> -shift
     bound = _prove(bound + half + offset, where)
-    common = dict(codebook=lc.codebook, indices=lc.indices, bits=lc.bits, bias=bias + half + offset, shift=shift,
+    common = dict(codebook=codebook, indices=lc.indices, bits=lc.bits, bias=bias + half + offset, shift=shift,
                   max_code=point_max_code(arch, point, qm.shifts[point], qm.bits_at(point)), acc_bound=bound,
                   layer_index=point, zero_point=zero)
     if isinstance(layer, Conv):

@@ -26,22 +26,25 @@ Modules: fixedpoint (Eq. 5, bit widths, quantization points), lrn (the integer l
 shifts), codebook (integer codebooks), equalize (cross-layer equalization of the float network), model
 (QuantizedModel and its file), hooks (exact evaluation and quantization-aware training). Every name is re-exported here: callers import from `siq.training.quant`.
 """
-from .calibrate import CALIBRATION_RULES, CALIBRATION_SAMPLES, DEFAULT_CALIBRATION, best_shift, calibrate_shifts
-from .codebook import (MAX_CODEBOOK_BITS, LayerCodebook, check_codebook_bits, codebook_entry_bytes, codebook_weights,
-                       pad_rows, snap_codebook)
+from .calibrate import (CALIBRATION_RULES, CALIBRATION_SAMPLES, DEFAULT_CALIBRATION, best_shift, calibrate_shifts,
+                        calibrate_steps)
+from .codebook import (MAX_CODEBOOK_BITS, MAX_ROW_OFFSET, ROW_OFFSET_BYTES, LayerCodebook, channel_octave_limit,
+                       check_codebook_bits, codebook_entry_bytes, codebook_weights, pad_rows, shared_rows,
+                       snap_codebook)
 from .equalize import equalizable_pairs, equalize_channels
-from .fixedpoint import (INT32_MAX, SHIFT_RANGE, check_bits, input_point_of, point_bits, point_max_code, pool_rounding,
-                         quantizable, quantization_points, quantize_activation, quantize_signed, relu_follows,
-                         round_half_up, signed_zero_point)
+from .fixedpoint import (INT32_MAX, SHIFT_RANGE, channel_step_points, check_bits, input_point_of, point_bits,
+                         point_max_code, pool_rounding, quantizable, quantization_points, quantize_activation,
+                         quantize_signed, relu_follows, round_half_up, signed_zero_point, step_scale)
 from .hooks import ExactHooks, TrainingHooks, evaluate_exact, ste
 from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
 from .model import QuantizedModel, load_quantized, quantize_biases, save_quantized
 
 __all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "DEFAULT_CALIBRATION", "INT32_MAX", "LRN_TABLE_BITS",
-           "MAX_CODEBOOK_BITS", "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel",
-           "TrainingHooks", "best_shift", "calibrate_shifts", "check_bits", "check_codebook_bits",
+           "MAX_CODEBOOK_BITS", "MAX_ROW_OFFSET", "ROW_OFFSET_BYTES", "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel",
+           "TrainingHooks", "best_shift", "calibrate_shifts", "calibrate_steps", "channel_octave_limit",
+           "channel_step_points", "check_bits", "check_codebook_bits",
            "codebook_entry_bytes", "codebook_weights", "equalizable_pairs", "equalize_channels", "evaluate_exact",
            "input_point_of", "load_quantized",
            "lrn_table", "lrn_window_sum", "pad_rows", "point_bits", "point_max_code", "pool_rounding", "quantizable",
            "quantization_points", "quantize_activation", "quantize_biases", "quantize_signed", "relu_follows",
-           "signed_zero_point", "round_half_up", "save_quantized", "snap_codebook", "ste"]
+           "signed_zero_point", "round_half_up", "save_quantized", "shared_rows", "snap_codebook", "ste", "step_scale"]

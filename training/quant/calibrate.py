@@ -38,8 +38,19 @@ OUTPUT_RULE_MARGIN = 1e-4  # a step is replaced only by one whose divergence is 
 
 def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = DEFAULT_CALIBRATION,
                      input_bits: int | None = None, point_widths: dict | None = None) -> dict[int, int]:
+    """calibrate_steps' shifts, with one step per tensor everywhere."""
+    return calibrate_steps(net, images, bits, rule, input_bits, point_widths)[0]
+
+
+def calibrate_steps(net: Net, images: np.ndarray, bits: int, rule: str = DEFAULT_CALIBRATION,
+                    input_bits: int | None = None, point_widths: dict | None = None,
+                    channel_points: list[int] = (), octave_limit: int = 0) -> tuple[dict[int, int], dict]:
     """Shift per quantization point (-1 = input) on calibration images, by best_shift on each point's tensor
-    (`bits` wide; the input `input_bits` wide, default `bits`; a point in point_widths that wide).
+    (`bits` wide; the input `input_bits` wide, default `bits`; a point in point_widths that wide), and the
+    channel octaves of the points in channel_points (channel_step_points; none for the "sequential" rule):
+    each channel's own best_shift, at most octave_limit octaves finer than its point's step, which is that of
+    its coarsest live channel (a channel's step is never coarser than it needs, so no channel clips early).
+    Returns (shifts, channel octaves).
 
     rule "float": every tensor as the float network computes it.
     rule "sequential": point by point in network order, each tensor as computed from the already quantized
@@ -59,20 +70,38 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = DEFAUL
         if rule == "sequential":
             hooks = _SequentialCalibration(bits, input_bits, point_widths)
             net(x, hooks)
-            return hooks.shifts
+            return hooks.shifts, {}
         collect: list = []
         net(x, collect=collect)
     shifts = {-1: best_shift(x, point_bits(-1, bits, input_bits))}
     signed = set(signed_points(net.arch))
+    octaves = {}
     for p in quantization_points(net.arch):
-        shifts[p] = best_shift(collect[p], point_bits(p, bits, input_bits, point_widths), p in signed)
+        width = point_bits(p, bits, input_bits, point_widths)
+        if p in channel_points and octave_limit > 0:
+            shifts[p], octaves[p] = channel_shifts(collect[p], width, octave_limit)
+        else:
+            shifts[p] = best_shift(collect[p], width, p in signed)
     if rule == "output":
-        return output_shifts(net, x, bits, shifts, input_bits, point_widths)
-    return shifts
+        shifts = output_shifts(net, x, bits, shifts, input_bits, point_widths, octaves)
+    return shifts, octaves
+
+
+def channel_shifts(values: torch.Tensor, bits: int, octave_limit: int) -> tuple[int, np.ndarray]:
+    """A point's step and its channels' octaves finer than it: channel c's best_shift s_c, the point's step that of
+    its coarsest live channel (min s_c), octaves min(s_c - that, octave_limit). A channel that is zero on every
+    calibration image has no step of its own: it takes the point's."""
+    per_channel = values.transpose(0, 1).reshape(values.shape[1], -1)
+    found = [best_shift(v, bits) if bool(torch.any(v != 0)) else None for v in per_channel]
+    live = [s for s in found if s is not None]
+    if not live:
+        return best_shift(values, bits), np.zeros(len(found), dtype=np.int64)
+    coarsest = min(live)
+    return coarsest, np.array([0 if s is None else min(s - coarsest, octave_limit) for s in found], dtype=np.int64)
 
 
 def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], input_bits: int | None = None,
-                  point_widths: dict | None = None) -> dict[int, int]:
+                  point_widths: dict | None = None, channel_octaves: dict | None = None) -> dict[int, int]:
     """Coordinate descent from `shifts` on the network's output. Point by point in network order, with every other
     point quantized at its current step, each point takes the step within OUTPUT_RULE_OCTAVES octaves of its
     current one that minimises the mean KL divergence of the quantized network's softmax from the float network's
@@ -80,7 +109,7 @@ def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], 
     A step is replaced only by one better by OUTPUT_RULE_MARGIN, far above float32's rounding of the mean, so the
     summation order of a machine's convolutions cannot flip the choice. The input keeps its step: its codes are
     the sensor's values as the user maps them (README, 'How the numbers work'), not a trade-off against the layers
-    after it."""
+    after it. A point with channel_octaves moves all its channels' steps together."""
     net.eval()
     x = x[:OUTPUT_RULE_IMAGES]
     with torch.no_grad():
@@ -88,7 +117,8 @@ def output_shifts(net: Net, x: torch.Tensor, bits: int, shifts: dict[int, int], 
         float_p = float_log_p.exp()
 
         def hooks(candidate: dict[int, int]) -> TrainingHooks:
-            return TrainingHooks(bits, candidate, input_bits=input_bits, point_widths=point_widths)
+            return TrainingHooks(bits, candidate, input_bits=input_bits, point_widths=point_widths,
+                                 channel_octaves=channel_octaves)
 
         def divergence(candidate: dict[int, int], before: PartialPass) -> float:
             quantized_log_p = torch.log_softmax(net.resume(before, hooks(candidate)), dim=1)

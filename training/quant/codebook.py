@@ -52,6 +52,44 @@ def codebook_weights(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
 MAX_CODEBOOK_BITS = 15
 
 
+# A conv's per-channel codebook whose output channels share rows is stored as its distinct rows plus a uint16_t
+# offset per output channel (codegen/weights.py); training counts its flash by the same rule.
+ROW_OFFSET_BYTES = 2        # a row offset is a uint16_t
+MAX_ROW_OFFSET = 2**16 - 1
+
+
+def shared_rows(table: np.ndarray, entry_bytes: int) -> tuple[np.ndarray, list[int]] | None:
+    """(the distinct rows in order of first appearance, each output channel's row offset) of a per-channel
+    codebook [C_OUT, K], where storing them so takes fewer bytes than every row and every offset fits a uint16_t
+    (codegen/weights.py); else None."""
+    table = np.asarray(table)
+    if table.ndim != 2:
+        return None
+    channels, k = table.shape
+    distinct, which = np.unique(table, axis=0, return_inverse=True)
+    which = np.asarray(which).reshape(-1)
+    if entry_bytes * len(distinct) * k + ROW_OFFSET_BYTES * channels >= entry_bytes * channels * k:
+        return None
+    order = {}  # index into `distinct` -> its stored row, numbered by first appearance
+    for row in which:
+        order.setdefault(int(row), len(order))
+    offsets = [order[int(row)] * k for row in which]
+    if max(offsets) > MAX_ROW_OFFSET:
+        return None
+    stored = np.empty((len(order), k), dtype=table.dtype)
+    for row, position in order.items():
+        stored[position] = distinct[row]
+    return stored, offsets
+
+
+
+def channel_octave_limit(codebook_bits: int) -> int:
+    """How many octaves finer than its point's step a channel's step may be (channel_step_points): lowering
+    scales a codebook row by 2^octaves on each side of such a point, and the scaled entries must stay within
+    the signed MAX_CODEBOOK_BITS range (12-bit values: 3 octaves)."""
+    return MAX_CODEBOOK_BITS - codebook_bits
+
+
 def check_codebook_bits(bits) -> int:
     """Fixed-point bits of codebook values: 2..MAX_CODEBOOK_BITS (a sign and at least one magnitude bit)."""
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_CODEBOOK_BITS:

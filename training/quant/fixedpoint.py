@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..arch import MERGES, Add, Arch, Clip, Conv, Dense
+from ..arch import MERGES, Add, Arch, Clip, Conv, Dense, ReLU
 from ..errors import SiqError
 from ..graph import activation_reads, merge_inputs, point_of, points, readers, signed_points
 
@@ -30,10 +30,37 @@ def check_bits(bits, what: str, allow_float: bool = False):
     return int(bits)
 
 
-def quantize_activation(x: torch.Tensor, shift: int, bits: int) -> torch.Tensor:
-    """Fake-quantize to codes * 2^-shift; exact in float64."""
-    scale = 2.0 ** shift
+def quantize_activation(x: torch.Tensor, shift: int, bits: int, octaves=None) -> torch.Tensor:
+    """Fake-quantize to codes * 2^-shift; exact in float64. With `octaves` (a point with a step per channel,
+    channel_step_points), channel c's codes are on step 2^-(shift + octaves[c])."""
+    scale = step_scale(x, shift, octaves)
     return torch.clamp(torch.floor(x * scale + 0.5), 0, 2**bits - 1) / scale
+
+
+def step_scale(x: torch.Tensor, shift: int, octaves=None):
+    """2^shift, or per channel 2^(shift + octaves[c]) shaped to broadcast over x's channel axis (axis 1)."""
+    if octaves is None:
+        return 2.0 ** shift
+    exponents = torch.as_tensor(np.asarray(octaves, dtype=np.int64) + shift, dtype=x.dtype)
+    return (2.0 ** exponents).reshape((1, -1) + (1,) * (x.dim() - 2))
+
+
+def channel_step_points(arch: Arch) -> list[int]:
+    """The feature-map points that can take a power-of-two step per channel with no alignment across channels:
+    the relu right after a conv, read only by depthwise convs (every output channel reads one input channel).
+    The conv before it requantizes channel c onto channel c's step and a depthwise conv reads channel c alone,
+    so nothing ever sums, compares or stores two channels on one grid. A point whose conv itself reads such a
+    point is left out, so that no codebook row carries two channel scalings (lowering's bound on its entries)."""
+    read = readers(arch)
+    shapes = arch.input_shapes()
+    out: list[int] = []
+    for p, layer in enumerate(arch.layers):
+        if not isinstance(layer, ReLU) or p == 0 or not isinstance(arch.layers[p - 1], Conv) or \
+                arch.sources[p] != (p - 1,) or not read.get(p) or input_point_of(arch, p - 1) in out:
+            continue
+        if all(isinstance(arch.layers[r], Conv) and arch.layers[r].groups == shapes[r][0] > 1 for r in read[p]):
+            out.append(p)
+    return out
 
 
 def quantize_signed(x: torch.Tensor, shift: int, bits: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from ..arch import LRN
 from ..nets import Hooks, Net, images_to_input
 from .fixedpoint import (input_point_of, point_bits, pool_rounding, quantize_activation, quantize_signed,
-                         signed_zero_point)
+                         signed_zero_point, step_scale)
 from .lrn import lrn_table, lrn_window_sum
 from .model import QuantizedModel
 
@@ -36,7 +36,8 @@ class ExactHooks(Hooks):
         return self.bias_values[index]
 
     def activation(self, index, x):
-        return quantize_activation(x, self.qm.shifts[index], self.qm.bits_at(index))
+        return quantize_activation(x, self.qm.shifts[index], self.qm.bits_at(index),
+                                   self.qm.channel_octaves.get(index))
 
     def signed(self, index, x):
         return quantize_signed(x, self.qm.shifts[index], self.qm.bits_at(index))
@@ -79,8 +80,10 @@ class TrainingHooks(Hooks):
     per-layer callable mapping a weight tensor to its quantized value)."""
 
     def __init__(self, act_bits: int | None, shifts: dict[int, int] | None, weight_quantizers: dict | None = None,
-                 input_bits: int | None = None, point_widths: dict | None = None):
+                 input_bits: int | None = None, point_widths: dict | None = None,
+                 channel_octaves: dict | None = None):
         self.act_bits = act_bits
+        self.channel_octaves = channel_octaves or {}  # point -> per channel, octaves finer than its step
         self.input_bits = input_bits
         self.point_widths = point_widths or {}
         self.shifts = shifts or {}
@@ -90,8 +93,10 @@ class TrainingHooks(Hooks):
         if self.act_bits is None:
             return x
         bits = point_bits(point, self.act_bits, self.input_bits, self.point_widths)
-        scale = 2.0 ** self.shifts[point]
-        clipped = torch.clamp(x, 0.0, (2**bits - 1) / scale)
+        octaves = self.channel_octaves.get(point)
+        scale = step_scale(x, self.shifts[point], octaves)
+        clipped = torch.clamp(x, 0.0, (2**bits - 1) / scale) if octaves is None else \
+            torch.clamp(x, torch.zeros_like(scale), (2**bits - 1) / scale)
         return ste(clipped, torch.floor(clipped * scale + 0.5) / scale)
 
     def input(self, x):

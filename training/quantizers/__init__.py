@@ -22,16 +22,16 @@ import numpy as np
 from ..arch import MERGES, Arch, Conv
 from ..errors import SiqError
 from ..nets import Net, fold_batchnorm
-from ..quant import (QuantizedModel, calibrate_shifts, check_bits, check_codebook_bits, equalize_channels,
-                     quantizable, quantize_biases, snap_codebook)
+from ..quant import (QuantizedModel, calibrate_steps, channel_octave_limit, channel_step_points, check_bits,
+                     check_codebook_bits, equalize_channels, quantizable, quantize_biases, snap_codebook)
 from ..train import seed_everything
 from . import kmeans, siq, siq_plus, uniform  # noqa: F401  (each module registers its method on import)
 from .codebooks import (TrainableCodebook, centroid_values, gather, kmeans_codebook, layer_kmeans, layer_weights,
                         load_book_weights, nearest, nearest_assignment, nearest_index, per_row, uniform_codebook,
                         uniform_codes)
-from .config import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, PLUS_INGREDIENTS, QuantizeConfig, SIQConfig,
-                     SIQPlusConfig, check_layer_bits, check_layer_indices, check_per_channel, check_plus_config,
-                     check_point_widths, check_siq_config)
+from .config import (CHANNEL_STEP_CHOICES, DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, PLUS_INGREDIENTS,
+                     QuantizeConfig, SIQConfig, SIQPlusConfig, check_channel_steps, check_layer_bits,
+                     check_layer_indices, check_per_channel, check_plus_config, check_point_widths, check_siq_config)
 from .interface import (METHODS, FloatCodebook, Method, Quantizer, QuantizerInput, QuantizerOutput, method_variant,
                         register, resolve_method)
 from .siq import Retraining, continuation_penalty, retrain
@@ -41,10 +41,12 @@ from .steps import LearnedSteps, fold_step_scales
 # the methods whose retraining SIQConfig schedules, in registration order
 RETRAINING_METHODS = tuple(name for name, method in METHODS.items() if method.retrains)
 
-__all__ = ["DEFAULT_PER_CHANNEL", "METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS", "RETRAINING_METHODS",
+__all__ = ["CHANNEL_STEP_CHOICES", "DEFAULT_PER_CHANNEL", "METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS",
+           "RETRAINING_METHODS",
            "FloatCodebook", "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer",
            "QuantizerInput", "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook",
-           "centroid_values", "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel",
+           "centroid_values", "check_channel_steps", "check_layer_bits", "check_layer_indices", "check_method_fits",
+           "check_per_channel",
            "check_plus_config", "check_point_widths", "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
@@ -61,9 +63,11 @@ def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
     check_point_widths(arch, cfg.point_widths)
     check_layer_indices(arch, cfg.channel_layers, "per-channel codebook layers")
     method = resolve_method(cfg.method)
+    configured = method.configure(cfg)
+    check_channel_steps(configured, bool(method.ingredients) and configured.plus.learn_act_steps)
     if not method.retrains:
         return
-    cfg = method.configure(cfg)
+    cfg = configured
     if method.ingredients and cfg.plus.learn_act_steps and cfg.plus.real_steps and \
             any(isinstance(layer, MERGES) for layer in arch.layers):
         # fold_step_scales moves a real step into the layers around its point; an add's inputs would need one
@@ -102,11 +106,13 @@ def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: Quant
     net = copy.deepcopy(float_net).float()
     rng = np.random.default_rng(cfg.seed)
     calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
-    shifts = calibrate_shifts(net, calib, act_bits, cfg.calibration, input_bits, point_widths)
+    channel_points = channel_step_points(net.arch) if cfg.channel_steps == "depthwise" else []
+    shifts, octaves = calibrate_steps(net, calib, act_bits, cfg.calibration, input_bits, point_widths,
+                                      channel_points, channel_octave_limit(cfg.codebook_bits))
     return QuantizerInput(net=net, bits=bits, train_x=train_x, train_y=train_y, config=cfg, seed=cfg.seed,
                           act_bits=act_bits, input_bits=input_bits, point_widths=point_widths, shifts=shifts,
                           per_channel=frozenset(cfg.per_channel_layers(net)),
-                          calibration_images=calib)
+                          calibration_images=calib, channel_octaves=octaves)
 
 
 def run(job: QuantizerInput) -> QuantizerOutput:
@@ -129,10 +135,10 @@ def quantize_model(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg
         raise SiqError(f"quantization method {cfg.method!r} left layer(s) {missing} without a codebook")
     layers = {i: snap_codebook(c, a.reshape(net.layers[i].weight.shape), job.bits[i], cfg.codebook_bits)
               for i, (c, a) in out.books.items()}
-    biases = quantize_biases(net.arch, net, out.shifts, layers)
+    biases = quantize_biases(net.arch, net, out.shifts, layers, job.channel_octaves)
     info = {"method": cfg.method, "config": _jsonable(asdict(cfg)), "history": out.history, **(meta or {})}
     return QuantizedModel(net.arch, job.act_bits, out.shifts, layers, biases, list(class_names), info,
-                          job.input_bits, dict(job.point_widths)), net
+                          job.input_bits, dict(job.point_widths), dict(job.channel_octaves)), net
 
 
 def _jsonable(d):

@@ -25,6 +25,12 @@ from ..train import TrainConfig
 PER_CHANNEL_CHOICES = ("depthwise", "none", "conv", "all")
 DEFAULT_PER_CHANNEL = "depthwise"
 
+# Which feature maps get a power-of-two step per channel instead of one per map: "none" (the default), or
+# "depthwise" the relu after a conv that only depthwise convs read (quant.channel_step_points), where batch norm
+# leaves channels with ranges octaves apart and no op ever has to align two channels. The C stays shift-only and
+# its kernels unchanged: lowering folds each channel's step into the codebook rows on both sides of the point.
+CHANNEL_STEP_CHOICES = ("none", "depthwise")
+
 
 @dataclass
 class SIQConfig:
@@ -118,6 +124,7 @@ class QuantizeConfig:
     channel_layers: list = field(default_factory=list)  # weighted layer indices with codebooks per output channel
     #                                                     besides those per_channel names (siq fit chooses them)
     equalize: bool = False  # cross-layer equalization of the folded float network first (quant/equalize.py)
+    channel_steps: str = "none"  # feature maps with a step per channel (CHANNEL_STEP_CHOICES)
     batch_size: int = 64
     siq: SIQConfig = field(default_factory=SIQConfig)
     plus: SIQPlusConfig = field(default_factory=SIQPlusConfig)
@@ -176,6 +183,18 @@ def check_per_channel(choice) -> str:
     if choice not in PER_CHANNEL_CHOICES:
         raise SiqError(f"per-channel codebooks must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {choice!r}")
     return choice
+
+
+def check_channel_steps(cfg: QuantizeConfig, learns_steps: bool) -> str:
+    """Refuse a choice of channel steps that cannot run: unknown, or with a rule that does not make them."""
+    if cfg.channel_steps not in CHANNEL_STEP_CHOICES:
+        raise SiqError(f"channel steps must be one of {', '.join(CHANNEL_STEP_CHOICES)}, got {cfg.channel_steps!r}")
+    if cfg.channel_steps != "none" and cfg.calibration == "sequential":
+        raise SiqError("channel steps need the float or output calibration rule, not sequential")
+    if cfg.channel_steps != "none" and learns_steps:
+        raise SiqError("channel steps: siq+ learns one step per feature map; turn that off (--plus-off steps) "
+                       "or quantize with siq")
+    return cfg.channel_steps
 
 
 def check_siq_config(scfg: SIQConfig) -> None:

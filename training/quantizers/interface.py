@@ -40,6 +40,7 @@ class QuantizerInput:
     shifts: dict[int, int]               # calibrated activation shift per quantization point (-1 = input)
     per_channel: frozenset[int]          # weighted layers with one codebook row per output channel
     calibration_images: np.ndarray       # the images the shifts were calibrated on
+    channel_octaves: dict = field(default_factory=dict)  # point -> per channel, octaves finer than its shift
 
 
 @dataclass

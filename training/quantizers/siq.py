@@ -57,7 +57,8 @@ class Retraining:
 
     def hooks(self, quantizers: dict) -> Hooks:
         cfg = self.job.config
-        return TrainingHooks(cfg.act_bits, self.shifts, quantizers, cfg.input_bits, cfg.point_widths)
+        return TrainingHooks(cfg.act_bits, self.shifts, quantizers, cfg.input_bits, cfg.point_widths,
+                             self.job.channel_octaves)
 
     def extra_params(self, quantizers: dict) -> list | None:
         """Parameters trained beside the network's (fit's extra_params)."""

@@ -20,8 +20,8 @@ class PlusHooks(TrainingHooks):
     activation steps may be trained (LearnedSteps)."""
 
     def __init__(self, act_bits, shifts, weight_quantizers, steps: LearnedSteps | None = None,
-                 input_bits: int | None = None, point_widths: dict | None = None):
-        super().__init__(act_bits, shifts, weight_quantizers, input_bits, point_widths)
+                 input_bits: int | None = None, point_widths: dict | None = None, channel_octaves: dict | None = None):
+        super().__init__(act_bits, shifts, weight_quantizers, input_bits, point_widths, channel_octaves)
         self.steps = steps
 
     def weight(self, index, w):
@@ -91,7 +91,8 @@ class PlusRetraining(Retraining):
 
     def hooks(self, quantizers: dict) -> PlusHooks:
         cfg = self.job.config
-        return PlusHooks(cfg.act_bits, self.shifts, quantizers, self.steps, cfg.input_bits, cfg.point_widths)
+        return PlusHooks(cfg.act_bits, self.shifts, quantizers, self.steps, cfg.input_bits, cfg.point_widths,
+                         self.job.channel_octaves)
 
     def extra_params(self, quantizers: dict) -> list:
         params = [b.centroids for b in quantizers.values() if b.centroids.requires_grad]

@@ -1,0 +1,133 @@
+"""A power-of-two step per channel at the feature maps only depthwise convs read (QuantizeConfig.channel_steps):
+which maps qualify, how each channel's step is chosen, and the quantized model through the numpy reference, the
+host C (default, reference and emulated-DSP builds) and the Cortex-M4, exactly, with its file round trip and the
+settings refused before any training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from operator_cases import BUILDS, random_images, random_net
+from siq.codegen.export import write_sources
+from siq.codegen.host import build_host
+from siq.codegen.lower import lower
+from siq.codegen.verify import locate_host_mismatch, torch_op_outputs
+from siq.codegen.target import run_self_test
+from siq.training.arch import PRESETS, Arch, BatchNorm, Conv, Dense, Flatten, GlobalAvgPool, ReLU
+from siq.training.errors import SiqError
+from siq.training.integer import build_integer_model, first_mismatch, integer_scores, run_integer
+from siq.training.nets import Net
+from siq.training.quant import (channel_octave_limit, channel_step_points, evaluate_exact, load_quantized,
+                                save_quantized)
+from siq.training.quant.calibrate import channel_shifts
+from siq.training.quantizers import QuantizeConfig, quantize_model
+
+# conv -> relu -> dw -> relu -> pw -> relu -> dw stride 2 -> relu -> pool -> dense, batch norm after every conv;
+# folded, the relus are layers 1, 3, 5 and 7, and only 1 and 5 are read by depthwise convs alone
+SEPARABLE = Arch("separable", (1, 12, 12), (
+    Conv(8, 3, 2, "same"), BatchNorm(), ReLU(),
+    Conv(8, 3, 1, "same", 8), BatchNorm(), ReLU(), Conv(8, 1), BatchNorm(), ReLU(),
+    Conv(8, 3, 2, "same", 8), BatchNorm(), ReLU(), GlobalAvgPool(), Flatten(), Dense(4)))
+
+
+def spread_net(seed: int) -> Net:
+    """Random weights whose batch norms scale each channel by a power of two from 2^-4 to 2^1 and shift none:
+    channel ranges octaves apart, as trained batch-norm networks have them, none of them pinned by its bias."""
+    net = random_net(SEPARABLE, seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.layers:
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.copy_(2.0 ** torch.randint(-4, 2, module.weight.shape, generator=generator).float())
+                module.bias.zero_()
+                module.running_mean.zero_()
+    return net
+
+
+def quantized(seed: int = 0, **overrides):
+    images = random_images(SEPARABLE, np.random.default_rng(seed), 40)
+    cfg = QuantizeConfig(**{"method": "kmeans", "conv_bits": 4, "fc_bits": 4, "act_bits": 4, "codebook_bits": 12,
+                            "calibration_images": len(images), "calibration": "float", "channel_steps": "depthwise",
+                            **overrides})
+    qm = quantize_model(spread_net(seed), images, np.arange(len(images)) % 4, cfg, list("abcd"))[0]
+    return qm, images
+
+
+def test_only_maps_that_depthwise_convs_alone_read_take_channel_steps():
+    assert channel_step_points(SEPARABLE.folded()) == [1, 5]
+    assert channel_step_points(PRESETS["ds-cnn-28"].folded()) == [1, 5, 9, 13]
+    assert channel_step_points(PRESETS["resnet8"].folded()) == []  # adds read every map across channels
+    assert channel_step_points(PRESETS["paper-mnist"].folded()) == []
+    # the first map also read by a pointwise conv: its channels meet in one sum, so it keeps one step
+    both = Arch("both", (1, 8, 8), (Conv(4, 3, 1, "same"), ReLU(name="r"), Conv(4, 3, 1, "same", 4), ReLU(),
+                                    Conv(4, 1, input="r"), ReLU(), GlobalAvgPool(), Flatten(), Dense(2)))
+    assert channel_step_points(both) == []
+
+
+def test_each_channel_takes_its_own_step_within_the_octave_limit():
+    rng = np.random.default_rng(0)
+    ranges = [8.0, 1.0, 0.25, 2.0 ** -9, 0.0]  # the last channel is dead
+    values = torch.from_numpy(np.stack([rng.random((50, 6, 6)) * r for r in ranges], axis=1))
+    shift, octaves = channel_shifts(values, 4, 3)
+    assert shift == 1  # 4-bit codes on step 1/2 cover the widest channel's 0..8 best
+    assert octaves.tolist() == [0, 3, 3, 3, 0]  # 1.0 wants 3 octaves finer; 0.25 and below hit the limit of 3
+    assert channel_shifts(values, 4, 5)[1].tolist() == [0, 3, 5, 5, 0]
+    assert channel_octave_limit(12) == 3 and channel_octave_limit(8) == 7
+
+
+def test_channel_steps_are_exact_four_ways(tmp_path):
+    qm, images = quantized()
+    assert sorted(qm.channel_octaves) == [1, 5]
+    assert all(o.max() > 0 for o in qm.channel_octaves.values()), "the spread channels took no step of their own"
+    lm = lower(qm)
+    expected = integer_scores(lm.integer, images)
+    assert np.array_equal(evaluate_exact(qm, Net(qm.arch), images), expected)
+    # every op's codes, not only the scores: a random net's later layers can hide a wrong map
+    reference = run_integer(lm.integer, images)
+    assert first_mismatch(torch_op_outputs(qm, lm, images), reference, lm.integer.ops) is None
+    # the same model with one step per map computes something else: the steps per channel are in the reference
+    one_step = type(qm)(**{**qm.__dict__, "channel_octaves": {}})
+    assert not np.array_equal(integer_scores(build_integer_model(one_step), images), expected)
+    # the channel steps scale rows of one codebook: few distinct rows, stored once each, counted alike both sides
+    assert qm.weights_bytes() == lm.weights_bytes()
+    assert any(op.weights and op.weights.row_offsets for op in lm.ops)
+    write_sources(lm, tmp_path)
+    for name, flags in BUILDS.items():
+        host = build_host(tmp_path, lm.prefix, tmp_path / f"build-{name}", extra_flags=flags)
+        assert np.array_equal(host.infer(images)[0], expected), f"{name} build differs from the numpy reference"
+    for image in (0, 7):
+        assert locate_host_mismatch(tmp_path, lm, images[image], [r[image:image + 1] for r in reference],
+                                    tmp_path / f"profile-{image}") is None
+    result = run_self_test(tmp_path, lm.prefix, "cortex-m4", None, images, np.argmax(expected, axis=1), expected,
+                           "-O2")
+    assert result["mismatches"] == 0, result["first_mismatch"]
+
+
+def test_output_calibration_and_siq_keep_the_channel_steps():
+    qm, images = quantized(1, method="siq", calibration="output", calibration_images=40)
+    assert sorted(qm.channel_octaves) == [1, 5]
+    assert np.array_equal(evaluate_exact(qm, Net(qm.arch), images),
+                          integer_scores(build_integer_model(qm), images))
+
+
+def test_the_model_file_keeps_the_channel_steps(tmp_path):
+    qm, _ = quantized()
+    save_quantized(tmp_path / "q.pt", qm)
+    loaded = load_quantized(tmp_path / "q.pt")
+    assert {p: o.tolist() for p, o in loaded.channel_octaves.items()} == \
+        {p: o.tolist() for p, o in qm.channel_octaves.items()}
+    wrong = type(qm)(**{**qm.__dict__, "channel_octaves": {3: qm.channel_octaves[1]}})  # a map a pointwise reads
+    save_quantized(tmp_path / "bad.pt", wrong)
+    with pytest.raises(SiqError, match="cannot have one"):
+        load_quantized(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"calibration": "sequential"}, "not sequential"),
+    ({"method": "siq+"}, "learns one step per feature map"),
+    ({"channel_steps": "all"}, "must be one of none, depthwise"),
+])
+def test_settings_that_cannot_make_channel_steps_are_refused_before_training(overrides, message):
+    with pytest.raises(SiqError, match=message):
+        quantized(**overrides)
