@@ -55,6 +55,8 @@ ROWS = [
     (f"{DS_CNN} · SIQ, 12-bit codebook entries", {"W4A4": [("fashion-mlperf-presets", 5, "siq")]}),
     (f"{DS_CNN} · SIQ, 12-bit codebook entries, output calibration",
      {"W4A4": [("fashion-mlperf-presets-output-calibration", 6, "siq")]}),
+    (f"{DS_CNN} · SIQ, 12-bit codebook entries, output calibration, steps per channel at depthwise inputs",
+     {"W4A4": [("fashion-ds-cnn-28-channel-steps", 2, "siq")]}),
     (f"{DS_CNN} · siq+, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 10, "siq+")], "W2A4": [("fashion-mlperf-presets", 6, "siq+")]}),
     (f"{DS_CNN} · siq+, 12-bit codebook entries, output calibration",
