@@ -21,7 +21,7 @@ from siq.training.nets import Net
 from siq.training.quant import (channel_octave_limit, channel_step_points, evaluate_exact, load_quantized,
                                 save_quantized)
 from siq.training.quant.calibrate import channel_shifts
-from siq.training.quantizers import QuantizeConfig, quantize_model
+from siq.training.quantizers import QuantizeConfig, SIQConfig, SIQPlusConfig, quantize_model
 
 # conv -> relu -> dw -> relu -> pw -> relu -> dw stride 2 -> relu -> pool -> dense, batch norm after every conv;
 # folded, the relus are layers 1, 3, 5 and 7, and only 1 and 5 are read by depthwise convs alone
@@ -104,11 +104,15 @@ def test_channel_steps_are_exact_four_ways(tmp_path):
     assert result["mismatches"] == 0, result["first_mismatch"]
 
 
-def test_output_calibration_and_siq_keep_the_channel_steps():
-    qm, images = quantized(1, method="siq", calibration="output", calibration_images=40)
+@pytest.mark.parametrize("method", ["siq", "siq+"])
+def test_output_calibration_and_retraining_keep_the_channel_steps(method):
+    """SIQ retrains with every channel on its own step; siq+ learns each map's step with its channels' octaves
+    riding on it. Either way the model stays exact op by op."""
+    qm, images = quantized(1, method=method, calibration="output", calibration_images=40,
+                           siq=SIQConfig(rounds=2, epochs_per_round=1))
     assert sorted(qm.channel_octaves) == [1, 5]
-    assert np.array_equal(evaluate_exact(qm, Net(qm.arch), images),
-                          integer_scores(build_integer_model(qm), images))
+    lm = lower(qm)
+    assert first_mismatch(torch_op_outputs(qm, lm, images), run_integer(lm.integer, images), lm.integer.ops) is None
 
 
 def test_the_model_file_keeps_the_channel_steps(tmp_path):
@@ -125,9 +129,20 @@ def test_the_model_file_keeps_the_channel_steps(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"calibration": "sequential"}, "not sequential"),
-    ({"method": "siq+"}, "learns one step per feature map"),
+    ({"method": "siq+", "plus": SIQPlusConfig(real_steps=True)}, "real steps fold one factor per feature map"),
     ({"channel_steps": "all"}, "must be one of none, depthwise"),
 ])
 def test_settings_that_cannot_make_channel_steps_are_refused_before_training(overrides, message):
     with pytest.raises(SiqError, match=message):
         quantized(**overrides)
+
+
+def test_learned_steps_quantize_each_channel_on_its_own_step():
+    """siq+'s learned step of a map carries its channels' octaves: the same codes as the exact quantizer."""
+    from siq.training.quant import quantize_activation
+    from siq.training.quantizers import LearnedSteps
+    octaves = np.array([0, 1, 3])
+    x = torch.rand(5, 3, 4, 4, dtype=torch.float64) * torch.tensor([4.0, 1.0, 0.3]).reshape(1, 3, 1, 1)
+    steps = LearnedSteps({1: 2}, bits=4, channel_octaves={1: octaves}).double()
+    assert torch.equal(steps.quantize(1, x), quantize_activation(x, 2, 4, octaves))
+    assert not torch.equal(steps.quantize(1, x), quantize_activation(x, 2, 4))

@@ -40,7 +40,8 @@ from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
 from .model import QuantizedModel, load_quantized, quantize_biases, save_quantized
 
 __all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "DEFAULT_CALIBRATION", "INT32_MAX", "LRN_TABLE_BITS",
-           "MAX_CODEBOOK_BITS", "MAX_ROW_OFFSET", "ROW_OFFSET_BYTES", "SHIFT_RANGE", "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel",
+           "MAX_CODEBOOK_BITS", "MAX_ROW_OFFSET", "ROW_OFFSET_BYTES", "SHIFT_RANGE", "ExactHooks", "LRNTable",
+           "LayerCodebook", "QuantizedModel",
            "TrainingHooks", "best_shift", "calibrate_shifts", "calibrate_steps", "channel_octave_limit",
            "channel_step_points", "check_bits", "check_codebook_bits",
            "codebook_entry_bytes", "codebook_weights", "equalizable_pairs", "equalize_channels", "evaluate_exact",

@@ -64,7 +64,8 @@ def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
     check_layer_indices(arch, cfg.channel_layers, "per-channel codebook layers")
     method = resolve_method(cfg.method)
     configured = method.configure(cfg)
-    check_channel_steps(configured, bool(method.ingredients) and configured.plus.learn_act_steps)
+    check_channel_steps(configured, bool(method.ingredients) and configured.plus.learn_act_steps and
+                        configured.plus.real_steps)
     if not method.retrains:
         return
     cfg = configured

@@ -185,15 +185,15 @@ def check_per_channel(choice) -> str:
     return choice
 
 
-def check_channel_steps(cfg: QuantizeConfig, learns_steps: bool) -> str:
-    """Refuse a choice of channel steps that cannot run: unknown, or with a rule that does not make them."""
+def check_channel_steps(cfg: QuantizeConfig, folds_real_steps: bool) -> str:
+    """Refuse a choice of channel steps that cannot run: unknown, with a rule that does not make them, or with
+    siq+'s real steps (their folding scales a map as one tensor; not measured with steps per channel)."""
     if cfg.channel_steps not in CHANNEL_STEP_CHOICES:
         raise SiqError(f"channel steps must be one of {', '.join(CHANNEL_STEP_CHOICES)}, got {cfg.channel_steps!r}")
     if cfg.channel_steps != "none" and cfg.calibration == "sequential":
         raise SiqError("channel steps need the float or output calibration rule, not sequential")
-    if cfg.channel_steps != "none" and learns_steps:
-        raise SiqError("channel steps: siq+ learns one step per feature map; turn that off (--plus-off steps) "
-                       "or quantize with siq")
+    if cfg.channel_steps != "none" and folds_real_steps:
+        raise SiqError("channel steps: siq+'s real steps fold one factor per feature map; leave out --real-steps")
     return cfg.channel_steps
 
 

@@ -46,7 +46,7 @@ class PlusRetraining(Retraining):
         pools = {p: input_point_of(job.net.arch, p) for p in job.shifts
                  if p >= 0 and isinstance(job.net.arch.layers[p], POOL_POINTS)}
         self.steps = (LearnedSteps(job.shifts, cfg.act_bits, cfg.input_bits, self.plus.real_steps, cfg.point_widths,
-                                   pools) if self.plus.learn_act_steps else None)
+                                   pools, job.channel_octaves) if self.plus.learn_act_steps else None)
         self.loss_fn = self._loss
 
     @property

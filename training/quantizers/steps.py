@@ -9,7 +9,7 @@ import torch
 
 from ..arch import LRN, Conv, Dense
 from ..nets import Net
-from ..quant import SHIFT_RANGE, input_point_of, point_bits, relu_follows
+from ..quant import SHIFT_RANGE, input_point_of, point_bits, relu_follows, step_scale
 from .interface import FloatCodebook
 
 
@@ -25,11 +25,16 @@ class LearnedSteps(torch.nn.Module):
     a power of two (the firmware quantizes raw pixels with a shift). scales() gives what fold_step_scales needs.
     An average pool's point (`tied`: pool point -> the point it reads) then keeps its input's real factor and
     learns only a whole number of octaves beside it: a pool has no weights to fold a factor of its own into, and
-    its mean of the input's codes must land on the same codes once the input's factor is folded away."""
+    its mean of the input's codes must land on the same codes once the input's factor is folded away.
+
+    channel_octaves (point -> per channel, octaves finer than the point's step; QuantizedModel.channel_octaves):
+    a point with steps per channel learns one t for all its channels, each channel's step 2^-(s + octaves[c])."""
 
     def __init__(self, shifts: dict[int, int], bits: int, input_bits: int | None = None, real: bool = False,
-                 point_widths: dict | None = None, tied: dict[int, int] | None = None):
+                 point_widths: dict | None = None, tied: dict[int, int] | None = None,
+                 channel_octaves: dict | None = None):
         super().__init__()
+        self.channel_octaves = dict(channel_octaves or {})
         self.tied = dict(tied or {}) if real else {}
         self.bits = bits
         self.input_bits = input_bits
@@ -57,6 +62,8 @@ class LearnedSteps(torch.nn.Module):
 
     def quantize(self, point: int, x: torch.Tensor) -> torch.Tensor:
         scale = 2.0 ** self._log2_scale(point)
+        if point in self.channel_octaves:
+            scale = scale * step_scale(x, 0, self.channel_octaves[point])
         top = 2 ** point_bits(point, self.bits, self.input_bits, self.point_widths) - 1
         v = torch.clamp(x * scale, 0.0, float(top))
         return (v + (torch.floor(v + 0.5) - v).detach()) / scale
