@@ -146,3 +146,47 @@ def test_learned_steps_quantize_each_channel_on_its_own_step():
     steps = LearnedSteps({1: 2}, bits=4, channel_octaves={1: octaves}).double()
     assert torch.equal(steps.quantize(1, x), quantize_activation(x, 2, 4, octaves))
     assert not torch.equal(steps.quantize(1, x), quantize_activation(x, 2, 4))
+
+
+def test_a_sweep_gives_its_cells_channel_steps(tmp_path):
+    """channel_steps (study option): a quantized cell equals quantize_model with the option, a float-weight cell
+    with quantized feature maps scores the folded network with every channel on its own step; both say so in
+    their records, and with float feature maps nothing changes."""
+    import json
+    from siq.training.data import load_dataset
+    from siq.training.experiments import sweep
+    from siq.training.nets import fold_batchnorm
+    from siq.training.quant import TrainingHooks, calibrate_steps
+    from siq.training.train import TrainConfig, accuracy, load_checkpoint, predict_scores
+    arch = {"name": "tiny-separable", "input": [1, 8, 8], "layers": [
+        {"type": "conv", "out": 6, "k": 3, "pad": "same"}, {"type": "batchnorm"}, {"type": "relu"},
+        {"type": "conv", "out": 6, "k": 3, "pad": "same", "groups": 6}, {"type": "batchnorm"}, {"type": "relu"},
+        {"type": "globalavgpool"}, {"type": "flatten"}, {"type": "dense", "out": 10}]}
+    path = tmp_path / "tiny-separable.json"
+    path.write_text(json.dumps(arch))
+    grid = dict(methods=["uniform"], weight_bits=[4, None], act_bits=[4, None], calibration="float",
+                codebook_bits=12, train_cfg=TrainConfig(epochs=2, batch_size=32, lr=3e-2), fc_bits=4,
+                calibration_images=200, progress=False, threads=1, cache_dir=tmp_path / "cache")
+    plain = sweep.run_sweep("digits", str(path), out=tmp_path / "plain.jsonl", **grid)
+    steps = sweep.run_sweep("digits", str(path), out=tmp_path / "steps.jsonl", channel_steps="depthwise", **grid)
+    for p, s in zip(plain, steps):
+        quantized_maps = s["act_bits"] is not None
+        assert (s["cell"] != p["cell"]) == quantized_maps and (s.get("channel_steps") == "depthwise") == \
+            quantized_maps, s
+    ds = load_dataset("digits", seed=0)
+    net = fold_batchnorm(load_checkpoint(tmp_path / "cache" / "models" / f"{steps[0]['model']}.pt")[0])
+    cfg = QuantizeConfig(method="uniform", conv_bits=4, fc_bits=4, act_bits=4, seed=0, calibration_images=200,
+                         calibration="float", codebook_bits=12, channel_steps="depthwise")
+    with sweep.torch_threads(1):
+        qm = quantize_model(net, ds.train_x, ds.train_y, cfg, ds.class_names)[0]
+    assert sorted(qm.channel_octaves) == [1]
+    quantized = next(s for s in steps if s["conv_bits"] == 4 and s["act_bits"] == 4)
+    assert accuracy(integer_scores(build_integer_model(qm), ds.test_x), ds.test_y) == quantized["accuracy"]
+    calibration = ds.train_x[np.random.default_rng(0).permutation(len(ds.train_x))[:200]]
+    shifts, octaves = calibrate_steps(net, calibration, 4, "float", None, {}, [1], channel_octave_limit(12))
+    assert octaves[1].tolist() == qm.channel_octaves[1].tolist()
+    float_weights = next(s for s in steps if s["conv_bits"] is None and s["act_bits"] == 4)
+    hooks = TrainingHooks(4, shifts, channel_octaves=octaves)
+    assert accuracy(predict_scores(net, ds.test_x, hooks), ds.test_y) == float_weights["accuracy"]
+    # the steps per channel show in the score (the check above could not tell otherwise)
+    assert accuracy(predict_scores(net, ds.test_x, TrainingHooks(4, shifts)), ds.test_y) != float_weights["accuracy"]

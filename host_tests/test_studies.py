@@ -109,6 +109,10 @@ def test_study_regenerates_its_committed_results(path):
      'split = "test"\nresults = "x.jsonl"\npoint_bits = { first = 8 }', "point_bits must map feature-map points"),
     ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq"]\nweight_bits = "2"\nact_bits = "2"\n'
      'split = "test"\nresults = "x.jsonl"\npoint_bits = { 1 = 9 }', "activation bits of point 1"),
+    ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq"]\nweight_bits = "2"\nact_bits = "2"\n'
+     'split = "test"\nresults = "x.jsonl"\nchannel_steps = "all"', "channel steps must be one of none, depthwise"),
+    ('question = "q"\n[[run]]\ndataset = "digits"\nmethods = ["siq", "siq+"]\nweight_bits = "2"\nact_bits = "2"\n'
+     'split = "test"\nresults = "x.jsonl"\nchannel_steps = "depthwise"\nreal_steps = true', "real steps fold"),
     ("question = [", "not TOML"),
 ])
 def test_bad_study_is_refused_in_one_line(tmp_path, text, message):

@@ -45,9 +45,9 @@ from siq.training.arch import load_arch
 from siq.training.errors import SiqError
 from siq.training.fileio import atomic_write_bytes
 from siq.training.quant import CALIBRATION_RULES, DEFAULT_CALIBRATION, check_codebook_bits
-from siq.training.quantizers import (CHANNEL_STEP_CHOICES, DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, SIQConfig,
-                                     SIQPlusConfig, check_plus_config, check_point_widths, check_siq_config,
-                                     method_variant)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, PER_CHANNEL_CHOICES, QuantizeConfig, SIQConfig,
+                                     SIQPlusConfig, check_channel_steps_for, check_plus_config, check_point_widths,
+                                     check_siq_config, method_variant)
 from siq.training.train import TrainConfig
 
 from .grid import parse_bits
@@ -198,8 +198,6 @@ def check_sweep_options(where: str, o: dict) -> None:
         _fail(where, f"calibration must be one of {', '.join(CALIBRATION_RULES)}, got {o['calibration']!r}")
     if o.get("per_channel", DEFAULT_PER_CHANNEL) not in PER_CHANNEL_CHOICES:
         _fail(where, f"per_channel must be one of {', '.join(PER_CHANNEL_CHOICES)}, got {o['per_channel']!r}")
-    if o.get("channel_steps", "none") not in CHANNEL_STEP_CHOICES:
-        _fail(where, f"channel_steps must be one of {', '.join(CHANNEL_STEP_CHOICES)}, got {o['channel_steps']!r}")
     if o.get("epochs", 1) < 1:
         _fail(where, f"epochs must be at least 1, got {o['epochs']}")
     point_bits = o.get("point_bits", {})
@@ -221,6 +219,9 @@ def check_sweep_options(where: str, o: dict) -> None:
             check_point_widths(load_arch(arguments["arch_spec"]).folded(), arguments["point_widths"])
         check_siq_config(arguments["siq_cfg"])
         check_plus_config(arguments["plus_cfg"])
+        check_channel_steps_for(arguments["methods"], QuantizeConfig(
+            calibration=arguments["calibration"], channel_steps=arguments["channel_steps"],
+            plus=arguments["plus_cfg"]))
     except SiqError as exc:
         _fail(where, str(exc))
     except TypeError as exc:  # a config dataclass refused a field

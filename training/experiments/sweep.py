@@ -65,9 +65,9 @@ from siq.training.integer import build_integer_model, integer_scores
 from siq.training.nets import fold_batchnorm
 from siq.training.quant import (CALIBRATION_RULES, DEFAULT_CALIBRATION, TrainingHooks, calibrate_steps,
                                channel_octave_limit, channel_step_points, check_bits, check_codebook_bits)
-from siq.training.quantizers import (CHANNEL_STEP_CHOICES, DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig,
-                                     SIQPlusConfig, check_per_channel, check_plus_config, check_point_widths,
-                                     check_siq_config, method_variant)
+from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
+                                     check_channel_steps_for, check_per_channel, check_plus_config,
+                                     check_point_widths, check_siq_config, method_variant)
 from siq.training.train import (TrainConfig, accuracy, load_checkpoint, predict_scores, save_checkpoint,
                                 torch_threads, train_float)
 
@@ -314,8 +314,8 @@ def run_sweep(dataset_spec, arch_spec, methods: Sequence[str], weight_bits, act_
         input_bits = check_bits(input_bits, "input bits")
     # numbered on the folded network; refused here, before the float models train
     point_widths = check_point_widths(arch.folded(), point_widths or {})
-    if channel_steps not in CHANNEL_STEP_CHOICES:
-        raise SiqError(f"channel steps must be one of {', '.join(CHANNEL_STEP_CHOICES)}, got {channel_steps!r}")
+    check_channel_steps_for(methods, QuantizeConfig(calibration=calibration, channel_steps=channel_steps,
+                                                    plus=plus_cfg))
     qcfg = quantize_template(codebook_bits, calibration_images, siq_cfg, plus_cfg, calibration,
                               per_channel, input_bits, equalize, point_widths, channel_steps)
     data = {"train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y,

@@ -42,15 +42,23 @@ from .steps import LearnedSteps, fold_step_scales
 RETRAINING_METHODS = tuple(name for name, method in METHODS.items() if method.retrains)
 
 __all__ = ["CHANNEL_STEP_CHOICES", "DEFAULT_PER_CHANNEL", "METHODS", "PER_CHANNEL_CHOICES", "PLUS_INGREDIENTS",
-           "RETRAINING_METHODS",
-           "FloatCodebook", "LearnedSteps", "Method", "PlusHooks", "PlusRetraining", "QuantizeConfig", "Quantizer",
-           "QuantizerInput", "QuantizerOutput", "Retraining", "SIQConfig", "SIQPlusConfig", "TrainableCodebook",
-           "centroid_values", "check_channel_steps", "check_layer_bits", "check_layer_indices", "check_method_fits",
-           "check_per_channel",
-           "check_plus_config", "check_point_widths", "check_siq_config", "continuation_penalty", "fold_step_scales",
+           "RETRAINING_METHODS", "FloatCodebook", "LearnedSteps", "Method", "PlusHooks", "PlusRetraining",
+           "QuantizeConfig", "Quantizer", "QuantizerInput", "QuantizerOutput", "Retraining", "SIQConfig",
+           "SIQPlusConfig", "TrainableCodebook", "centroid_values", "check_channel_steps", "check_channel_steps_for",
+           "check_layer_bits", "check_layer_indices", "check_method_fits", "check_per_channel", "check_plus_config", "check_point_widths", "check_siq_config", "continuation_penalty", "fold_step_scales",
            "gather", "kmeans_codebook", "layer_kmeans", "layer_weights", "load_book_weights", "method_variant",
            "nearest", "nearest_assignment", "nearest_index", "per_row", "prepare", "quantize_model", "register",
            "resolve_method", "retrain", "run", "uniform_codebook", "uniform_codes"]
+
+
+def check_channel_steps_for(methods, cfg: QuantizeConfig) -> None:
+    """check_channel_steps for each of a sweep's methods (variants with their ingredients turned off), run with
+    cfg's calibration, channel steps and siq+ settings: refused before any float model trains."""
+    for name in methods:
+        method = resolve_method(name)
+        configured = method.configure(cfg)
+        check_channel_steps(configured, bool(method.ingredients) and configured.plus.learn_act_steps and
+                            configured.plus.real_steps)
 
 
 def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
@@ -63,12 +71,10 @@ def check_method_fits(arch: Arch, cfg: QuantizeConfig) -> None:
     check_point_widths(arch, cfg.point_widths)
     check_layer_indices(arch, cfg.channel_layers, "per-channel codebook layers")
     method = resolve_method(cfg.method)
-    configured = method.configure(cfg)
-    check_channel_steps(configured, bool(method.ingredients) and configured.plus.learn_act_steps and
-                        configured.plus.real_steps)
+    check_channel_steps_for([cfg.method], cfg)
     if not method.retrains:
         return
-    cfg = configured
+    cfg = method.configure(cfg)
     if method.ingredients and cfg.plus.learn_act_steps and cfg.plus.real_steps and \
             any(isinstance(layer, MERGES) for layer in arch.layers):
         # fold_step_scales moves a real step into the layers around its point; an add's inputs would need one
