@@ -8,7 +8,7 @@ import pytest
 from siq.codegen.export import model_report, with_instructions
 from siq.codegen.lower import lower
 from siq.training.arch import PRESETS, load_arch
-from siq.training.quant import quantization_points
+from siq.training.quant import channel_step_points, quantization_points
 from siq.training.quantizers import QuantizeConfig, quantize_model
 from siq.training.summary import layer_sizes, size_table, totals
 
@@ -29,9 +29,12 @@ def test_each_layer_has_its_shape_macs_and_parameters(name):
         assert rows[i].params == int(np.prod(shape)) + shape[0]
     assert sum(r.macs for r in rows) == totals(arch)["macs"] and rows[-1].params > 0
     table = size_table(arch).splitlines()
+    folded = arch.folded()
+    per_channel = channel_step_points(folded)
+    if per_channel:  # the maps that can take a step per channel close the table where there are some
+        assert table.pop().endswith(": " + ", ".join(map(str, per_channel)))
     assert len(table) == len(rows) + 5 and table[-3].split()[1:] == [f"{totals(arch)['macs']:,}",
                                                                      f"{totals(arch)['parameters']:,}"]
-    folded = arch.folded()
     assert table[-2].endswith(": " + ", ".join(map(str, folded.weighted_layers())))
     assert table[-1].endswith(": " + ", ".join(map(str, quantization_points(folded))))
 
