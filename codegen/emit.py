@@ -43,7 +43,7 @@ def wrap(items: list[str], width: int = LINE_WIDTH) -> list[str]:
 
 @dataclass
 class WeightArrays:
-    """A weighted layer's three flash arrays (their names: lower.WeightTable.arrays)."""
+    """A weighted layer's three flash arrays (their names: weights.WeightTable.arrays)."""
     name: str
     codebook_array: str
     weights_array: str

@@ -32,7 +32,7 @@ from .kernels import (NIBBLE_SLACK, AddParams, AvgPool2dParams, ConcatParams, Co
                       input_slack)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner, share_in_place_buffers
-from .weights import IDENTITY_CODEBOOK_ARRAY, WeightTable, share_rows  # noqa: F401 (the array name: callers' too)
+from .weights import WeightTable, share_rows
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t

@@ -1,5 +1,6 @@
-"""A weighted layer's flash as lowering lays it out (WeightTable), and the one rule for storing a per-channel
-codebook whose output channels share rows: each distinct row once, plus a table of row offsets.
+"""A weighted layer's flash as lowering lays it out (WeightTable), with a per-channel codebook whose output
+channels share rows stored as each distinct row once plus a table of row offsets. The rule (shared_rows) lives in
+training/quant/codebook.py, so that QuantizedModel.weights_bytes counts flash by it too.
 
 Row sharing (share_rows): a conv's codebook [C_OUT, K] with R < C_OUT distinct rows is stored as those R rows, in
 order of first appearance (row 0 is output channel 0's), and a uint16_t table row_offsets[C_OUT] with output
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from siq.training.quant import MAX_ROW_OFFSET, ROW_OFFSET_BYTES, shared_rows  # noqa: F401 (the rule's home)
+from siq.training.quant import ROW_OFFSET_BYTES, shared_rows
 
 IDENTITY_CODEBOOK_ARRAY = "int8_identity_codebook"  # kernels.INT8_IDENTITY_CODEBOOK, once per model
 

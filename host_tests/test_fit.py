@@ -20,7 +20,8 @@ from siq.codegen.fit.cost import cost_model, is_params, rodata_bytes, rodata_sec
 from siq.codegen.fit.run import check_point_search, plan, point_options
 from siq.codegen.fit.solve import Choice, brute_force, exact, greedy
 from siq.codegen.fit.study import _config_text
-from siq.codegen.lower import IDENTITY_CODEBOOK_ARRAY, lower
+from siq.codegen.lower import lower
+from siq.codegen.weights import IDENTITY_CODEBOOK_ARRAY
 from siq.codegen.target.build import build_elf
 from siq.codegen.target.footprint import _map_input_sections, footprint
 from siq.training.arch import Arch

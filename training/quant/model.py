@@ -189,6 +189,7 @@ def _check_channel_octaves(path, qm: QuantizedModel) -> None:
     for p, octaves in qm.channel_octaves.items():
         if p not in eligible:
             raise SiqError(f"{path}: a step per channel at layer {p}, which cannot have one (corrupt file)")
+        # the codebook width is not recorded: the widest limit any width allows here, lowering checks the rest
         if octaves.shape != (shapes[p][0],) or octaves.min() < 0 or octaves.max() > channel_octave_limit(2):
             raise SiqError(f"{path}: the channel steps of point {p} do not fit its {shapes[p][0]} channels "
                            "(corrupt file)")
