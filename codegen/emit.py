@@ -16,7 +16,7 @@ from siq.training.integer import Conv2dRequantMaxpool, DenseRequant, DenseScores
 
 from . import kernels
 from .lower import LoweredModel
-from .weights import IDENTITY_CODEBOOK_ARRAY
+from .weights import IDENTITY_CODEBOOK_ARRAY, channel_table_name
 
 BOTH, REFERENCE, DEFAULT = "both", "reference", "default"
 LINE_WIDTH = 96  # initializer text per line; the templates indent it by 4, so lines stay within 100 characters
@@ -69,6 +69,7 @@ class TableArray:
     name: str
     length: int
     lines: list[str]
+    ctype: str = "uint32_t"
 
 
 @dataclass
@@ -150,6 +151,8 @@ class KernelContext:
 
     dsp_kernels: bool = False          # a fast kernel of kernels.DSP_KERNELS is called
     row_tables: bool = False           # some conv's output channels share codebook rows (codegen/weights.py)
+    aligned_inputs: bool = False       # some pointwise conv shifts its input channels (Conv2dRequant.in_shifts)
+    channel_shifts: bool = False       # some depthwise conv requantizes per channel (channel_shifts)
     pointwise_block: int = kernels.POINTWISE_BLOCK
 
     @property
@@ -190,6 +193,8 @@ def kernel_context(lm: LoweredModel) -> KernelContext:
     ctx.conv_rows = [rows[key] for key in sorted(rows)]
     ctx.dsp_kernels = any(op.fast_kernel in kernels.DSP_KERNELS for op in lm.ops)
     ctx.row_tables = any(op.weights.row_offsets is not None for op in lm.ops if op.weights)
+    ctx.aligned_inputs = any(op.channel_table and op.channel_table.field == "in_shifts" for op in lm.ops)
+    ctx.channel_shifts = any(op.channel_table and op.channel_table.field == "channel_shifts" for op in lm.ops)
     ctx.fast_convs = [mains[name] for name in sorted(mains)]
     ctx.filter_size = max((r.channels * r.k * r.k for r in ctx.conv_rows), default=0)
     dense = [op for op in lm.ops if op.fast_kernel and isinstance(op.ir, (DenseRequant, DenseScores))]
@@ -252,6 +257,10 @@ def op_calls(lm: LoweredModel) -> tuple[list[OpCall], list[TableArray]]:
     for index, op in enumerate(lm.ops):
         if op.table is not None:
             tables.append(TableArray(op.params.table, len(op.table), wrap([f"{v}u" for v in op.table])))
+        if op.channel_table is not None:
+            t = op.channel_table
+            tables.append(TableArray(channel_table_name(index, t), len(t.values),
+                                     wrap([kernels.literal(v, t.ctype) for v in t.values]), t.ctype))
         calls.append(OpCall(index, f"op{index}_{op.kernel}_params", op.kernel, op.fast_kernel, op.comment,
                             op.params.STRUCT, kernels.initializer(op.params),
                             ", ".join(_buffer_expr(lm, read) for read in op.inputs),  # an add reads two

@@ -62,6 +62,8 @@ class Conv2dParams:
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN][K][K]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
     scratch: str = c_field("int32_t *", "arena words of one decoded filter (fast kernels, DSP cores), else NULL")
+    in_shifts: str = c_field("const uint8_t *", "input channel c's codes << in_shifts[c] (steps per channel); NULL: "
+                                                "none")
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Conv2dGeneralParams:
     weights: str = c_field("const uint8_t *", "packed indices, layout [C_OUT][C_IN / groups][KH][KW]")
     bias: str = c_field("const int32_t *", "bias plus rounding half, on the accumulator grid")
     scratch: str = c_field("int32_t *", "arena words of one output channel's decoded taps (fast kernel)")
+    channel_shifts: str = c_field("const int8_t *", "out channel o's requantization shift (steps per channel); "
+                                                    "NULL: shift")
     tile_channels: int = c_field("int32_t", "output channels a tile of the band kernel decodes (codegen band_layout)")
     band_channels: int = c_field("int32_t", "band kernel: bytes a staged column, C_IN / groups rounded up to 4")
     band_width: int = c_field("int32_t", "band kernel: staged columns a row (input column j - pad_left)")

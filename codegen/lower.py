@@ -32,7 +32,7 @@ from .kernels import (NIBBLE_SLACK, AddParams, AvgPool2dParams, ConcatParams, Co
                       input_slack)
 from .pack import pack_indices, packed_size
 from .plan import GreedyPlanner, share_in_place_buffers
-from .weights import WeightTable, share_rows
+from .weights import ChannelTable, WeightTable, channel_table, channel_table_name, share_rows
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_WEIGHT_BITS = 2**32 - 1  # the C reads index i at bit i * bits of the packed stream, a uint32_t
@@ -50,6 +50,7 @@ class LoweredOp:
     comment: str
     weights: WeightTable | None = None
     table: list[int] | None = None
+    channel_table: ChannelTable | None = None  # a conv's shift per channel (steps per channel), if any
     params: object = None  # the kernel's parameter struct (codegen/kernels.py), filled once the arena is planned
     fast_kernel: str | None = None  # the optimised C kernel with the same results, when one applies
     in_bits: int = 8       # bits per stored code of the input buffer: 8 (bytes) or 4 (two codes a byte, LSB first)
@@ -211,6 +212,12 @@ def _params(op: LoweredOp, scratch: str, index: int):
     """The kernel's parameter struct, every number taken from the IR op and the chosen layouts."""
     ir, w = op.ir, op.weights
     arrays = w.arrays if w else {}
+    if op.channel_table is not None:
+        arrays = {**arrays, op.channel_table.field: channel_table_name(index, op.channel_table)}
+    elif isinstance(ir, (Conv2dRequant, Conv2dRequantMaxpool)):
+        arrays = {**arrays, "in_shifts": "NULL"}
+    elif isinstance(ir, Conv2dGeneralRequant):
+        arrays = {**arrays, "channel_shifts": "NULL"}
     if isinstance(ir, QuantizeInput):
         return QuantizeInputParams(ir.out_count, ir.shift, ir.max_code, op.out_bits)
     if isinstance(ir, (Conv2dRequant, Conv2dRequantMaxpool)):
@@ -275,6 +282,7 @@ def lower(qm: QuantizedModel, prefix: str = "siq_model", fast: bool = True) -> L
             ops.append(LoweredOp(kernels.spec(op).name, op, step.sources, read, output, comment,
                                  weights=_weights(weighted) if hasattr(weighted, "indices") else None,
                                  table=[int(v) for v in op.table] if isinstance(op, LRNRequant) else None,
+                                 channel_table=channel_table(op),
                                  out_count=0 if final else op.out_count, other=other, part=part))
 
     entry = codebook_entry_bytes([op.weights.codebook for op in ops if op.weights])
@@ -361,7 +369,8 @@ def _hash(lowered: LoweredModel, qm: QuantizedModel) -> str:
         numbers = kernels.scalars(op.params)
         if hasattr(op.ir, "acc_bound"):
             numbers["acc_bound"] = op.ir.acc_bound
-        h.update(json.dumps([op.kernel, op.fast_kernel, numbers, op.table], sort_keys=True).encode())
+        shifts = [op.channel_table.values] if op.channel_table else []
+        h.update(json.dumps([op.kernel, op.fast_kernel, numbers, op.table, *shifts], sort_keys=True).encode())
         if op.weights:
             h.update(bytes(op.weights.packed))
             w = op.weights

@@ -13,6 +13,9 @@ where that takes fewer bytes than every row:
 
 and only where every offset fits a uint16_t. Otherwise, and for dense layers (their kernels read rows by stride
 only), the layout is one row per output channel, as without sharing.
+
+A conv with steps per channel around it (quant.aligned_channel_points) has one more table in flash, its shifts
+per channel (ChannelTable).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from siq.training.integer import Conv2dGeneralRequant, Conv2dRequant
 from siq.training.quant import ROW_OFFSET_BYTES, shared_rows
 
 IDENTITY_CODEBOOK_ARRAY = "int8_identity_codebook"  # kernels.INT8_IDENTITY_CODEBOOK, once per model
@@ -96,3 +100,27 @@ def share_rows(w: WeightTable, entry_bytes: int) -> WeightTable:
     assert all(o % w.codebook_stride == 0 and o + w.codebook_stride <= stored.size for o in offsets)
     return dataclasses.replace(w, codebook=[int(v) for v in stored.reshape(-1)], codebook_rows=len(stored),
                                row_offsets=offsets)
+
+
+@dataclass
+class ChannelTable:
+    """A conv's shift per channel, in flash: a pointwise conv's left shift per input channel (uint8_t in_shifts)
+    or a depthwise conv's requantization shift per output channel (int8_t channel_shifts)."""
+    field: str
+    ctype: str
+    values: list[int]
+
+
+def channel_table(op) -> ChannelTable | None:
+    """The op's shifts per channel, if it has any (Conv2dRequant.in_shifts, Conv2dGeneralRequant.channel_shifts)."""
+    if isinstance(op, Conv2dRequant) and op.in_shifts is not None:
+        # padded to an even count: the DSP pointwise kernel reads the shifts of a channel pair together
+        return ChannelTable("in_shifts", "uint8_t", [int(v) for v in op.in_shifts] + [0] * (len(op.in_shifts) % 2))
+    if isinstance(op, Conv2dGeneralRequant) and op.channel_shifts is not None:
+        return ChannelTable("channel_shifts", "int8_t", [int(v) for v in op.channel_shifts])
+    return None
+
+
+def channel_table_name(index: int, table: ChannelTable) -> str:
+    """The C array of op `index`'s table."""
+    return f"op{index}_{table.field}"

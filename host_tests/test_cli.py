@@ -76,16 +76,18 @@ def test_arch_prints_every_layer_with_its_macs_and_parameters():
     result = siq("arch", "ds-cnn")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "ds-cnn: input 1x49x10" and len(lines) == 2 + 30 + 1 + 3
+    assert lines[0] == "ds-cnn: input 1x49x10" and len(lines) == 2 + 30 + 1 + 4
     assert lines[2].split()[-3:] == ["64x25x5", "320,000", "2,624"]  # conv 64 10x4/2: 64 * 25 * 5 * 40 MACs
-    assert lines[-4].split() == ["total", "2,656,768", "22,604"]
+    assert lines[-5].split() == ["total", "2,656,768", "22,604"]
     # the indices --layer-bits, --point-bits and --channel-steps use are those of the network with its batch
     # norms folded
     folded = "(indices of the network with batch norm folded)"
-    assert lines[-3] == f"weighted layers (--layer-bits) {folded}: 0, 2, 4, 6, 8, 10, 12, 14, 16, 20"
-    assert lines[-2] == f"stored feature maps (--point-bits) {folded}: 1, 3, 5, 7, 9, 11, 13, 15, 17, 18"
-    assert lines[-1] == ("feature maps only depthwise convs read (a step per channel with --channel-steps depthwise) "
-                         f"{folded}: 1, 5, 9, 13")
+    assert lines[-4] == f"weighted layers (--layer-bits) {folded}: 0, 2, 4, 6, 8, 10, 12, 14, 16, 20"
+    assert lines[-3] == f"stored feature maps (--point-bits) {folded}: 1, 3, 5, 7, 9, 11, 13, 15, 17, 18"
+    assert lines[-2] == ("feature maps only depthwise convs read (a step per channel with --channel-steps depthwise "
+                         f"or separable) {folded}: 1, 5, 9, 13")
+    assert lines[-1] == ("depthwise outputs only pointwise convs read (a step per channel with --channel-steps "
+                         f"separable) {folded}: 3, 7, 11, 15")
     listing = siq("arch")
     assert listing.returncode == 0 and "paper-mnist" in listing.stdout and "221,800 MACs" in listing.stdout
     assert_refused(siq("arch", "nope"), "unknown architecture 'nope'")

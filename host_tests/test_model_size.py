@@ -8,7 +8,7 @@ import pytest
 from siq.codegen.export import model_report, with_instructions
 from siq.codegen.lower import lower
 from siq.training.arch import PRESETS, load_arch
-from siq.training.quant import channel_step_points, quantization_points
+from siq.training.quant import aligned_channel_points, channel_step_points, quantization_points
 from siq.training.quantizers import QuantizeConfig, quantize_model
 from siq.training.summary import layer_sizes, size_table, totals
 
@@ -30,8 +30,11 @@ def test_each_layer_has_its_shape_macs_and_parameters(name):
     assert sum(r.macs for r in rows) == totals(arch)["macs"] and rows[-1].params > 0
     table = size_table(arch).splitlines()
     folded = arch.folded()
+    aligned = aligned_channel_points(folded)
+    if aligned:  # the maps that can take a step per channel close the table where there are some
+        assert table.pop().endswith(": " + ", ".join(map(str, aligned)))
     per_channel = channel_step_points(folded)
-    if per_channel:  # the maps that can take a step per channel close the table where there are some
+    if per_channel:
         assert table.pop().endswith(": " + ", ".join(map(str, per_channel)))
     assert len(table) == len(rows) + 5 and table[-3].split()[1:] == [f"{totals(arch)['macs']:,}",
                                                                      f"{totals(arch)['parameters']:,}"]

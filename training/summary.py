@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .arch import Arch, BatchNorm, Conv, Dense, layer_dict
 from .graph import points
-from .quant import channel_step_points
+from .quant import aligned_channel_points, channel_step_points
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,11 @@ def size_table(arch: Arch) -> str:
     where = " (indices of the network with batch norm folded)" if folded.layers != arch.layers else ""
     lines.append(f"weighted layers (--layer-bits){where}: {', '.join(map(str, folded.weighted_layers()))}")
     lines.append(f"stored feature maps (--point-bits){where}: {', '.join(map(str, points(folded)))}")
-    per_channel = channel_step_points(folded)
+    per_channel, aligned = channel_step_points(folded), aligned_channel_points(folded)
     if per_channel:
         lines.append(f"feature maps only depthwise convs read (a step per channel with --channel-steps "
-                     f"depthwise){where}: {', '.join(map(str, per_channel))}")
+                     f"depthwise or separable){where}: {', '.join(map(str, per_channel))}")
+    if aligned:
+        lines.append(f"depthwise outputs only pointwise convs read (a step per channel with --channel-steps "
+                     f"separable){where}: {', '.join(map(str, aligned))}")
     return "\n".join(lines)

@@ -301,9 +301,10 @@ def add_per_channel(p):
 
 def add_channel_steps(p):
     p.add_argument("--channel-steps", choices=CHANNEL_STEP_CHOICES, default="none",
-                   help="depthwise: a power-of-two step per channel (instead of one per feature map) at every "
-                        "feature map only depthwise convs read, where batch norm leaves channels octaves apart; "
-                        "the C keeps its kernels and one shift per op (default %(default)s)")
+                   help="depthwise: a power-of-two step per channel (not one per feature map) at every map only "
+                        "depthwise convs read, where batch norm leaves channels octaves apart; separable: also at "
+                        "every depthwise conv output only pointwise convs read (they align its channels by shifts); "
+                        "`siq arch` lists the maps (default %(default)s)")
 
 
 def add_point_bits(p):

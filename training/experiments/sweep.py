@@ -64,7 +64,7 @@ from siq.training.fileio import atomic_write_bytes
 from siq.training.integer import build_integer_model, integer_scores
 from siq.training.nets import fold_batchnorm
 from siq.training.quant import (CALIBRATION_RULES, DEFAULT_CALIBRATION, TrainingHooks, calibrate_steps,
-                               channel_octave_limit, channel_step_points, check_bits, check_codebook_bits)
+                               channel_octave_limits, check_bits, check_codebook_bits, point_bits)
 from siq.training.quantizers import (DEFAULT_PER_CHANNEL, METHODS, QuantizeConfig, SIQConfig, SIQPlusConfig,
                                      check_channel_steps_for, check_per_channel, check_plus_config,
                                      check_point_widths, check_siq_config, method_variant)
@@ -172,9 +172,10 @@ def _evaluate_cell(cell: Cell, data: dict, checkpoint: str, fc_bits: int, qcfg: 
             calib = _calibration_images(data["train_x"], cell.seed, qcfg["calibration_images"])
             input_bits, point_widths = qcfg.get("input_bits"), qcfg["point_widths"]
             net = fold_batchnorm(net)  # quantization's points (unfolded, a conv before its batch norm is "signed")
-            channel_points = channel_step_points(net.arch) if qcfg["channel_steps"] == "depthwise" else []
+            limits = channel_octave_limits(net.arch, qcfg["channel_steps"], qcfg["codebook_bits"],
+                                           lambda p: point_bits(p, cell.act_bits, input_bits, point_widths))
             shifts, octaves = calibrate_steps(net, calib, cell.act_bits, qcfg["calibration"], input_bits,
-                                              point_widths, channel_points, channel_octave_limit(qcfg["codebook_bits"]))
+                                              point_widths, limits)
             hooks = TrainingHooks(cell.act_bits, shifts, input_bits=input_bits, point_widths=point_widths,
                                   channel_octaves=octaves)
         scores = predict_scores(net, test_x, hooks)

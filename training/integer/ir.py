@@ -71,10 +71,16 @@ class Conv2dRequant(MapOutput, RequantizedWeighted):
     layer_index: int       # arch layer whose (quantized) output this equals: the relu after the conv
     name: str = "conv2d_requant"
     zero_point: int = 0    # > 0: a signed point storing code + zero_point (folded into bias, so no kernel sees it)
+    # uint8 [C_IN] or None: input channel c's codes are on a step 2^in_shifts[c] coarser than the finest channel's
+    # (a step per channel, quant.aligned_channel_points), so the sum reads in[c] << in_shifts[c]; only 1x1 convs
+    # (stride 1, no padding) carry them, and (in_max_code << in_shifts[c]) < 2^15 (the fast kernel's lanes)
+    in_shifts: np.ndarray | None = None
 
     def as_general(self) -> "Conv2dGeneralRequant":
         """The same conv as a Conv2dGeneralRequant (square kernel, one stride, one pad on all four sides, one
         group): identical outputs, so a back end may run whichever op has the faster kernel for the shape."""
+        if self.in_shifts is not None:
+            raise ValueError("a conv that aligns its input channels has no general form")
         return Conv2dGeneralRequant(self.in_shape, self.out_shape, (self.k, self.k), (self.stride, self.stride),
                                     (self.pad,) * 4, 1, self.codebook, self.indices, self.bits, self.bias,
                                     self.shift, self.max_code, self.acc_bound, self.layer_index,
@@ -109,6 +115,9 @@ class Conv2dGeneralRequant(MapOutput, RequantizedWeighted):
     layer_index: int
     name: str = "conv2d_general_requant"
     zero_point: int = 0
+    # int8 [C_OUT] or None: output channel o requantizes with channel_shifts[o] instead of shift (a step per
+    # channel at the relu after a depthwise conv, quant.aligned_channel_points); bias[o] holds its own half
+    channel_shifts: np.ndarray | None = None
 
     @property
     def macs(self) -> int:

@@ -12,19 +12,22 @@ from siq.training.arch import (ACTIVATIONS, LRN, MERGES, Add, Arch, AvgPool, Bat
                                GlobalAvgPool, MaxPool)
 from siq.training.errors import SiqError
 from siq.training.graph import activation_reads, merge_inputs, signed_points
-from siq.training.quant import (INT32_MAX, QuantizedModel, codebook_weights, input_point_of,
-                                lrn_table, point_max_code, pool_rounding, quantizable, signed_zero_point)
+from siq.training.quant import (INT32_MAX, LANE_BITS, QuantizedModel, aligned_octave_limit, codebook_weights,
+                                input_point_of, lrn_table, point_max_code, pool_rounding, quantizable,
+                                signed_zero_point)
 
 from .ir import (AddRequant, AvgPool2d, ConcatRequant, Conv2dGeneralRequant, Conv2dRequant, Conv2dRequantMaxpool,
                  DenseRequant, DenseScores, IntegerModel, KernelStep, LRNRequant, MaxPool2d, QuantizeInput)
 
 
-def accumulator_bound(codebook, indices, bias, in_max_code: int) -> int:
+def accumulator_bound(codebook, indices, bias, in_max_code) -> int:
     """Largest |acc| any input with codes in [0, in_max_code] can produce, over every partial sum: per output,
-    acc lies in [bias + max_code * sum(negative weights), bias + max_code * sum(positive weights)]."""
-    w = codebook_weights(codebook, indices).reshape(indices.shape[0], -1)
-    high = bias + in_max_code * np.sum(np.maximum(w, 0), axis=1)
-    low = bias + in_max_code * np.sum(np.minimum(w, 0), axis=1)
+    acc lies in [bias + max_code * sum(negative weights), bias + max_code * sum(positive weights)]. in_max_code:
+    one bound, or one per input channel (indices' axis 1: a conv's aligned input channels)."""
+    top = np.asarray(in_max_code, dtype=np.int64).reshape((-1,) + (1,) * (indices.ndim - 2))
+    w = codebook_weights(codebook, indices)
+    high = bias + np.sum(np.maximum(w, 0) * top, axis=tuple(range(1, indices.ndim)))
+    low = bias + np.sum(np.minimum(w, 0) * top, axis=tuple(range(1, indices.ndim)))
     return int(max(np.max(np.abs(high)), np.max(np.abs(low)), np.max(np.abs(bias))))
 
 
@@ -132,7 +135,14 @@ def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: 
     acc_exp = qm.accumulator_exponent(i)
     point = i if signed else i + 1
     codebook, bias = qm.folded_codebook(i)
-    in_max_code = 2 ** qm.bits_at(input_point_of(arch, i)) - 1
+    in_bits = qm.bits_at(input_point_of(arch, i))
+    in_max_code, in_shifts = 2**in_bits - 1, qm.input_shifts(i)
+    if in_shifts is not None:
+        in_max_code = in_max_code << in_shifts
+        if in_max_code.max() >= 2**LANE_BITS:
+            raise SiqError(f"{where}: its input's steps per channel span {int(in_shifts.max())} octaves; "
+                           f"{in_bits}-bit codes aligned that far leave the fast kernels' 16-bit lanes (calibration "
+                           f"keeps them within {aligned_octave_limit(in_bits)})")
     bound = accumulator_bound(codebook, lc.indices, bias, in_max_code)
     if final:
         return DenseScores(in_shape[0], out_shape[0], codebook, lc.indices, lc.bits, bias, _prove(bound, where), i)
@@ -144,12 +154,16 @@ def _weighted_op(qm: QuantizedModel, i: int, layer, in_shape, out_shape, final: 
     shift = max(acc_exp - qm.shifts[point], -(qm.bits_at(point) - 1) if signed else -8)
     half = 2 ** (shift - 1) if shift > 0 else 0
     offset = zero << shift if shift >= 0 else zero >> -shift
-    bound = _prove(bound + half + offset, where)
+    octaves, channel_shifts = qm.output_octaves(i), None
+    if octaves is not None:  # output channel o on a step 2^octaves[o] finer: shift o is smaller by that
+        channel_shifts = np.maximum(acc_exp - qm.shifts[point] - octaves, -8)
+        half = np.where(channel_shifts > 0, np.left_shift(1, np.maximum(channel_shifts - 1, 0)), 0)
+    bound = _prove(bound + int(np.max(half)) + offset, where)
     common = dict(codebook=codebook, indices=lc.indices, bits=lc.bits, bias=bias + half + offset, shift=shift,
                   max_code=point_max_code(arch, point, qm.shifts[point], qm.bits_at(point)), acc_bound=bound,
                   layer_index=point, zero_point=zero)
     if isinstance(layer, Conv):
-        return _conv_op(layer, in_shape, out_shape, common)
+        return _conv_op(layer, in_shape, out_shape, common, in_shifts, channel_shifts)
     return DenseRequant(in_shape[0], out_shape[0], **common)
 
 
@@ -194,14 +208,19 @@ def _concat_op(qm: QuantizedModel, i: int, channels: list[int], shape, where: st
                          point_max_code(arch, i, qm.shifts[i], qm.bits_at(i)), i)
 
 
-def _conv_op(layer: Conv, in_shape, out_shape, common: dict):
+def _conv_op(layer: Conv, in_shape, out_shape, common: dict, in_shifts=None, channel_shifts=None):
     """Conv2dRequant where it fits (square kernel, one stride, the same pad on all four sides, no groups: the
-    kernels with fast variants), else the general conv."""
+    kernels with fast variants), else the general conv. in_shifts (a pointwise conv) and channel_shifts (a
+    depthwise conv) come only where quant.aligned_channel_points admits them, so each lands on its op."""
     (kh, kw), (sh, sw) = layer.kernel, layer.strides
     pads = layer.padding(*in_shape[1:])
     if kh == kw and sh == sw and len(set(pads)) == 1 and layer.groups == 1:
-        return Conv2dRequant(in_shape, out_shape, kh, sh, pads[0], **common)
-    return Conv2dGeneralRequant(in_shape, out_shape, (kh, kw), (sh, sw), pads, layer.groups, **common)
+        assert channel_shifts is None, "a step per channel after a conv that is not depthwise"
+        return Conv2dRequant(in_shape, out_shape, kh, sh, pads[0], **common,
+                             in_shifts=None if in_shifts is None else in_shifts.astype(np.uint8))
+    assert in_shifts is None, "aligned input channels on a conv that is not pointwise"
+    return Conv2dGeneralRequant(in_shape, out_shape, (kh, kw), (sh, sw), pads, layer.groups, **common,
+                                channel_shifts=None if channel_shifts is None else channel_shifts.astype(np.int8))
 
 
 def fuse(model: IntegerModel) -> list[KernelStep]:
@@ -209,8 +228,8 @@ def fuse(model: IntegerModel) -> list[KernelStep]:
     steps, ops, k = [], model.ops, 0
     while k < len(ops):
         op = ops[k]
-        if isinstance(op, Conv2dRequant) and k + 1 < len(ops) and isinstance(ops[k + 1], MaxPool2d) and \
-                model.readers(k) == [k + 1]:
+        if isinstance(op, Conv2dRequant) and op.in_shifts is None and k + 1 < len(ops) and \
+                isinstance(ops[k + 1], MaxPool2d) and model.readers(k) == [k + 1]:
             steps.append(KernelStep(Conv2dRequantMaxpool(op, ops[k + 1]), [k, k + 1]))
             k += 2
         else:

@@ -23,6 +23,11 @@ def requantize(acc: np.ndarray, shift: int, max_code: int) -> np.ndarray:
     return np.clip(out, 0, max_code)
 
 
+def requantize_channels(acc: np.ndarray, shifts: np.ndarray, max_code: int) -> np.ndarray:
+    """requantize with output channel o's own shift (acc [N, C, H, W]; each bias holds its channel's half)."""
+    return np.concatenate([requantize(acc[:, o:o + 1], int(s), max_code) for o, s in enumerate(shifts)], axis=1)
+
+
 def quantize_input(images: np.ndarray, op: QuantizeInput) -> np.ndarray:
     pixels = images.reshape(len(images), *op.shape).astype(np.int64)
     if op.shift >= 0:
@@ -38,7 +43,8 @@ def _check_bound(acc: np.ndarray, bound: int, name: str) -> None:
 
 
 def conv2d_requant(codes: np.ndarray, op: Conv2dRequant) -> np.ndarray:
-    n, c, h, w = codes.shape
+    if op.in_shifts is not None:  # each input channel onto the finest channel's step
+        codes = codes.astype(np.int64) << op.in_shifts.astype(np.int64)[None, :, None, None]
     padded = np.pad(codes, ((0, 0), (0, 0), (op.pad, op.pad), (op.pad, op.pad)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (op.k, op.k), axis=(2, 3))
     windows = windows[:, :, ::op.stride, ::op.stride][:, :, :op.out_shape[1], :op.out_shape[2]]
@@ -61,6 +67,8 @@ def conv2d_general_requant(codes: np.ndarray, op: Conv2dGeneralRequant) -> np.nd
     acc = np.einsum("ngchwij,gocij->ngohw", windows, weights, optimize=True).reshape(n, -1, oh, ow)
     acc = acc + op.bias[None, :, None, None]
     _check_bound(acc, op.acc_bound, op.name)
+    if op.channel_shifts is not None:
+        return requantize_channels(acc, op.channel_shifts, op.max_code)
     return requantize(acc, op.shift, op.max_code)
 
 

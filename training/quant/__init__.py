@@ -29,21 +29,22 @@ shifts), codebook (integer codebooks), equalize (cross-layer equalization of the
 from .calibrate import (CALIBRATION_RULES, CALIBRATION_SAMPLES, DEFAULT_CALIBRATION, best_shift, calibrate_shifts,
                         calibrate_steps)
 from .codebook import (MAX_CODEBOOK_BITS, MAX_ROW_OFFSET, ROW_OFFSET_BYTES, LayerCodebook, channel_octave_limit,
-                       check_codebook_bits, codebook_entry_bytes, codebook_weights, pad_rows, shared_rows,
-                       snap_codebook)
+                       channel_octave_limits, check_codebook_bits, codebook_entry_bytes, codebook_weights, pad_rows,
+                       shared_rows, snap_codebook)
 from .equalize import equalizable_pairs, equalize_channels
-from .fixedpoint import (INT32_MAX, SHIFT_RANGE, channel_step_points, check_bits, input_point_of, point_bits,
+from .fixedpoint import (CHANNEL_STEP_MODES, INT32_MAX, LANE_BITS, SHIFT_RANGE, aligned_channel_points,
+                         aligned_octave_limit, channel_step_points, check_bits, input_point_of, point_bits,
                          point_max_code, pool_rounding, quantizable, quantization_points, quantize_activation,
                          quantize_signed, relu_follows, round_half_up, signed_zero_point, step_scale)
 from .hooks import ExactHooks, TrainingHooks, evaluate_exact, ste
 from .lrn import LRN_TABLE_BITS, LRNTable, lrn_table, lrn_window_sum
 from .model import QuantizedModel, load_quantized, quantize_biases, save_quantized
 
-__all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "DEFAULT_CALIBRATION", "INT32_MAX", "LRN_TABLE_BITS",
-           "MAX_CODEBOOK_BITS", "MAX_ROW_OFFSET", "ROW_OFFSET_BYTES", "SHIFT_RANGE", "ExactHooks", "LRNTable",
-           "LayerCodebook", "QuantizedModel",
-           "TrainingHooks", "best_shift", "calibrate_shifts", "calibrate_steps", "channel_octave_limit",
-           "channel_step_points", "check_bits", "check_codebook_bits",
+__all__ = ["CALIBRATION_RULES", "CALIBRATION_SAMPLES", "CHANNEL_STEP_MODES", "DEFAULT_CALIBRATION", "INT32_MAX",
+           "LANE_BITS", "LRN_TABLE_BITS", "MAX_CODEBOOK_BITS", "MAX_ROW_OFFSET", "ROW_OFFSET_BYTES", "SHIFT_RANGE",
+           "ExactHooks", "LRNTable", "LayerCodebook", "QuantizedModel", "TrainingHooks", "aligned_channel_points",
+           "aligned_octave_limit", "best_shift", "calibrate_shifts", "calibrate_steps", "channel_octave_limit",
+           "channel_octave_limits", "channel_step_points", "check_bits", "check_codebook_bits",
            "codebook_entry_bytes", "codebook_weights", "equalizable_pairs", "equalize_channels", "evaluate_exact",
            "input_point_of", "load_quantized",
            "lrn_table", "lrn_window_sum", "pad_rows", "point_bits", "point_max_code", "pool_rounding", "quantizable",

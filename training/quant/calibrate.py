@@ -44,11 +44,11 @@ def calibrate_shifts(net: Net, images: np.ndarray, bits: int, rule: str = DEFAUL
 
 def calibrate_steps(net: Net, images: np.ndarray, bits: int, rule: str = DEFAULT_CALIBRATION,
                     input_bits: int | None = None, point_widths: dict | None = None,
-                    channel_points: list[int] = (), octave_limit: int = 0) -> tuple[dict[int, int], dict]:
+                    channel_limits: dict[int, int] | None = None) -> tuple[dict[int, int], dict]:
     """Shift per quantization point (-1 = input) on calibration images, by best_shift on each point's tensor
     (`bits` wide; the input `input_bits` wide, default `bits`; a point in point_widths that wide), and the
-    channel octaves of the points in channel_points (channel_step_points; none for the "sequential" rule):
-    each channel's own best_shift, at most octave_limit octaves finer than its point's step, which is that of
+    channel octaves of the points in channel_limits (codebook.channel_octave_limits; none for the "sequential"
+    rule): each channel's own best_shift, at most the point's limit octaves finer than its step, which is that of
     its coarsest live channel (a channel's step is never coarser than it needs, so no channel clips early).
     Returns (shifts, channel octaves).
 
@@ -78,8 +78,8 @@ def calibrate_steps(net: Net, images: np.ndarray, bits: int, rule: str = DEFAULT
     octaves = {}
     for p in quantization_points(net.arch):
         width = point_bits(p, bits, input_bits, point_widths)
-        if p in channel_points and octave_limit > 0:
-            shifts[p], octaves[p] = channel_shifts(collect[p], width, octave_limit)
+        if (channel_limits or {}).get(p, 0) > 0:
+            shifts[p], octaves[p] = channel_shifts(collect[p], width, channel_limits[p])
         else:
             shifts[p] = best_shift(collect[p], width, p in signed)
     if rule == "output":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SiqError
-from .fixedpoint import round_half_up
+from .fixedpoint import aligned_channel_points, aligned_octave_limit, channel_step_points, round_half_up
 
 @dataclass
 class LayerCodebook:
@@ -88,6 +88,17 @@ def channel_octave_limit(codebook_bits: int) -> int:
     scales a codebook row by 2^octaves on each side of such a point, and the scaled entries must stay within
     the signed MAX_CODEBOOK_BITS range (12-bit values: 3 octaves)."""
     return MAX_CODEBOOK_BITS - codebook_bits
+
+
+def channel_octave_limits(arch, mode: str, codebook_bits: int, bits_at) -> dict[int, int]:
+    """Each point of channel_step_points(arch, mode) with the most octaves a channel's step may be finer than the
+    point's: channel_octave_limit(codebook_bits), and at a point the pointwise convs align, also what keeps its
+    `bits_at(point)`-bit codes inside a 16-bit lane once shifted (aligned_octave_limit). Mode "none": none."""
+    if mode == "none":
+        return {}
+    aligned = set(aligned_channel_points(arch))
+    return {p: min(channel_octave_limit(codebook_bits), aligned_octave_limit(bits_at(p))) if p in aligned
+            else channel_octave_limit(codebook_bits) for p in channel_step_points(arch, mode)}
 
 
 def check_codebook_bits(bits) -> int:

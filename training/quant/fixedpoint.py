@@ -45,12 +45,22 @@ def step_scale(x: torch.Tensor, shift: int, octaves=None):
     return (2.0 ** exponents).reshape((1, -1) + (1,) * (x.dim() - 2))
 
 
-def channel_step_points(arch: Arch) -> list[int]:
-    """The feature-map points that can take a power-of-two step per channel with no alignment across channels:
-    the relu right after a conv, read only by depthwise convs (every output channel reads one input channel).
-    The conv before it requantizes channel c onto channel c's step and a depthwise conv reads channel c alone,
-    so nothing ever sums, compares or stores two channels on one grid. A point whose conv itself reads such a
-    point is left out, so that no codebook row carries two channel scalings (lowering's bound on its entries)."""
+CHANNEL_STEP_MODES = ("depthwise", "separable")
+LANE_BITS = 15  # the fast kernels stage codes in signed 16-bit lanes: an aligned code stays below 2^15
+
+
+def channel_step_points(arch: Arch, mode: str = "depthwise") -> list[int]:
+    """The feature-map points that can take a power-of-two step per channel, in network order.
+
+    "depthwise": the relu right after a conv, read only by depthwise convs (every output channel reads one input
+    channel). The conv before it requantizes channel c onto channel c's step and a depthwise conv reads channel c
+    alone, so nothing ever sums, compares or stores two channels on one grid: the steps fold into the codebook
+    rows on both sides (QuantizedModel.folded_codebook). A point whose conv itself reads such a point is left
+    out, so that no codebook row carries two channel scalings (lowering's bound on its entries).
+    "separable": those, and the relu right after a depthwise conv read only by pointwise convs
+    (aligned_channel_points)."""
+    if mode not in CHANNEL_STEP_MODES:
+        raise SiqError(f"unknown channel-step mode {mode!r} (known: {', '.join(CHANNEL_STEP_MODES)})")
     read = readers(arch)
     shapes = arch.input_shapes()
     out: list[int] = []
@@ -58,9 +68,43 @@ def channel_step_points(arch: Arch) -> list[int]:
         if not isinstance(layer, ReLU) or p == 0 or not isinstance(arch.layers[p - 1], Conv) or \
                 arch.sources[p] != (p - 1,) or not read.get(p) or input_point_of(arch, p - 1) in out:
             continue
-        if all(isinstance(arch.layers[r], Conv) and arch.layers[r].groups == shapes[r][0] > 1 for r in read[p]):
+        if all(_is_depthwise(arch.layers[r], shapes[r]) for r in read[p]):
+            out.append(p)
+    return sorted(out + aligned_channel_points(arch)) if mode == "separable" else out
+
+
+def aligned_channel_points(arch: Arch) -> list[int]:
+    """The relu right after a depthwise conv (one input channel per output channel) whose every reader is a
+    pointwise conv (1x1, stride 1, no padding, one group). The depthwise conv requantizes channel c with a shift
+    of its own (Conv2dGeneralRequant.channel_shifts); a pointwise conv sums the channels after a left shift of
+    each channel's codes onto the finest channel's step (Conv2dRequant.in_shifts)."""
+    read = readers(arch)
+    shapes = arch.input_shapes()
+    out = []
+    for p, layer in enumerate(arch.layers):
+        if not isinstance(layer, ReLU) or p == 0 or arch.sources[p] != (p - 1,) or not read.get(p):
+            continue
+        producer = arch.layers[p - 1]
+        if isinstance(producer, Conv) and _is_depthwise(producer, shapes[p - 1]) and \
+                producer.out == shapes[p - 1][0] and \
+                all(_is_pointwise(arch.layers[r], shapes[r]) for r in read[p]):
             out.append(p)
     return out
+
+
+def _is_depthwise(layer, in_shape) -> bool:
+    return isinstance(layer, Conv) and layer.groups == in_shape[0] > 1
+
+
+def _is_pointwise(layer, in_shape) -> bool:
+    return isinstance(layer, Conv) and layer.groups == 1 and tuple(layer.kernel) == (1, 1) and \
+        tuple(layer.strides) == (1, 1) and not any(layer.padding(*in_shape[1:]))
+
+
+def aligned_octave_limit(bits: int) -> int:
+    """How many octaves a pointwise conv may shift an input channel's codes of `bits` bits left: the aligned
+    code stays inside a signed 16-bit lane."""
+    return LANE_BITS - bits
 
 
 def quantize_signed(x: torch.Tensor, shift: int, bits: int) -> torch.Tensor:

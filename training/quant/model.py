@@ -12,8 +12,8 @@ from ..fileio import load_torch, save_torch
 from ..nets import Net
 from .codebook import (MAX_CODEBOOK_BITS, ROW_OFFSET_BYTES, LayerCodebook, channel_octave_limit,
                        codebook_entry_bytes, shared_rows)
-from .fixedpoint import (SHIFT_RANGE, channel_step_points, check_bits, input_point_of, point_bits,
-                         quantization_points, round_half_up)
+from .fixedpoint import (SHIFT_RANGE, aligned_channel_points, channel_step_points, check_bits, input_point_of,
+                         point_bits, quantization_points, round_half_up)
 
 @dataclass
 class QuantizedModel:
@@ -28,7 +28,8 @@ class QuantizedModel:
     input_bits: int | None = None           # input image codes; None = act_bits
     point_widths: dict[int, int] = field(default_factory=dict)  # feature-map point -> its own code width
     # point -> per channel, how many octaves finer than 2^-shifts[point] the channel's step is (only at
-    # channel_step_points; lowering folds them into the codebook rows around the point)
+    # channel_step_points; lowering folds them into the codebook rows around the point, or at the points that
+    # pointwise convs read requantizes per channel and aligns them by shifts: output_octaves, input_shifts)
     channel_octaves: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -45,8 +46,8 @@ class QuantizedModel:
         return accumulator_exponent(self.arch, self.shifts, self.layers, self.channel_octaves, index)
 
     def folded_codebook(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Layer i's integer codebook and bias with the channel steps around it folded in (channel_octaves), as
-        the integer model runs them: one requantization shift per op, its kernels unchanged.
+        """Layer i's integer codebook and bias with the channel steps around it folded in (channel_octaves at
+        folded_points), as the integer model runs them: one requantization shift per op, its kernels unchanged.
 
         Output side: channel o of the point after layer i is on step 2^-(shift + octaves[o]), so row o and bias o
         are scaled by 2^octaves[o]: (acc * 2^octaves[o]) >> (acc_exp - shift) is acc on channel o's step, rounded
@@ -58,11 +59,12 @@ class QuantizedModel:
         lc, bias = self.layers[i], self.biases[i].astype(np.int64)
         out_channels = lc.indices.shape[0]
         scale = np.zeros(out_channels, dtype=np.int64)
-        if i + 1 in self.channel_octaves:  # the relu right after layer i (channel_step_points)
+        folded = self.folded_points()
+        if i + 1 in folded:  # the relu right after layer i (channel_step_points)
             scale += self.channel_octaves[i + 1]
             bias = bias << self.channel_octaves[i + 1]
         source = input_point_of(self.arch, i)
-        if source in self.channel_octaves:
+        if source in folded:
             octaves = self.channel_octaves[source]
             scale += int(octaves.max()) - np.repeat(octaves, out_channels // len(octaves))
         if not scale.any():
@@ -74,6 +76,30 @@ class QuantizedModel:
             raise SiqError(f"layer {i}: its codebook scaled by its channels' steps exceeds {MAX_CODEBOOK_BITS}-bit "
                            "values; use fewer codebook bits")
         return codebook, bias
+
+    def folded_points(self) -> set[int]:
+        """The points with a step per channel that folded_codebook folds into codebook rows (those only depthwise
+        convs read); the others (aligned_channel_points) are requantized per channel and aligned by shifts."""
+        return set(self.channel_octaves) - set(aligned_channel_points(self.arch))
+
+    def output_octaves(self, i: int) -> np.ndarray | None:
+        """Per output channel of layer i (a depthwise conv), how many octaves finer than the relu's step its
+        channel's step is, where that relu is an aligned point: the conv requantizes channel o with a shift smaller
+        by output_octaves[o]. None where layer i's output has one step (or folds its steps into rows)."""
+        point = i + 1
+        if point in self.channel_octaves and point not in self.folded_points():
+            return self.channel_octaves[point]
+        return None
+
+    def input_shifts(self, i: int) -> np.ndarray | None:
+        """Per input channel of layer i (a pointwise conv reading an aligned point), the left shift that puts the
+        channel's codes on its finest channel's step, the step the accumulator and the bias are on
+        (accumulator_exponent). None where the input has one step (or folds its steps into rows)."""
+        point = input_point_of(self.arch, i)
+        if point in self.channel_octaves and point not in self.folded_points():
+            octaves = self.channel_octaves[point]
+            return int(octaves.max()) - octaves
+        return None
 
     def weights_bytes(self) -> int:
         """Flash for weights, as the C lays it out: packed indices ceil(N*b/8) per layer plus the codebooks (with
@@ -185,7 +211,7 @@ def load_quantized(path) -> QuantizedModel:
 
 
 def _check_channel_octaves(path, qm: QuantizedModel) -> None:
-    eligible, shapes = set(channel_step_points(qm.arch)), qm.arch.shapes()
+    eligible, shapes = set(channel_step_points(qm.arch, "separable")), qm.arch.shapes()
     for p, octaves in qm.channel_octaves.items():
         if p not in eligible:
             raise SiqError(f"{path}: a step per channel at layer {p}, which cannot have one (corrupt file)")

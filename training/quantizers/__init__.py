@@ -22,7 +22,7 @@ import numpy as np
 from ..arch import MERGES, Arch, Conv
 from ..errors import SiqError
 from ..nets import Net, fold_batchnorm
-from ..quant import (QuantizedModel, calibrate_steps, channel_octave_limit, channel_step_points, check_bits,
+from ..quant import (QuantizedModel, calibrate_steps, channel_octave_limits, check_bits, point_bits,
                      check_codebook_bits, equalize_channels, quantizable, quantize_biases, snap_codebook)
 from ..train import seed_everything
 from . import kmeans, siq, siq_plus, uniform  # noqa: F401  (each module registers its method on import)
@@ -113,9 +113,9 @@ def prepare(float_net: Net, train_x: np.ndarray, train_y: np.ndarray, cfg: Quant
     net = copy.deepcopy(float_net).float()
     rng = np.random.default_rng(cfg.seed)
     calib = train_x[rng.permutation(len(train_x))[:cfg.calibration_images]]
-    channel_points = channel_step_points(net.arch) if cfg.channel_steps == "depthwise" else []
-    shifts, octaves = calibrate_steps(net, calib, act_bits, cfg.calibration, input_bits, point_widths,
-                                      channel_points, channel_octave_limit(cfg.codebook_bits))
+    limits = channel_octave_limits(net.arch, cfg.channel_steps, cfg.codebook_bits,
+                                   lambda p: point_bits(p, act_bits, input_bits, point_widths))
+    shifts, octaves = calibrate_steps(net, calib, act_bits, cfg.calibration, input_bits, point_widths, limits)
     return QuantizerInput(net=net, bits=bits, train_x=train_x, train_y=train_y, config=cfg, seed=cfg.seed,
                           act_bits=act_bits, input_bits=input_bits, point_widths=point_widths, shifts=shifts,
                           per_channel=frozenset(cfg.per_channel_layers(net)),

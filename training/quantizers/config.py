@@ -25,11 +25,13 @@ from ..train import TrainConfig
 PER_CHANNEL_CHOICES = ("depthwise", "none", "conv", "all")
 DEFAULT_PER_CHANNEL = "depthwise"
 
-# Which feature maps get a power-of-two step per channel instead of one per map: "none" (the default), or
-# "depthwise" the relu after a conv that only depthwise convs read (quant.channel_step_points), where batch norm
-# leaves channels with ranges octaves apart and no op ever has to align two channels. The C stays shift-only and
-# its kernels unchanged: lowering folds each channel's step into the codebook rows on both sides of the point.
-CHANNEL_STEP_CHOICES = ("none", "depthwise")
+# Which feature maps get a power-of-two step per channel instead of one per map (quant.channel_step_points):
+# "none" (the default); "depthwise" the relu after a conv that only depthwise convs read, where batch norm leaves
+# channels with ranges octaves apart and no op ever has to align two channels (lowering folds each channel's step
+# into the codebook rows on both sides of the point); "separable" also the relu after a depthwise conv that only
+# pointwise convs read (the depthwise conv requantizes each channel with its own shift, the pointwise conv shifts
+# each input channel's codes onto the finest channel's step).
+CHANNEL_STEP_CHOICES = ("none", "depthwise", "separable")
 
 
 @dataclass
