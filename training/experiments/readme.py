@@ -57,12 +57,16 @@ ROWS = [
      {"W4A4": [("fashion-mlperf-presets-output-calibration", 6, "siq")]}),
     (f"{DS_CNN} · SIQ, 12-bit codebook entries, output calibration, steps per channel at depthwise inputs",
      {"W4A4": [("fashion-ds-cnn-28-channel-steps", 2, "siq")]}),
+    (f"{DS_CNN} · SIQ, 12-bit codebook entries, output calibration, steps per channel at every separable map",
+     {"W4A4": [("fashion-ds-cnn-28-separable-channel-steps", 2, "siq")]}),
     (f"{DS_CNN} · siq+, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 10, "siq+")], "W2A4": [("fashion-mlperf-presets", 6, "siq+")]}),
     (f"{DS_CNN} · siq+, 12-bit codebook entries, output calibration",
      {c: [("fashion-mlperf-presets-siq-plus-output-calibration", 2, "siq+")] for c in ("W4A4", "W2A4")}),
     (f"{DS_CNN} · siq+, 12-bit codebook entries, output calibration, steps per channel at depthwise inputs",
      {"W4A4": [("fashion-ds-cnn-28-channel-steps", 3, "siq+")]}),
+    (f"{DS_CNN} · siq+, 12-bit codebook entries, output calibration, steps per channel at every separable map",
+     {"W4A4": [("fashion-ds-cnn-28-separable-channel-steps", 3, "siq+")]}),
 ]
 
 
