@@ -100,11 +100,13 @@ def test_each_channel_takes_its_own_step_within_the_octave_limit():
     assert channel_octave_limit(12) == 3 and channel_octave_limit(8) == 7
 
 
-@pytest.mark.parametrize("mode, size, channels", [("depthwise", 12, 8), ("separable", 12, 8),
-                                                   ("separable", 14, 7)])  # an odd plane, an odd channel count
-def test_channel_steps_are_exact_four_ways(tmp_path, mode, size, channels):
+@pytest.mark.parametrize("mode, size, channels, widths", [
+    ("depthwise", 12, 8, {}), ("separable", 12, 8, {}),
+    ("separable", 14, 7, {}),       # an odd plane, an odd channel count
+    ("separable", 12, 8, {3: 8})])  # the aligned map in bytes: the pointwise kernel's general staging
+def test_channel_steps_are_exact_four_ways(tmp_path, mode, size, channels, widths):
     arch = separable(size, channels)
-    qm, images = quantized(arch=arch, channel_steps=mode)
+    qm, images = quantized(arch=arch, channel_steps=mode, point_widths=widths)
     assert sorted(qm.channel_octaves) == POINTS[mode]
     assert all(o.max() > 0 for o in qm.channel_octaves.values()), "the spread channels took no step of their own"
     lm = lower(qm)
