@@ -48,6 +48,8 @@ ROWS = [
     (f"{RESNET8} · SIQ, 12-bit codebook entries", {"W4A4": [("fashion-mlperf-presets", 2, "siq")]}),
     (f"{RESNET8} · SIQ, 12-bit codebook entries, output calibration",
      {"W4A4": [("fashion-mlperf-presets-output-calibration", 3, "siq")]}),
+    (f"{RESNET8} · SIQ, 12-bit codebook entries, output calibration, 6 rounds × 2 epochs",
+     {"W4A4": [("fashion-mlperf-presets-longer-retraining", 1, "siq")]}),
     (f"{RESNET8} · siq+, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 9, "siq+")], "W2A4": [("fashion-mlperf-presets", 3, "siq+")]}),
     (f"{RESNET8} · siq+, 12-bit codebook entries, output calibration",
@@ -59,6 +61,8 @@ ROWS = [
      {"W4A4": [("fashion-ds-cnn-28-channel-steps", 2, "siq")]}),
     (f"{DS_CNN} · SIQ, 12-bit codebook entries, output calibration, steps per channel at every separable map",
      {"W4A4": [("fashion-ds-cnn-28-separable-channel-steps", 2, "siq")]}),
+    (f"{DS_CNN} · SIQ, 12-bit codebook entries, output calibration, steps per channel at every separable map, "
+     "6 rounds × 2 epochs", {"W4A4": [("fashion-mlperf-presets-longer-retraining", 2, "siq")]}),
     (f"{DS_CNN} · siq+, 12-bit codebook entries",
      {"W4A4": [("fashion-mlperf-presets", 10, "siq+")], "W2A4": [("fashion-mlperf-presets", 6, "siq+")]}),
     (f"{DS_CNN} · siq+, 12-bit codebook entries, output calibration",
