@@ -12,7 +12,7 @@ import numpy as np
 from ..arch import Conv
 from ..errors import SiqError
 from ..nets import Net
-from ..quant import DEFAULT_CALIBRATION, check_bits, quantization_points
+from ..quant import CHANNEL_STEP_MODES, DEFAULT_CALIBRATION, check_bits, quantization_points
 from ..train import TrainConfig
 
 # Which weighted layers get one codebook per output channel instead of one per layer: "depthwise" (the default)
@@ -31,7 +31,7 @@ DEFAULT_PER_CHANNEL = "depthwise"
 # into the codebook rows on both sides of the point); "separable" also the relu after a depthwise conv that only
 # pointwise convs read (the depthwise conv requantizes each channel with its own shift, the pointwise conv shifts
 # each input channel's codes onto the finest channel's step).
-CHANNEL_STEP_CHOICES = ("none", "depthwise", "separable")
+CHANNEL_STEP_CHOICES = ("none", *CHANNEL_STEP_MODES)
 
 
 @dataclass
